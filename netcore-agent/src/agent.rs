@@ -1,0 +1,460 @@
+//! The node agent: owns the node's state (bridge, pods, IPAM, maps, programs) and
+//! applies every change the API asks for. Start-up reconciles what the kernel has
+//! with what the state dir says, so a restart (or a crash) loses nothing.
+
+use std::net::Ipv4Addr;
+
+use aya::programs::TcAttachType;
+use netcore_common::{
+    config::{DatapathConfig, FLAG_READY},
+    pin::{PROG_FROM_HOST, PROG_FROM_OVERLAY, PROG_FROM_POD},
+    wire::VXLAN_OVERHEAD,
+};
+use rtnetlink::Handle;
+use tracing::{info, warn};
+
+use crate::{
+    api::{NodeInfo, NodeSpec, PodInfo, Reply, Request, Status},
+    config::AgentConfig,
+    datapath::{Datapath, DatapathError},
+    ipam::{Ipam, IpamError},
+    mac::Mac,
+    maps::Maps,
+    masq,
+    netlink::{self, Link, NetlinkError},
+    netns::{self, NetnsError},
+    pod::{self, PodError, PodSpec},
+    state::{NodeRecord, NodeState, PodRecord, StateError},
+    sysctl,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("invalid pod name {0:?}: use 1 to 64 letters, digits, '-', '_' or '.'")]
+    BadPodName(String),
+    #[error("pod {0} already exists")]
+    PodExists(String),
+    #[error("a network namespace named {0} already exists and is not a netcore pod")]
+    ForeignNetns(String),
+    #[error("{0} is not a network namespace")]
+    NotNetns(String),
+    #[error("invalid node: {0}")]
+    BadNode(String),
+    #[error("uplink {0} has no IPv4 address")]
+    UplinkNoAddress(String),
+    #[error("uplink {name} has MTU {mtu}: too small for VXLAN")]
+    UplinkMtu { name: String, mtu: u32 },
+    #[error("pod_cidr changed from {old} to {new} while pods exist; delete the pods or the state dir first")]
+    PodCidrChanged { old: ipnet::Ipv4Net, new: ipnet::Ipv4Net },
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    #[error(transparent)]
+    Pod(#[from] PodError),
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Sysctl(#[from] sysctl::SysctlError),
+    #[error(transparent)]
+    Masq(#[from] masq::MasqError),
+}
+
+type Result<T, E = AgentError> = std::result::Result<T, E>;
+
+pub struct Agent {
+    cfg: AgentConfig,
+    nl: Handle,
+    dp: Datapath,
+    maps: Maps,
+    state: NodeState,
+    ipam: Ipam,
+    node_ip: Ipv4Addr,
+    uplink: Link,
+    bridge: Link,
+    pod_mtu: u32,
+}
+
+impl Agent {
+    /// Brings the node up, or back to where it was.
+    pub async fn start(cfg: AgentConfig) -> Result<Self> {
+        let nl = netlink::connect()?;
+        let uplink = netlink::require_link(&nl, &cfg.uplink).await?;
+        let node_ip = netlink::ipv4_addrs(&nl, uplink.index)
+            .await?
+            .first()
+            .map(|(ip, _)| *ip)
+            .ok_or_else(|| AgentError::UplinkNoAddress(cfg.uplink.clone()))?;
+        if uplink.mtu < 576 + VXLAN_OVERHEAD as u32 {
+            return Err(AgentError::UplinkMtu { name: uplink.name.clone(), mtu: uplink.mtu });
+        }
+        let mut state = NodeState::load(&cfg.state_dir)?;
+        if let Some(old) = state.pod_cidr.filter(|old| *old != cfg.pod_cidr && !state.pods.is_empty()) {
+            return Err(AgentError::PodCidrChanged { old, new: cfg.pod_cidr });
+        }
+        state.pod_cidr = Some(cfg.pod_cidr);
+        let pod_mtu = uplink.mtu - VXLAN_OVERHEAD as u32;
+
+        let bridge = netlink::ensure_bridge(&nl, &cfg.bridge, state.gateway_mac, pod_mtu).await?;
+        netlink::add_addr(&nl, bridge.index, cfg.gateway(), cfg.pod_cidr.prefix_len()).await?;
+        sysctl::prepare_node(&cfg.bridge)?;
+        let (dp, maps) = Datapath::load(&cfg.pin_dir)?;
+        let ipam = Ipam::new(cfg.pod_cidr, state.last_ip);
+        let mut agent = Agent { cfg, nl, dp, maps, state, ipam, node_ip, uplink, bridge, pod_mtu };
+        agent.write_datapath_config()?;
+        agent.dp.attach(PROG_FROM_OVERLAY, &agent.cfg.uplink, TcAttachType::Ingress)?;
+        agent.dp.attach(PROG_FROM_HOST, &agent.cfg.bridge, TcAttachType::Egress)?;
+        agent.reconcile_pods().await?;
+        agent.reconcile_nodes()?;
+        agent.route_cluster_via_overlay().await?;
+        if agent.cfg.masquerade {
+            masq::apply(agent.cfg.pod_cidr, agent.cfg.cluster_cidr, &agent.cfg.bridge)?;
+        } else {
+            masq::remove()?;
+        }
+        agent.save()?;
+        info!(
+            node = %agent.cfg.node_name, pod_cidr = %agent.cfg.pod_cidr, underlay = %agent.node_ip,
+            pods = agent.state.pods.len(), "node ready"
+        );
+        Ok(agent)
+    }
+
+    pub fn config(&self) -> &AgentConfig {
+        &self.cfg
+    }
+
+    fn save(&mut self) -> Result<()> {
+        self.state.last_ip = self.ipam.last();
+        Ok(self.state.save(&self.cfg.state_dir)?)
+    }
+
+    fn write_datapath_config(&mut self) -> Result<()> {
+        let be = |ip: Ipv4Addr| u32::from_ne_bytes(ip.octets());
+        let cfg = DatapathConfig {
+            node_ip: be(self.node_ip),
+            gateway_ip: be(self.cfg.gateway()),
+            uplink_ifindex: self.uplink.index,
+            vni: self.cfg.vni,
+            vxlan_port: self.cfg.vxlan_port,
+            flags: FLAG_READY,
+            gateway_mac: self.state.gateway_mac.0,
+            vtep_mac: self.state.vtep_mac.0,
+        };
+        Ok(self.maps.config.set(&cfg)?)
+    }
+
+    /// The host's own traffic to remote pods: the cluster CIDR goes into the bridge via
+    /// a next hop that resolves to this node's VTEP MAC, where `from_host` picks it up.
+    async fn route_cluster_via_overlay(&mut self) -> Result<()> {
+        let next_hop = self.cfg.cluster_cidr.network();
+        netlink::replace_neighbour(&self.nl, self.bridge.index, next_hop, self.state.vtep_mac).await?;
+        netlink::replace_onlink_route(&self.nl, self.cfg.cluster_cidr, next_hop, self.bridge.index, self.cfg.gateway())
+            .await?;
+        Ok(())
+    }
+
+    /// Pods in the state whose interfaces still exist are kept (same IP, map entry and
+    /// program); the rest, and anything a crash left behind, is removed.
+    async fn reconcile_pods(&mut self) -> Result<()> {
+        let records: Vec<PodRecord> = self.state.pods.values().cloned().collect();
+        let mut keep = vec![self.cfg.uplink.clone(), self.cfg.bridge.clone()];
+        for rec in records {
+            let host = netlink::link(&self.nl, &rec.host_if).await?;
+            let complete = rec.mac != Mac::default() && pod::exists_inside(&rec.netns, &rec.ifname);
+            match host {
+                Some(host) if complete && self.ipam.reserve(rec.ip).is_ok() => {
+                    if host.master != Some(self.bridge.index) {
+                        netlink::set_master_up(&self.nl, host.index, self.bridge.index).await?;
+                    }
+                    self.maps.endpoints.insert(rec.ip, host.index, rec.mac)?;
+                    self.dp.attach(PROG_FROM_POD, &rec.host_if, TcAttachType::Ingress)?;
+                    keep.push(rec.host_if.clone());
+                }
+                _ => {
+                    warn!(pod = %rec.name, "pod is incomplete or gone: removing what is left of it");
+                    self.remove_pod_objects(&rec).await;
+                    self.state.pods.remove(&rec.name);
+                }
+            }
+        }
+        for link in netlink::links(&self.nl).await? {
+            if pod::is_host_if_name(&link.name) && !keep.contains(&link.name) {
+                warn!(interface = %link.name, "removing a pod interface no pod owns");
+                netlink::del_link(&self.nl, &link.name).await?;
+            }
+        }
+        for (ip, _) in self.maps.endpoints.entries() {
+            if !self.state.pods.values().any(|p| p.ip == ip) {
+                self.maps.endpoints.remove(ip)?;
+            }
+        }
+        for stale in self.dp.stale_attachments(&keep) {
+            self.dp.remove_attachment(&stale);
+        }
+        Ok(())
+    }
+
+    /// Makes the node map hold exactly the known remote nodes.
+    fn reconcile_nodes(&mut self) -> Result<()> {
+        let wanted: Vec<ipnet::Ipv4Net> = self.state.nodes.values().flat_map(node_prefixes).collect();
+        for (net, _, _) in self.maps.nodes.entries() {
+            if !wanted.contains(&net) {
+                self.maps.nodes.remove(net)?;
+            }
+        }
+        for node in self.state.nodes.values() {
+            for net in node_prefixes(node) {
+                self.maps.nodes.insert(net, node.underlay_ip, node.vtep_mac)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn handle(&mut self, req: Request) -> Reply {
+        let result = match req {
+            Request::PodAdd { name, netns, ifname, container_id } => {
+                self.pod_add(name, netns, ifname, container_id).await.map(json)
+            }
+            Request::PodDel { name } => self.pod_del(&name).await.map(json),
+            Request::PodList => Ok(json(self.pod_list())),
+            Request::Status => Ok(json(self.status())),
+            Request::NodeAdd(spec) => self.node_add(spec).map(json),
+            Request::NodeDel { name } => self.node_del(&name).map(json),
+            Request::NodeList => Ok(json(self.node_list())),
+        };
+        match result {
+            Ok(data) => Reply::Ok { data },
+            Err(e) => Reply::Error { message: e.to_string() },
+        }
+    }
+
+    pub async fn pod_add(
+        &mut self,
+        name: String,
+        netns: Option<std::path::PathBuf>,
+        ifname: Option<String>,
+        container_id: Option<String>,
+    ) -> Result<PodInfo> {
+        if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(AgentError::BadPodName(name));
+        }
+        if self.state.pods.contains_key(&name) {
+            return Err(AgentError::PodExists(name));
+        }
+        let (netns, owns_netns) = match netns {
+            Some(path) if netns::is_netns(&path) => (path, false),
+            Some(path) => return Err(AgentError::NotNetns(path.display().to_string())),
+            None if netns::path_of(&name).exists() => return Err(AgentError::ForeignNetns(name)),
+            None => (netns::path_of(&name), true),
+        };
+        let ip = self.ipam.allocate()?;
+        let mut rec = PodRecord {
+            name: name.clone(),
+            netns,
+            owns_netns,
+            ifname: ifname.unwrap_or_else(|| "eth0".into()),
+            ip,
+            mac: Mac::default(),
+            host_if: pod::host_if_name(ip),
+            container_id,
+        };
+        // Recorded first: a crash from here on is cleaned up at the next start.
+        self.state.pods.insert(name.clone(), rec.clone());
+        self.save()?;
+        if let Err(e) = self.plumb_pod(&mut rec).await {
+            self.remove_pod_objects(&rec).await;
+            self.state.pods.remove(&name);
+            self.ipam.release(ip);
+            self.save()?;
+            return Err(e);
+        }
+        self.state.pods.insert(name.clone(), rec.clone());
+        self.save()?;
+        info!(pod = %name, %ip, "pod added");
+        Ok(self.pod_info(&rec))
+    }
+
+    async fn plumb_pod(&mut self, rec: &mut PodRecord) -> Result<()> {
+        if rec.owns_netns {
+            netns::create(&rec.name)?;
+        }
+        let spec = PodSpec {
+            netns: rec.netns.clone(),
+            ifname: rec.ifname.clone(),
+            host_if: rec.host_if.clone(),
+            ip: rec.ip,
+            prefix_len: self.cfg.pod_cidr.prefix_len(),
+            gateway: self.cfg.gateway(),
+            mtu: self.pod_mtu,
+            bridge_index: self.bridge.index,
+        };
+        rec.mac = pod::create(&self.nl, &spec).await?;
+        let host = netlink::require_link(&self.nl, &rec.host_if).await?;
+        self.dp.attach(PROG_FROM_POD, &rec.host_if, TcAttachType::Ingress)?;
+        self.maps.endpoints.insert(rec.ip, host.index, rec.mac)?;
+        Ok(())
+    }
+
+    /// Removes whatever exists of a pod; every step tolerates a missing object.
+    async fn remove_pod_objects(&mut self, rec: &PodRecord) {
+        if let Err(e) = self.maps.endpoints.remove(rec.ip) {
+            warn!(pod = %rec.name, "removing endpoint entry: {e}");
+        }
+        self.dp.detach(PROG_FROM_POD, &rec.host_if, TcAttachType::Ingress);
+        if let Err(e) = pod::destroy(&self.nl, &rec.host_if).await {
+            warn!(pod = %rec.name, "removing interfaces: {e}");
+        }
+        if rec.owns_netns {
+            if let Err(e) = netns::delete(&rec.netns) {
+                warn!(pod = %rec.name, "removing namespace: {e}");
+            }
+        }
+    }
+
+    /// Deletes a pod; deleting one that does not exist succeeds (returns false).
+    pub async fn pod_del(&mut self, name: &str) -> Result<bool> {
+        let Some(rec) = self.state.pods.get(name).cloned() else {
+            return Ok(false);
+        };
+        self.remove_pod_objects(&rec).await;
+        self.ipam.release(rec.ip);
+        self.state.pods.remove(name);
+        self.save()?;
+        info!(pod = %name, ip = %rec.ip, "pod deleted");
+        Ok(true)
+    }
+
+    fn pod_info(&self, rec: &PodRecord) -> PodInfo {
+        PodInfo {
+            name: rec.name.clone(),
+            netns: rec.netns.clone(),
+            ifname: rec.ifname.clone(),
+            ip: rec.ip,
+            prefix_len: self.cfg.pod_cidr.prefix_len(),
+            gateway: self.cfg.gateway(),
+            mac: rec.mac,
+            host_interface: rec.host_if.clone(),
+            container_id: rec.container_id.clone(),
+            in_map: self.maps.endpoints.get(rec.ip).is_some(),
+        }
+    }
+
+    pub fn pod_list(&self) -> Vec<PodInfo> {
+        self.state.pods.values().map(|p| self.pod_info(p)).collect()
+    }
+
+    pub fn node_add(&mut self, spec: NodeSpec) -> Result<NodeInfo> {
+        self.validate_node(&spec)?;
+        let rec = NodeRecord {
+            name: spec.name.clone(),
+            pod_cidr: spec.pod_cidr,
+            underlay_ip: spec.underlay_ip,
+            vtep_mac: spec.vtep_mac,
+        };
+        if let Some(old) = self.state.nodes.insert(spec.name.clone(), rec.clone()) {
+            for net in node_prefixes(&old) {
+                self.maps.nodes.remove(net)?;
+            }
+        }
+        for net in node_prefixes(&rec) {
+            self.maps.nodes.insert(net, rec.underlay_ip, rec.vtep_mac)?;
+        }
+        self.save()?;
+        info!(node = %spec.name, pod_cidr = %spec.pod_cidr, underlay = %spec.underlay_ip, "remote node set");
+        Ok(self.node_info(&rec))
+    }
+
+    fn validate_node(&self, spec: &NodeSpec) -> Result<()> {
+        let bad = |m: String| Err(AgentError::BadNode(m));
+        if spec.name.is_empty() || spec.name == self.cfg.node_name {
+            return bad(format!("name {:?} is empty or this node's own", spec.name));
+        }
+        if spec.pod_cidr.network() != spec.pod_cidr.addr() {
+            return bad(format!("pod CIDR {} has host bits set", spec.pod_cidr));
+        }
+        if !self.cfg.cluster_cidr.contains(&spec.pod_cidr) {
+            return bad(format!("pod CIDR {} is outside the cluster CIDR {}", spec.pod_cidr, self.cfg.cluster_cidr));
+        }
+        let overlaps = |a: ipnet::Ipv4Net, b: ipnet::Ipv4Net| a.contains(&b) || b.contains(&a);
+        if overlaps(spec.pod_cidr, self.cfg.pod_cidr) {
+            return bad(format!("pod CIDR {} overlaps this node's {}", spec.pod_cidr, self.cfg.pod_cidr));
+        }
+        if let Some(other) = self.state.nodes.values().find(|n| {
+            n.name != spec.name && (overlaps(n.pod_cidr, spec.pod_cidr) || n.underlay_ip == spec.underlay_ip)
+        }) {
+            return bad(format!("pod CIDR or underlay address clashes with node {}", other.name));
+        }
+        if spec.underlay_ip == self.node_ip || spec.underlay_ip.is_unspecified() || spec.underlay_ip.is_multicast() {
+            return bad(format!("underlay address {} is not a remote node's", spec.underlay_ip));
+        }
+        if spec.vtep_mac.0[0] & 1 == 1 || spec.vtep_mac == Mac::default() {
+            return bad(format!("VTEP MAC {} is not a unicast address", spec.vtep_mac));
+        }
+        Ok(())
+    }
+
+    pub fn node_del(&mut self, name: &str) -> Result<bool> {
+        let Some(rec) = self.state.nodes.remove(name) else { return Ok(false) };
+        for net in node_prefixes(&rec) {
+            self.maps.nodes.remove(net)?;
+        }
+        self.save()?;
+        info!(node = %name, "remote node removed");
+        Ok(true)
+    }
+
+    fn node_info(&self, rec: &NodeRecord) -> NodeInfo {
+        let entries = self.maps.nodes.entries();
+        let in_map = entries.iter().any(|(net, ip, mac)| *net == rec.pod_cidr && *ip == rec.underlay_ip && *mac == rec.vtep_mac);
+        NodeInfo {
+            spec: NodeSpec {
+                name: rec.name.clone(),
+                pod_cidr: rec.pod_cidr,
+                underlay_ip: rec.underlay_ip,
+                vtep_mac: rec.vtep_mac,
+            },
+            source: "static".into(),
+            in_map,
+        }
+    }
+
+    pub fn node_list(&self) -> Vec<NodeInfo> {
+        self.state.nodes.values().map(|n| self.node_info(n)).collect()
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            node: self.cfg.node_name.clone(),
+            pod_cidr: self.cfg.pod_cidr,
+            cluster_cidr: self.cfg.cluster_cidr,
+            underlay_ip: self.node_ip,
+            uplink: self.cfg.uplink.clone(),
+            bridge: self.cfg.bridge.clone(),
+            gateway: self.cfg.gateway(),
+            vtep_mac: self.state.vtep_mac,
+            pod_mtu: self.pod_mtu,
+            vxlan_port: self.cfg.vxlan_port,
+            vni: self.cfg.vni,
+            pods: self.pod_list(),
+            ips_in_use: self.ipam.in_use(),
+            ips_total: self.ipam.capacity(),
+            nodes: self.node_list(),
+            programs: self.dp.attachments(),
+            counters: self.maps.counters.read(),
+        }
+    }
+}
+
+/// The prefixes a remote node owns in the trie: its pod CIDR and its underlay address.
+fn node_prefixes(n: &NodeRecord) -> [ipnet::Ipv4Net; 2] {
+    [n.pod_cidr, ipnet::Ipv4Net::new(n.underlay_ip, 32).expect("/32 is valid")]
+}
+
+fn json<T: serde::Serialize>(v: T) -> serde_json::Value {
+    serde_json::to_value(v).expect("API types serialize")
+}

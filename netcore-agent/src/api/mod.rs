@@ -1,0 +1,92 @@
+//! The agent's local API: one JSON request per line on a unix socket, one JSON reply
+//! per line. The CLI and the CNI plugin are its only clients.
+
+pub mod client;
+pub mod server;
+
+use std::{net::Ipv4Addr, path::PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::{datapath::Attachment, mac::Mac, maps::counters::CounterValue};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// A pod: the agent makes `/run/netns/NAME` unless `netns` names an existing one.
+    PodAdd {
+        name: String,
+        #[serde(default)]
+        netns: Option<PathBuf>,
+        #[serde(default)]
+        ifname: Option<String>,
+        #[serde(default)]
+        container_id: Option<String>,
+    },
+    PodDel { name: String },
+    PodList,
+    Status,
+    NodeAdd(NodeSpec),
+    NodeDel { name: String },
+    NodeList,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Reply {
+    Ok { data: serde_json::Value },
+    Error { message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PodInfo {
+    pub name: String,
+    pub netns: PathBuf,
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub mac: Mac,
+    pub host_interface: String,
+    pub container_id: Option<String>,
+    /// Whether the endpoint map holds the pod (its traffic takes the eBPF path).
+    pub in_map: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeSpec {
+    pub name: String,
+    pub pod_cidr: Ipv4Net,
+    pub underlay_ip: Ipv4Addr,
+    pub vtep_mac: Mac,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeInfo {
+    #[serde(flatten)]
+    pub spec: NodeSpec,
+    pub source: String,
+    pub in_map: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub node: String,
+    pub pod_cidr: Ipv4Net,
+    pub cluster_cidr: Ipv4Net,
+    pub underlay_ip: Ipv4Addr,
+    pub uplink: String,
+    pub bridge: String,
+    pub gateway: Ipv4Addr,
+    pub vtep_mac: Mac,
+    pub pod_mtu: u32,
+    pub vxlan_port: u16,
+    pub vni: u32,
+    pub pods: Vec<PodInfo>,
+    pub ips_in_use: usize,
+    pub ips_total: usize,
+    pub nodes: Vec<NodeInfo>,
+    pub programs: Vec<Attachment>,
+    pub counters: Vec<CounterValue>,
+}

@@ -1,0 +1,59 @@
+//! Serves the API socket: each connection sends request lines and gets reply lines.
+//! Requests run one at a time against the agent (it owns all state).
+
+use std::{path::Path, sync::Arc};
+
+use anyhow::Context;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::Mutex,
+};
+
+use super::{Reply, Request};
+use crate::agent::Agent;
+
+/// Longest request line accepted (a request is a few hundred bytes).
+const MAX_REQUEST: usize = 64 * 1024;
+
+pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        anyhow::bail!("another agent is already serving {}", path.display());
+    }
+    let _ = std::fs::remove_file(path);
+    UnixListener::bind(path).with_context(|| format!("binding API socket {}", path.display()))
+}
+
+pub async fn serve(listener: UnixListener, agent: Arc<Mutex<Agent>>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let agent = agent.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = connection(stream, agent).await {
+                        tracing::debug!("API connection ended: {e}");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("API accept failed: {e}"),
+        }
+    }
+}
+
+async fn connection(stream: UnixStream, agent: Arc<Mutex<Agent>>) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read.take(MAX_REQUEST as u64 * 16)).lines();
+    while let Some(line) = lines.next_line().await? {
+        let reply = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => agent.lock().await.handle(req).await,
+            Err(e) => Reply::Error { message: format!("bad request: {e}") },
+        };
+        let mut out = serde_json::to_vec(&reply).expect("replies serialize");
+        out.push(b'\n');
+        write.write_all(&out).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,230 @@
+//! The `netcore` command: the agent daemon, and thin clients of its API.
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::{
+    agent::Agent,
+    api::{client, NodeInfo, NodeSpec, PodInfo, Request, Status},
+    config::AgentConfig,
+    mac::Mac,
+};
+
+#[derive(Parser)]
+#[command(name = "netcore", version, about = "eBPF pod networking: agent and CLI")]
+pub struct Cli {
+    /// The agent's API socket.
+    #[arg(long, global = true, env = "NETCORE_SOCKET", default_value = "/run/netcore/netcore.sock")]
+    pub socket: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the node agent in the foreground.
+    Agent {
+        #[arg(long)]
+        config: PathBuf,
+        /// Log as JSON lines.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Pods on this node.
+    #[command(subcommand)]
+    Pod(PodCmd),
+    /// Remote nodes in the overlay map.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// Node, pods, programs and data-path counters.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove everything the agent made for a node (stop the agent first).
+    Reset {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PodCmd {
+    /// Create a pod: a network namespace /run/netns/NAME wired to the node.
+    Add {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a pod (deleting a pod that does not exist is not an error).
+    Del { name: String },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum NodeCmd {
+    /// Add or change a remote node.
+    Add {
+        name: String,
+        #[arg(long)]
+        pod_cidr: ipnet::Ipv4Net,
+        #[arg(long)]
+        underlay_ip: std::net::Ipv4Addr,
+        #[arg(long)]
+        vtep_mac: Mac,
+    },
+    Del { name: String },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn main(cli: Cli) -> ExitCode {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("netcore: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let sock = cli.socket.as_path();
+    match cli.command {
+        Command::Agent { config, log_json } => run_agent(&config, log_json).await,
+        Command::Reset { config } => crate::reset::reset(&AgentConfig::load(&config)?).await,
+        Command::Status { json } => {
+            let st: Status = client::call(sock, &Request::Status).await?;
+            print_or_json(json, &st, print_status)
+        }
+        Command::Pod(PodCmd::Add { name, json }) => {
+            let req = Request::PodAdd { name, netns: None, ifname: None, container_id: None };
+            let pod: PodInfo = client::call(sock, &req).await?;
+            print_or_json(json, &pod, |p| println!("pod {} ip {} mac {} host {}", p.name, p.ip, p.mac, p.host_interface))
+        }
+        Command::Pod(PodCmd::Del { name }) => {
+            let existed: bool = client::call(sock, &Request::PodDel { name: name.clone() }).await?;
+            println!("{}", if existed { format!("pod {name} deleted") } else { format!("pod {name} does not exist") });
+            Ok(())
+        }
+        Command::Pod(PodCmd::List { json }) => {
+            let pods: Vec<PodInfo> = client::call(sock, &Request::PodList).await?;
+            print_or_json(json, &pods, |p| print_pods(p))
+        }
+        Command::Node(NodeCmd::Add { name, pod_cidr, underlay_ip, vtep_mac }) => {
+            let spec = NodeSpec { name, pod_cidr, underlay_ip, vtep_mac };
+            let node: NodeInfo = client::call(sock, &Request::NodeAdd(spec)).await?;
+            println!("node {} {} via {} ({})", node.spec.name, node.spec.pod_cidr, node.spec.underlay_ip, node.spec.vtep_mac);
+            Ok(())
+        }
+        Command::Node(NodeCmd::Del { name }) => {
+            let existed: bool = client::call(sock, &Request::NodeDel { name: name.clone() }).await?;
+            println!("{}", if existed { format!("node {name} removed") } else { format!("node {name} is not known") });
+            Ok(())
+        }
+        Command::Node(NodeCmd::List { json }) => {
+            let nodes: Vec<NodeInfo> = client::call(sock, &Request::NodeList).await?;
+            print_or_json(json, &nodes, |n| print_nodes(n))
+        }
+    }
+}
+
+fn print_or_json<T: serde::Serialize>(json: bool, v: &T, human: impl Fn(&T)) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    } else {
+        human(v);
+    }
+    Ok(())
+}
+
+async fn run_agent(config: &Path, log_json: bool) -> anyhow::Result<()> {
+    init_logging(log_json);
+    let cfg = AgentConfig::load(config)?;
+    let listener = crate::api::server::bind(&cfg.api_socket)?;
+    let socket = cfg.api_socket.clone();
+    let agent = Agent::start(cfg).await.context("starting the node")?;
+    let agent = Arc::new(tokio::sync::Mutex::new(agent));
+    tracing::info!(socket = %socket.display(), "serving the API");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = crate::api::server::serve(listener, agent) => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("agent stopped; the data path keeps running");
+    Ok(())
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn print_pods(pods: &[PodInfo]) {
+    println!("{:<20} {:<16} {:<18} {:<11} {}", "NAME", "IP", "MAC", "HOST-IF", "NETNS");
+    for p in pods {
+        println!(
+            "{:<20} {:<16} {:<18} {:<11} {}{}",
+            p.name,
+            p.ip,
+            p.mac,
+            p.host_interface,
+            p.netns.display(),
+            if p.in_map { "" } else { "  (not in map!)" }
+        );
+    }
+}
+
+fn print_nodes(nodes: &[NodeInfo]) {
+    println!("{:<16} {:<18} {:<16} {:<18} {:<8} {}", "NAME", "POD-CIDR", "UNDERLAY", "VTEP-MAC", "SOURCE", "IN-MAP");
+    for n in nodes {
+        println!(
+            "{:<16} {:<18} {:<16} {:<18} {:<8} {}",
+            n.spec.name, n.spec.pod_cidr, n.spec.underlay_ip, n.spec.vtep_mac, n.source, n.in_map
+        );
+    }
+}
+
+fn print_status(s: &Status) {
+    println!("node      {}  (underlay {} on {}, VTEP {})", s.node, s.underlay_ip, s.uplink, s.vtep_mac);
+    println!("subnet    {} of {}  gateway {} on {}  pod MTU {}", s.pod_cidr, s.cluster_cidr, s.gateway, s.bridge, s.pod_mtu);
+    println!("overlay   VXLAN port {} VNI {}", s.vxlan_port, s.vni);
+    println!("pods      {}  (IPs {}/{} in use)", s.pods.len(), s.ips_in_use, s.ips_total);
+    for p in &s.pods {
+        println!("  {:<20} {:<16} {}", p.name, p.ip, p.host_interface);
+    }
+    println!("peers     {}", s.nodes.len());
+    for n in &s.nodes {
+        println!("  {:<16} {:<18} via {:<16} {}", n.spec.name, n.spec.pod_cidr, n.spec.underlay_ip, if n.in_map { "in map" } else { "NOT IN MAP" });
+    }
+    println!("programs  {}", s.programs.len());
+    for a in &s.programs {
+        println!("  {:<13} {:<12} {}", a.program, a.interface, a.direction);
+    }
+    println!("counters  {:<26} {:>12} {:>14}", "", "packets", "bytes");
+    for c in &s.counters {
+        if c.packets > 0 || !c.drop {
+            println!("          {:<26} {:>12} {:>14}", c.reason, c.packets, c.bytes);
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The agent's TOML configuration: what a node is and where it keeps its things.
+//! Every path is configurable so that several agents share one host.
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Name of this node (unique in the cluster).
+    pub node_name: String,
+    /// Interface that carries the underlay (its first IPv4 address is the node's).
+    pub uplink: String,
+    /// This node's pod CIDR, e.g. "10.244.1.0/24".
+    pub pod_cidr: Ipv4Net,
+    /// The whole cluster's pod network; remote pod CIDRs lie inside it.
+    #[serde(default = "default_cluster_cidr")]
+    pub cluster_cidr: Ipv4Net,
+    /// Name of the node bridge (the pods' gateway).
+    #[serde(default = "default_bridge")]
+    pub bridge: String,
+    /// Where the agent persists IPAM and node identity.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// bpffs directory for this node's pinned maps and links.
+    #[serde(default = "default_pin_dir")]
+    pub pin_dir: PathBuf,
+    /// The agent's API socket.
+    #[serde(default = "default_api_socket")]
+    pub api_socket: PathBuf,
+    /// VXLAN UDP port (flannel and Linux use 8472).
+    #[serde(default = "default_vxlan_port")]
+    pub vxlan_port: u16,
+    /// VXLAN network identifier (flannel uses 1).
+    #[serde(default = "default_vni")]
+    pub vni: u32,
+    /// Masquerade traffic from pods to outside the cluster CIDR.
+    #[serde(default = "default_true")]
+    pub masquerade: bool,
+}
+
+fn default_cluster_cidr() -> Ipv4Net {
+    "10.244.0.0/16".parse().expect("constant")
+}
+fn default_bridge() -> String {
+    "nc0".into()
+}
+fn default_state_dir() -> PathBuf {
+    "/var/lib/netcore".into()
+}
+fn default_pin_dir() -> PathBuf {
+    "/sys/fs/bpf/netcore".into()
+}
+fn default_api_socket() -> PathBuf {
+    "/run/netcore/netcore.sock".into()
+}
+fn default_vxlan_port() -> u16 {
+    netcore_common::wire::DEFAULT_VXLAN_PORT
+}
+fn default_vni() -> u32 {
+    netcore_common::wire::DEFAULT_VNI
+}
+fn default_true() -> bool {
+    true
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse { path: path.into(), source },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let cfg: AgentConfig = toml::from_str(text)
+            .map_err(|source| ConfigError::Parse { path: PathBuf::new(), source })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.node_name.is_empty() || self.node_name.len() > 63 {
+            return invalid(format!("node_name {:?} must be 1 to 63 characters", self.node_name));
+        }
+        for (what, name) in [("uplink", &self.uplink), ("bridge", &self.bridge)] {
+            if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+                return invalid(format!("{what} {name:?} is not a valid interface name"));
+            }
+        }
+        if self.pod_cidr.prefix_len() > 29 || self.pod_cidr.prefix_len() < 8 {
+            return invalid(format!(
+                "pod_cidr {} must be between /8 and /29 (room for a gateway and pods)",
+                self.pod_cidr
+            ));
+        }
+        if self.pod_cidr.network() != self.pod_cidr.addr() {
+            return invalid(format!(
+                "pod_cidr {} has host bits set (did you mean {}?)",
+                self.pod_cidr,
+                self.pod_cidr.trunc()
+            ));
+        }
+        if !self.cluster_cidr.contains(&self.pod_cidr) {
+            return invalid(format!(
+                "pod_cidr {} is not inside cluster_cidr {}",
+                self.pod_cidr, self.cluster_cidr
+            ));
+        }
+        if self.vni == 0 || self.vni >= 1 << 24 {
+            return invalid(format!("vni {} must be between 1 and 16777215", self.vni));
+        }
+        if self.vxlan_port == 0 {
+            return invalid("vxlan_port must not be 0".into());
+        }
+        Ok(())
+    }
+
+    /// The bridge's address: the first host of the pod CIDR.
+    pub fn gateway(&self) -> Ipv4Addr {
+        nth_host(self.pod_cidr, 1)
+    }
+}
+
+/// The `n`th address of `net` (0 is the network address).
+pub fn nth_host(net: Ipv4Net, n: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(net.network()) + n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        node_name = "n1"
+        uplink = "eth0"
+        pod_cidr = "10.244.1.0/24"
+    "#;
+
+    #[test]
+    fn defaults_fill_the_rest() {
+        let cfg = AgentConfig::parse(GOOD).expect("a minimal config parses");
+        assert_eq!(cfg.bridge, "nc0");
+        assert_eq!(cfg.vxlan_port, 8472);
+        assert_eq!(cfg.vni, 1);
+        assert_eq!(cfg.gateway(), Ipv4Addr::new(10, 244, 1, 1));
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        let cases = [
+            ("node_name = \"n\"\nuplink = \"eth0\"\npod_cidr = \"10.244.1.0/33\"", "invalid"),
+            ("node_name = \"n\"\nuplink = \"eth0\"\npod_cidr = \"10.244.1.7/24\"", "host bits"),
+            ("node_name = \"n\"\nuplink = \"eth0\"\npod_cidr = \"10.9.1.0/24\"", "not inside"),
+            ("node_name = \"n\"\nuplink = \"eth0\"\npod_cidr = \"10.244.1.0/30\"", "between /8"),
+            ("node_name = \"n\"\npod_cidr = \"10.244.1.0/24\"", "missing field `uplink`"),
+            ("node_name = \"n\"\nuplink = \"a/b\"\npod_cidr = \"10.244.1.0/24\"", "interface"),
+            ("node_name = \"n\"\nuplink = \"e\"\npod_cidr = \"10.244.1.0/24\"\nvni = 0", "vni"),
+            ("node_name = \"n\"\nuplink = \"e\"\npod_cidr = \"10.244.1.0/24\"\nbogus = 1", "unknown field"),
+            ("this is not toml", "expected"),
+        ];
+        for (text, want) in cases {
+            let err = AgentConfig::parse(text).expect_err(text).to_string();
+            assert!(err.contains(want), "config {text:?}: expected an error mentioning {want:?}, got {err:?}");
+        }
+    }
+}

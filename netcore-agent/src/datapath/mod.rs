@@ -1,0 +1,87 @@
+//! The eBPF side as the agent holds it: the object loaded once, its maps reused from
+//! the pin directory (so the data path keeps its state across agent restarts), and
+//! its programs attached through pinned TCX links.
+
+mod links;
+
+use std::path::{Path, PathBuf};
+
+use aya::{Ebpf, EbpfLoader};
+use netcore_common::pin::{PIN_LAYOUT, PIN_LINKS, PIN_MAPS, PROG_FROM_HOST, PROG_FROM_OVERLAY, PROG_FROM_POD};
+
+pub use links::Attachment;
+
+use crate::maps::Maps;
+
+/// The compiled data path (built by build.rs from netcore-ebpf).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("NETCORE_EBPF_OBJ"));
+
+pub const PROGRAMS: [&str; 3] = [PROG_FROM_POD, PROG_FROM_HOST, PROG_FROM_OVERLAY];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("bpffs is not mounted at or above {0} (mount -t bpf bpf /sys/fs/bpf)")]
+    NoBpffs(PathBuf),
+    #[error("pin directory {path}: {source}")]
+    PinDir { path: PathBuf, source: std::io::Error },
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program { name: &'static str, source: aya::programs::ProgramError },
+    #[error("map {name}: {source}")]
+    Map { name: &'static str, source: aya::maps::MapError },
+    #[error("map {0} missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("link {path}: {reason}")]
+    Link { path: PathBuf, reason: String },
+}
+
+pub struct Datapath {
+    ebpf: Ebpf,
+    links_dir: PathBuf,
+}
+
+/// `<pin dir>/<layout version>`: everything of one layout lives under it.
+pub fn layout_dir(pin_dir: &Path) -> PathBuf {
+    pin_dir.join(PIN_LAYOUT)
+}
+
+impl Datapath {
+    /// Loads the programs, reusing pinned maps under `pin_dir` or creating and pinning
+    /// them, and returns the maps for the agent to fill.
+    pub fn load(pin_dir: &Path) -> Result<(Self, Maps), DatapathError> {
+        let root = layout_dir(pin_dir);
+        let maps_dir = root.join(PIN_MAPS);
+        let links_dir = root.join(PIN_LINKS);
+        for dir in [&maps_dir, &links_dir] {
+            std::fs::create_dir_all(dir).map_err(|source| DatapathError::PinDir { path: dir.clone(), source })?;
+        }
+        if !on_bpffs(&maps_dir) {
+            return Err(DatapathError::NoBpffs(maps_dir));
+        }
+        let mut ebpf = EbpfLoader::new().default_map_pin_directory(&maps_dir).load(OBJECT)?;
+        for name in PROGRAMS {
+            let prog: &mut aya::programs::SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or(DatapathError::Program { name, source: aya::programs::ProgramError::NotLoaded })?
+                .try_into()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            prog.load().map_err(|source| DatapathError::Program { name, source })?;
+        }
+        let maps = Maps::take(&mut ebpf)?;
+        Ok((Self { ebpf, links_dir }, maps))
+    }
+}
+
+fn on_bpffs(path: &Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+}
+
+/// Removes everything pinned for a node (its maps and links): the data path stops.
+pub fn remove_pins(pin_dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(pin_dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}

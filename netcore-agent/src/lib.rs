@@ -1,0 +1,17 @@
+//! netcore's node agent, its local API, and the clients of that API (CLI, CNI plugin).
+
+pub mod agent;
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod datapath;
+pub mod ipam;
+pub mod mac;
+pub mod maps;
+pub mod masq;
+pub mod netlink;
+pub mod netns;
+pub mod pod;
+pub mod reset;
+pub mod state;
+pub mod sysctl;

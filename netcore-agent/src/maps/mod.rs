@@ -1,0 +1,46 @@
+//! Typed access to the data path's maps; each file owns one map.
+
+pub mod config;
+pub mod counters;
+pub mod endpoint;
+pub mod node;
+
+use aya::{maps::Map, Ebpf};
+
+use crate::datapath::DatapathError;
+
+pub struct Maps {
+    pub endpoints: endpoint::EndpointMap,
+    pub nodes: node::NodeMap,
+    pub config: config::ConfigMap,
+    pub counters: counters::CounterMap,
+}
+
+impl Maps {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, DatapathError> {
+        Ok(Self {
+            endpoints: endpoint::EndpointMap::new(take(ebpf, netcore_common::pin::MAP_ENDPOINTS)?)?,
+            nodes: node::NodeMap::new(take(ebpf, netcore_common::pin::MAP_NODES)?)?,
+            config: config::ConfigMap::new(take(ebpf, netcore_common::pin::MAP_CONFIG)?)?,
+            counters: counters::CounterMap::new(take(ebpf, netcore_common::pin::MAP_COUNTERS)?)?,
+        })
+    }
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<(Map, &'static str), DatapathError> {
+    Ok((ebpf.take_map(name).ok_or(DatapathError::MissingMap(name))?, name))
+}
+
+/// Maps a map error to the agent's error, naming the map.
+pub(crate) fn err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
+    move |source| DatapathError::Map { name, source }
+}
+
+/// Whether a map error means "no such key".
+pub(crate) fn is_not_found(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}

@@ -1,0 +1,50 @@
+//! The node LPM trie: remote pod CIDRs (and remote nodes' underlay addresses as /32)
+//! -> the node that owns them.
+
+use std::net::Ipv4Addr;
+
+use aya::maps::{lpm_trie::Key, LpmTrie, Map, MapData};
+use ipnet::Ipv4Net;
+use netcore_common::node::RemoteNode;
+
+use super::{err, is_not_found};
+use crate::{datapath::DatapathError, mac::Mac};
+
+pub struct NodeMap {
+    map: LpmTrie<MapData, u32, RemoteNode>,
+    name: &'static str,
+}
+
+fn key(net: Ipv4Net) -> Key<u32> {
+    Key::new(net.prefix_len() as u32, u32::from_ne_bytes(net.network().octets()))
+}
+
+impl NodeMap {
+    pub fn new((map, name): (Map, &'static str)) -> Result<Self, DatapathError> {
+        Ok(Self { map: LpmTrie::try_from(map).map_err(err(name))?, name })
+    }
+
+    pub fn insert(&mut self, net: Ipv4Net, underlay_ip: Ipv4Addr, vtep_mac: Mac) -> Result<(), DatapathError> {
+        let value = RemoteNode::new(u32::from_ne_bytes(underlay_ip.octets()), vtep_mac.0);
+        self.map.insert(&key(net), value, 0).map_err(err(self.name))
+    }
+
+    pub fn remove(&mut self, net: Ipv4Net) -> Result<(), DatapathError> {
+        match self.map.remove(&key(net)) {
+            Err(e) if is_not_found(&e) => Ok(()),
+            other => other.map_err(err(self.name)),
+        }
+    }
+
+    /// Every prefix in the trie with the node it points to.
+    pub fn entries(&self) -> Vec<(Ipv4Net, Ipv4Addr, Mac)> {
+        self.map
+            .iter()
+            .filter_map(Result::ok)
+            .filter_map(|(k, v)| {
+                let net = Ipv4Net::new(Ipv4Addr::from(k.data().to_ne_bytes()), k.prefix_len() as u8).ok()?;
+                Some((net, Ipv4Addr::from(v.underlay_ip.to_ne_bytes()), Mac(v.vtep_mac)))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,209 @@
+//! The kernel objects the agent owns, made and read through rtnetlink: links,
+//! addresses, routes and neighbours.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt;
+use netlink_packet_route::{
+    address::AddressAttribute,
+    link::{LinkAttribute, LinkInfo, LinkMessage},
+};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use crate::mac::Mac;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("interface {0} does not exist")]
+    NoSuchLink(String),
+    #[error("netlink: {what}: {source}")]
+    Op { what: String, source: rtnetlink::Error },
+    #[error("netlink connection: {0}")]
+    Connect(std::io::Error),
+}
+
+pub type Result<T, E = NetlinkError> = std::result::Result<T, E>;
+
+/// A link as the agent needs to know it.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mac: Option<Mac>,
+    pub mtu: u32,
+    pub master: Option<u32>,
+    pub kind: Option<String>,
+}
+
+impl From<&LinkMessage> for Link {
+    fn from(msg: &LinkMessage) -> Self {
+        let mut link = Link { index: msg.header.index, name: String::new(), mac: None, mtu: 0, master: None, kind: None };
+        for attr in &msg.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => link.name = n.clone(),
+                LinkAttribute::Address(a) => link.mac = Mac::from_slice(a),
+                LinkAttribute::Mtu(m) => link.mtu = *m,
+                LinkAttribute::Controller(c) => link.master = Some(*c),
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        if let LinkInfo::Kind(k) = info {
+                            link.kind = Some(k.to_string());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        link
+    }
+}
+
+/// Opens a netlink connection in the calling thread's network namespace, driven by
+/// the current tokio runtime.
+pub fn connect() -> Result<Handle> {
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => Some(-m.raw_code()),
+        _ => None,
+    }
+}
+
+fn op(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
+    let what = what.into();
+    move |source| NetlinkError::Op { what, source }
+}
+
+/// Treats "already exists" as success.
+fn exists_ok(r: Result<(), rtnetlink::Error>, what: &str) -> Result<()> {
+    match r {
+        Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
+        other => other.map_err(op(what)),
+    }
+}
+
+pub async fn link(h: &Handle, name: &str) -> Result<Option<Link>> {
+    match h.link().get().match_name(name.to_string()).execute().try_next().await {
+        Ok(msg) => Ok(msg.as_ref().map(Link::from)),
+        Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(op(format!("get link {name}"))(e)),
+    }
+}
+
+pub async fn require_link(h: &Handle, name: &str) -> Result<Link> {
+    link(h, name).await?.ok_or_else(|| NetlinkError::NoSuchLink(name.into()))
+}
+
+pub async fn links(h: &Handle) -> Result<Vec<Link>> {
+    let mut stream = h.link().get().execute();
+    let mut out = Vec::new();
+    while let Some(msg) = stream.try_next().await.map_err(op("list links"))? {
+        out.push(Link::from(&msg));
+    }
+    Ok(out)
+}
+
+pub async fn ipv4_addrs(h: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+    let mut stream = h.address().get().set_link_index_filter(index).execute();
+    let mut out = Vec::new();
+    while let Some(msg) = stream.try_next().await.map_err(op("list addresses"))? {
+        for attr in &msg.attributes {
+            if let AddressAttribute::Local(IpAddr::V4(ip)) = attr {
+                out.push((*ip, msg.header.prefix_len));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Creates the bridge if missing, then sets its MAC and MTU and brings it up.
+pub async fn ensure_bridge(h: &Handle, name: &str, mac: Mac, mtu: u32) -> Result<Link> {
+    let add = h.link().add(LinkBridge::new(name).build()).execute().await;
+    exists_ok(add, &format!("create bridge {name}"))?;
+    let br = require_link(h, name).await?;
+    let msg = LinkUnspec::new_with_index(br.index).address(mac.0.to_vec()).mtu(mtu).up().build();
+    h.link().set(msg).execute().await.map_err(op(format!("configure bridge {name}")))?;
+    require_link(h, name).await
+}
+
+pub async fn add_addr(h: &Handle, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<()> {
+    let add = h.address().add(index, IpAddr::V4(ip), prefix).execute().await;
+    exists_ok(add, &format!("add address {ip}/{prefix}"))
+}
+
+pub async fn set_up(h: &Handle, index: u32) -> Result<()> {
+    h.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await.map_err(op("set link up"))
+}
+
+/// Creates a veth pair; both ends get `mtu`.
+pub async fn add_veth(h: &Handle, name: &str, peer: &str, mtu: u32) -> Result<()> {
+    let msg = LinkVeth::new(name, peer).mtu(mtu).build();
+    h.link().add(msg).execute().await.map_err(op(format!("create veth {name}")))?;
+    let peer_link = require_link(h, peer).await?;
+    let set = LinkUnspec::new_with_index(peer_link.index).mtu(mtu).build();
+    h.link().set(set).execute().await.map_err(op(format!("set MTU of {peer}")))
+}
+
+pub async fn move_to_netns(h: &Handle, index: u32, netns: &std::fs::File) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let msg = LinkUnspec::new_with_index(index).setns_by_fd(netns.as_raw_fd()).build();
+    h.link().set(msg).execute().await.map_err(op("move link to netns"))
+}
+
+pub async fn rename(h: &Handle, index: u32, name: &str) -> Result<()> {
+    let msg = LinkUnspec::new_with_index(index).name(name.to_string()).build();
+    h.link().set(msg).execute().await.map_err(op(format!("rename link to {name}")))
+}
+
+pub async fn set_master_up(h: &Handle, index: u32, master: u32) -> Result<()> {
+    let msg = LinkUnspec::new_with_index(index).controller(master).up().build();
+    h.link().set(msg).execute().await.map_err(op("attach link to bridge"))
+}
+
+/// Deletes a link; a missing one is not an error.
+pub async fn del_link(h: &Handle, name: &str) -> Result<()> {
+    let Some(l) = link(h, name).await? else { return Ok(()) };
+    match h.link().del(l.index).execute().await {
+        Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(()),
+        other => other.map_err(op(format!("delete link {name}"))),
+    }
+}
+
+pub async fn add_default_route(h: &Handle, gateway: Ipv4Addr) -> Result<()> {
+    let msg = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).build();
+    let add = h.route().add(msg).execute().await;
+    exists_ok(add, &format!("default route via {gateway}"))
+}
+
+/// `ip route replace NET via NH dev INDEX onlink src SRC`.
+pub async fn replace_onlink_route(
+    h: &Handle,
+    net: ipnet::Ipv4Net,
+    next_hop: Ipv4Addr,
+    index: u32,
+    src: Ipv4Addr,
+) -> Result<()> {
+    let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(net.network(), net.prefix_len())
+        .gateway(next_hop)
+        .output_interface(index)
+        .onlink()
+        .pref_source(src)
+        .build();
+    h.route().add(msg).replace().execute().await.map_err(op(format!("route {net} via {next_hop}")))
+}
+
+/// `ip neigh replace IP lladdr MAC dev INDEX nud permanent`.
+pub async fn replace_neighbour(h: &Handle, index: u32, ip: Ipv4Addr, mac: Mac) -> Result<()> {
+    h.neighbours()
+        .add(index, IpAddr::V4(ip))
+        .link_layer_address(&mac.0)
+        .replace()
+        .execute()
+        .await
+        .map_err(op(format!("neighbour {ip} -> {mac}")))
+}

@@ -1,0 +1,121 @@
+//! What the agent persists in its state dir: the node's identity (VTEP and gateway
+//! MACs, stable across restarts because peers cache them), IPAM and the pods, and the
+//! statically configured remote nodes. Written atomically (temp file + rename).
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::mac::Mac;
+
+const STATE_FILE: &str = "node.json";
+const STATE_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read state {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("state file {path} is corrupt ({source}); move it away to start the node afresh")]
+    Corrupt { path: PathBuf, source: serde_json::Error },
+    #[error("cannot write state {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PodRecord {
+    pub name: String,
+    /// Network namespace path (`/run/netns/NAME` for pods the agent made).
+    pub netns: PathBuf,
+    /// Whether the agent created the namespace (and so removes it with the pod).
+    pub owns_netns: bool,
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    pub mac: Mac,
+    pub host_if: String,
+    #[serde(default)]
+    pub container_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub name: String,
+    pub pod_cidr: Ipv4Net,
+    pub underlay_ip: Ipv4Addr,
+    pub vtep_mac: Mac,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeState {
+    pub version: u32,
+    pub vtep_mac: Mac,
+    pub gateway_mac: Mac,
+    pub pod_cidr: Option<Ipv4Net>,
+    pub last_ip: Option<Ipv4Addr>,
+    pub pods: BTreeMap<String, PodRecord>,
+    /// Remote nodes added by hand (`netcore node add`).
+    pub nodes: BTreeMap<String, NodeRecord>,
+}
+
+impl NodeState {
+    fn fresh() -> Self {
+        Self {
+            version: STATE_VERSION,
+            vtep_mac: Mac::random(),
+            gateway_mac: Mac::random(),
+            pod_cidr: None,
+            last_ip: None,
+            pods: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+        }
+    }
+
+    /// Loads the state in `dir`, or a fresh identity when there is none yet.
+    pub fn load(dir: &Path) -> Result<Self, StateError> {
+        let path = dir.join(STATE_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt { path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::fresh()),
+            Err(source) => Err(StateError::Read { path, source }),
+        }
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<(), StateError> {
+        let path = dir.join(STATE_FILE);
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(dir)?;
+            let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
+            let bytes = serde_json::to_vec_pretty(self).expect("state serializes");
+            std::fs::write(&tmp, bytes)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().map_err(|source| StateError::Write { path, source })
+    }
+
+    pub fn pod_by_host_if(&self, host_if: &str) -> Option<&PodRecord> {
+        self.pods.values().find(|p| p.host_if == host_if)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_survives_a_save_and_load() {
+        let dir = std::env::temp_dir().join(format!("netcore-state-{}", std::process::id()));
+        let st = NodeState::load(&dir).unwrap();
+        st.save(&dir).unwrap();
+        let again = NodeState::load(&dir).unwrap();
+        assert_eq!((st.vtep_mac, st.gateway_mac), (again.vtep_mac, again.gateway_mac));
+        std::fs::write(dir.join(STATE_FILE), b"{not json").unwrap();
+        let err = NodeState::load(&dir).unwrap_err().to_string();
+        assert!(err.contains("corrupt"), "a corrupt state file is reported as such: {err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

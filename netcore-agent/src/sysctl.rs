@@ -1,0 +1,24 @@
+//! The few kernel settings a node needs, in the agent's network namespace.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+#[error("setting {path} to {value}: {source}")]
+pub struct SysctlError {
+    path: PathBuf,
+    value: &'static str,
+    source: std::io::Error,
+}
+
+/// `key` as a path under /proc/sys ("net/ipv4/ip_forward").
+pub fn set(key: &str, value: &'static str) -> Result<(), SysctlError> {
+    let path = PathBuf::from("/proc/sys").join(key);
+    std::fs::write(&path, value).map_err(|source| SysctlError { path, value, source })
+}
+
+/// Forwarding on; no ICMP redirects from the bridge, whose pods must keep using it.
+pub fn prepare_node(bridge: &str) -> Result<(), SysctlError> {
+    set("net/ipv4/ip_forward", "1")?;
+    set("net/ipv4/conf/all/send_redirects", "0")?;
+    set(&format!("net/ipv4/conf/{bridge}/send_redirects"), "0")
+}

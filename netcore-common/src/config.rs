@@ -1,0 +1,32 @@
+//! Per-node settings the programs read from a one-entry array map; the agent writes it
+//! at start-up and whenever the node's identity changes.
+
+use bytemuck::{Pod, Zeroable};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct DatapathConfig {
+    /// Underlay IPv4 address of this node (outer source), big-endian.
+    pub node_ip: u32,
+    /// The pods' gateway (the bridge's address), big-endian.
+    pub gateway_ip: u32,
+    /// Interface index of the uplink (encapsulated packets leave through it).
+    pub uplink_ifindex: u32,
+    /// VXLAN network identifier, host order (24 bits used).
+    pub vni: u32,
+    /// VXLAN UDP destination port, host order.
+    pub vxlan_port: u16,
+    /// `FLAG_*` bits.
+    pub flags: u16,
+    /// MAC address of the node bridge (the pods' gateway): source of frames put into pods.
+    pub gateway_mac: [u8; 6],
+    /// MAC address of this node's VTEP (inner source MAC of what it encapsulates).
+    pub vtep_mac: [u8; 6],
+}
+
+const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 32);
+
+/// The config entry has been written (an all-zero entry means "agent not ready").
+pub const FLAG_READY: u16 = 1;
+
+crate::user_pod!(DatapathConfig);

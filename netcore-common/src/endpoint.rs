@@ -1,0 +1,28 @@
+//! Local endpoints (pods on this node): pod IPv4 address -> host veth and pod MAC.
+
+use bytemuck::{Pod, Zeroable};
+
+/// Value of the endpoint map, keyed by the pod's IPv4 address as a big-endian `u32`
+/// (the bytes as they appear in the packet).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct EndpointInfo {
+    /// Index of the host end of the pod's veth pair (target of `bpf_redirect_peer`).
+    pub host_ifindex: u32,
+    /// MAC address of the pod's `eth0`.
+    pub pod_mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+const _: () = assert!(core::mem::size_of::<EndpointInfo>() == 12);
+
+impl EndpointInfo {
+    pub const fn new(host_ifindex: u32, pod_mac: [u8; 6]) -> Self {
+        Self { host_ifindex, pod_mac, _pad: [0; 2] }
+    }
+}
+
+/// Pods one node can hold in its map.
+pub const MAX_ENDPOINTS: u32 = 4096;
+
+crate::user_pod!(EndpointInfo);

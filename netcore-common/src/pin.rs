@@ -1,0 +1,22 @@
+//! Names of maps and programs in the eBPF object, and where the agent pins them.
+
+/// Map names (the statics in netcore-ebpf carry exactly these names).
+pub const MAP_ENDPOINTS: &str = "NC_ENDPOINTS";
+pub const MAP_NODES: &str = "NC_NODES";
+pub const MAP_CONFIG: &str = "NC_CONFIG";
+pub const MAP_COUNTERS: &str = "NC_COUNTERS";
+
+/// Programs, one per attach point.
+/// TCX ingress of a pod's host veth: what a pod sends.
+pub const PROG_FROM_POD: &str = "from_pod";
+/// TCX egress of the node bridge: what the node's own stack sends towards pods.
+pub const PROG_FROM_HOST: &str = "from_host";
+/// TCX ingress of the uplink: VXLAN from other nodes, and the node's own traffic.
+pub const PROG_FROM_OVERLAY: &str = "from_overlay";
+
+/// Pinned maps live in `<pin dir>/<PIN_LAYOUT>/maps`, links in `<pin dir>/<PIN_LAYOUT>/links`.
+/// aya reuses a pinned map without checking its definition, so any change to a map's
+/// key, value or size must bump this version.
+pub const PIN_LAYOUT: &str = "v1";
+pub const PIN_MAPS: &str = "maps";
+pub const PIN_LINKS: &str = "links";

@@ -1,0 +1,80 @@
+//! Where a destination lives, and the two ways of getting a packet there from the pod
+//! side of a node: straight into a local pod, or encapsulated to a remote node.
+
+use aya_ebpf::{
+    helpers::{bpf_redirect_neigh, bpf_redirect_peer},
+    maps::lpm_trie::Key,
+    programs::TcContext,
+};
+use netcore_common::{
+    config::{DatapathConfig, FLAG_READY},
+    counters::Reason,
+    endpoint::EndpointInfo,
+    node::RemoteNode,
+};
+
+use crate::{
+    maps::{NC_CONFIG, NC_ENDPOINTS, NC_NODES},
+    packet::set_macs,
+    verdict::Verdict,
+    vxlan,
+};
+
+pub enum Dest {
+    /// A pod on this node.
+    Local(EndpointInfo),
+    /// A pod CIDR or address behind another node.
+    Remote(RemoteNode),
+    /// Anything else: the kernel's normal path decides.
+    Elsewhere,
+}
+
+/// The node's settings, once the agent has written them.
+#[inline(always)]
+pub fn config() -> Option<DatapathConfig> {
+    let cfg = NC_CONFIG.get(0)?;
+    if cfg.flags & FLAG_READY == 0 {
+        return None;
+    }
+    Some(*cfg)
+}
+
+#[inline(always)]
+pub fn lookup(dst: u32) -> Dest {
+    if let Some(ep) = unsafe { NC_ENDPOINTS.get(&dst) } {
+        return Dest::Local(*ep);
+    }
+    remote_node(dst).map_or(Dest::Elsewhere, Dest::Remote)
+}
+
+/// The node that owns `addr` (longest prefix wins).
+#[inline(always)]
+pub fn remote_node(addr: u32) -> Option<RemoteNode> {
+    NC_NODES.get(Key::new(32, addr)).copied()
+}
+
+/// Hands the frame to the pod's `eth0` (ingress of the veth peer), as if the bridge
+/// (the pod's gateway) had sent it. Only valid from a TC ingress hook.
+#[inline(always)]
+pub fn to_local_pod(
+    ctx: &TcContext,
+    cfg: &DatapathConfig,
+    ep: &EndpointInfo,
+    reason: Reason,
+) -> Result<Verdict, Reason> {
+    set_macs(ctx, ep.pod_mac, cfg.gateway_mac)?;
+    Verdict::redirected(reason, unsafe { bpf_redirect_peer(ep.host_ifindex, 0) })
+}
+
+/// Encapsulates the frame for `node` and sends it out of the uplink; the kernel
+/// resolves the underlay next hop (the peer, or a router).
+#[inline(always)]
+pub fn to_remote_node(
+    ctx: &TcContext,
+    cfg: &DatapathConfig,
+    node: &RemoteNode,
+) -> Result<Verdict, Reason> {
+    vxlan::encap(ctx, cfg, node)?;
+    let ret = unsafe { bpf_redirect_neigh(cfg.uplink_ifindex, core::ptr::null_mut(), 0, 0) };
+    Verdict::redirected(Reason::Encapsulated, ret)
+}

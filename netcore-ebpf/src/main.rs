@@ -1,0 +1,46 @@
+//! netcore's data path: TC (TCX) programs, one file per attach point.
+//!
+//! - `from_pod`: ingress of a pod's host veth (what the pod sends);
+//! - `from_host`: egress of the node bridge (what the node's own stack sends to pods);
+//! - `from_overlay`: ingress of the uplink (VXLAN from other nodes; the rest passes).
+//!
+//! Every program returns `Result<Verdict, Reason>` from small helpers, and
+//! `verdict::finish` is the one exit that counts the outcome.
+#![no_std]
+#![no_main]
+
+mod forward;
+mod from_host;
+mod from_overlay;
+mod from_pod;
+mod maps;
+mod packet;
+mod verdict;
+mod vxlan;
+
+use aya_ebpf::{macros::classifier, programs::TcContext};
+
+#[classifier]
+pub fn from_pod(ctx: TcContext) -> i32 {
+    verdict::finish(&ctx, from_pod::run(&ctx))
+}
+
+#[classifier]
+pub fn from_host(ctx: TcContext) -> i32 {
+    verdict::finish(&ctx, from_host::run(&ctx))
+}
+
+#[classifier]
+pub fn from_overlay(ctx: TcContext) -> i32 {
+    verdict::finish(&ctx, from_overlay::run(&ctx))
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,29 @@
+//! The maps, named as in `netcore_common::pin` and pinned by name so that the agent
+//! reuses them across restarts.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, PerCpuArray},
+};
+use netcore_common::{
+    config::DatapathConfig,
+    counters::{Counter, MAX_REASONS},
+    endpoint::{EndpointInfo, MAX_ENDPOINTS},
+    node::{RemoteNode, MAX_NODE_PREFIXES},
+};
+
+/// Pod IPv4 (big-endian) -> host veth and pod MAC.
+#[map]
+pub static NC_ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+/// Remote pod CIDRs and node addresses -> the node that owns them.
+#[map]
+pub static NC_NODES: LpmTrie<u32, RemoteNode> = LpmTrie::pinned(MAX_NODE_PREFIXES, 0);
+
+/// This node's settings (one entry).
+#[map]
+pub static NC_CONFIG: Array<DatapathConfig> = Array::pinned(1, 0);
+
+/// Packets and bytes by `Reason`.
+#[map]
+pub static NC_COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_REASONS, 0);

@@ -1,0 +1,50 @@
+//! The one exit of every program: count the outcome, return the TC action.
+
+use aya_ebpf::{bindings::TC_ACT_OK, bindings::TC_ACT_SHOT, programs::TcContext};
+use netcore_common::counters::Reason;
+
+use crate::maps::NC_COUNTERS;
+
+/// What to do with a packet that is not dropped, and which counter says so.
+pub struct Verdict {
+    pub reason: Reason,
+    pub action: i32,
+}
+
+impl Verdict {
+    /// Hand the packet to the kernel's normal path.
+    #[inline(always)]
+    pub const fn pass() -> Self {
+        Self { reason: Reason::Passed, action: TC_ACT_OK as i32 }
+    }
+
+    /// The packet was given to a redirect helper, whose return value is the action.
+    #[inline(always)]
+    pub fn redirected(reason: Reason, helper_ret: i64) -> Result<Self, Reason> {
+        if helper_ret < 0 {
+            return Err(Reason::DropRedirectFailed);
+        }
+        Ok(Self { reason, action: helper_ret as i32 })
+    }
+}
+
+#[inline(always)]
+pub fn finish(ctx: &TcContext, result: Result<Verdict, Reason>) -> i32 {
+    let (reason, action) = match result {
+        Ok(v) => (v.reason, v.action),
+        Err(drop) => (drop, TC_ACT_SHOT as i32),
+    };
+    count(reason, ctx.len());
+    action
+}
+
+#[inline(always)]
+fn count(reason: Reason, bytes: u32) {
+    if let Some(c) = NC_COUNTERS.get_ptr_mut(reason as u32) {
+        // Per-CPU slot: no other writer while this program runs on this CPU.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes as u64;
+        }
+    }
+}
