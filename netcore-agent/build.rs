@@ -20,7 +20,10 @@ fn main() -> Result<()> {
     for dir in ["netcore-ebpf/src", "netcore-common/src"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
-    println!("cargo:rerun-if-changed={}", ebpf_dir.join("Cargo.toml").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        ebpf_dir.join("Cargo.toml").display()
+    );
     println!("cargo:rerun-if-env-changed=NETCORE_EBPF_FEATURES");
 
     let target_dir = root.join("target").join("bpf");
@@ -50,12 +53,19 @@ fn build_ebpf(ebpf_dir: &Path, target_dir: &Path) -> Result<PathBuf> {
         }
     }
     let path = env::var("PATH").unwrap_or_default();
-    let cargo_home = env::var("CARGO_HOME")
-        .unwrap_or_else(|_| format!("{}/.cargo", env::var("HOME").unwrap_or_else(|_| "/root".into())));
+    let cargo_home = env::var("CARGO_HOME").unwrap_or_else(|_| {
+        format!(
+            "{}/.cargo",
+            env::var("HOME").unwrap_or_else(|_| "/root".into())
+        )
+    });
     cmd.env("PATH", format!("{cargo_home}/bin:{path}"))
         .env("RUSTC", EBPF_RUSTC)
         .env("RUSTC_BOOTSTRAP", "1")
-        .env("CARGO_ENCODED_RUSTFLAGS", "-Cdebuginfo=2\x1f-Clink-arg=--btf");
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            "-Cdebuginfo=2\x1f-Clink-arg=--btf",
+        );
     let status = cmd.status().context("running the eBPF build")?;
     if !status.success() {
         bail!("building netcore-ebpf failed ({status})");

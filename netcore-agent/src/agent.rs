@@ -45,7 +45,10 @@ pub enum AgentError {
     #[error("uplink {name} has MTU {mtu}: too small for VXLAN")]
     UplinkMtu { name: String, mtu: u32 },
     #[error("pod_cidr changed from {old} to {new} while pods exist; delete the pods or the state dir first")]
-    PodCidrChanged { old: ipnet::Ipv4Net, new: ipnet::Ipv4Net },
+    PodCidrChanged {
+        old: ipnet::Ipv4Net,
+        new: ipnet::Ipv4Net,
+    },
     #[error(transparent)]
     Ipam(#[from] IpamError),
     #[error(transparent)]
@@ -90,11 +93,20 @@ impl Agent {
             .map(|(ip, _)| *ip)
             .ok_or_else(|| AgentError::UplinkNoAddress(cfg.uplink.clone()))?;
         if uplink.mtu < 576 + VXLAN_OVERHEAD as u32 {
-            return Err(AgentError::UplinkMtu { name: uplink.name.clone(), mtu: uplink.mtu });
+            return Err(AgentError::UplinkMtu {
+                name: uplink.name.clone(),
+                mtu: uplink.mtu,
+            });
         }
         let mut state = NodeState::load(&cfg.state_dir)?;
-        if let Some(old) = state.pod_cidr.filter(|old| *old != cfg.pod_cidr && !state.pods.is_empty()) {
-            return Err(AgentError::PodCidrChanged { old, new: cfg.pod_cidr });
+        if let Some(old) = state
+            .pod_cidr
+            .filter(|old| *old != cfg.pod_cidr && !state.pods.is_empty())
+        {
+            return Err(AgentError::PodCidrChanged {
+                old,
+                new: cfg.pod_cidr,
+            });
         }
         state.pod_cidr = Some(cfg.pod_cidr);
         let pod_mtu = uplink.mtu - VXLAN_OVERHEAD as u32;
@@ -104,15 +116,34 @@ impl Agent {
         sysctl::prepare_node(&cfg.bridge)?;
         let (dp, maps) = Datapath::load(&cfg.pin_dir)?;
         let ipam = Ipam::new(cfg.pod_cidr, state.last_ip);
-        let mut agent = Agent { cfg, nl, dp, maps, state, ipam, node_ip, uplink, bridge, pod_mtu };
+        let mut agent = Agent {
+            cfg,
+            nl,
+            dp,
+            maps,
+            state,
+            ipam,
+            node_ip,
+            uplink,
+            bridge,
+            pod_mtu,
+        };
         agent.write_datapath_config()?;
-        agent.dp.attach(PROG_FROM_OVERLAY, &agent.cfg.uplink, TcAttachType::Ingress)?;
-        agent.dp.attach(PROG_FROM_HOST, &agent.cfg.bridge, TcAttachType::Egress)?;
+        agent
+            .dp
+            .attach(PROG_FROM_OVERLAY, &agent.cfg.uplink, TcAttachType::Ingress)?;
+        agent
+            .dp
+            .attach(PROG_FROM_HOST, &agent.cfg.bridge, TcAttachType::Egress)?;
         agent.reconcile_pods().await?;
         agent.reconcile_nodes()?;
         agent.route_cluster_via_overlay().await?;
         if agent.cfg.masquerade {
-            masq::apply(agent.cfg.pod_cidr, agent.cfg.cluster_cidr, &agent.cfg.bridge)?;
+            masq::apply(
+                agent.cfg.pod_cidr,
+                agent.cfg.cluster_cidr,
+                &agent.cfg.bridge,
+            )?;
         } else {
             masq::remove()?;
         }
@@ -152,9 +183,16 @@ impl Agent {
     /// a next hop that resolves to this node's VTEP MAC, where `from_host` picks it up.
     async fn route_cluster_via_overlay(&mut self) -> Result<()> {
         let next_hop = self.cfg.cluster_cidr.network();
-        netlink::replace_neighbour(&self.nl, self.bridge.index, next_hop, self.state.vtep_mac).await?;
-        netlink::replace_onlink_route(&self.nl, self.cfg.cluster_cidr, next_hop, self.bridge.index, self.cfg.gateway())
+        netlink::replace_neighbour(&self.nl, self.bridge.index, next_hop, self.state.vtep_mac)
             .await?;
+        netlink::replace_onlink_route(
+            &self.nl,
+            self.cfg.cluster_cidr,
+            next_hop,
+            self.bridge.index,
+            self.cfg.gateway(),
+        )
+        .await?;
         Ok(())
     }
 
@@ -172,7 +210,8 @@ impl Agent {
                         netlink::set_master_up(&self.nl, host.index, self.bridge.index).await?;
                     }
                     self.maps.endpoints.insert(rec.ip, host.index, rec.mac)?;
-                    self.dp.attach(PROG_FROM_POD, &rec.host_if, TcAttachType::Ingress)?;
+                    self.dp
+                        .attach(PROG_FROM_POD, &rec.host_if, TcAttachType::Ingress)?;
                     keep.push(rec.host_if.clone());
                 }
                 _ => {
@@ -201,7 +240,8 @@ impl Agent {
 
     /// Makes the node map hold exactly the known remote nodes.
     fn reconcile_nodes(&mut self) -> Result<()> {
-        let wanted: Vec<ipnet::Ipv4Net> = self.state.nodes.values().flat_map(node_prefixes).collect();
+        let wanted: Vec<ipnet::Ipv4Net> =
+            self.state.nodes.values().flat_map(node_prefixes).collect();
         for (net, _, _) in self.maps.nodes.entries() {
             if !wanted.contains(&net) {
                 self.maps.nodes.remove(net)?;
@@ -209,7 +249,9 @@ impl Agent {
         }
         for node in self.state.nodes.values() {
             for net in node_prefixes(node) {
-                self.maps.nodes.insert(net, node.underlay_ip, node.vtep_mac)?;
+                self.maps
+                    .nodes
+                    .insert(net, node.underlay_ip, node.vtep_mac)?;
             }
         }
         Ok(())
@@ -217,9 +259,15 @@ impl Agent {
 
     pub async fn handle(&mut self, req: Request) -> Reply {
         let result = match req {
-            Request::PodAdd { name, netns, ifname, container_id } => {
-                self.pod_add(name, netns, ifname, container_id).await.map(json)
-            }
+            Request::PodAdd {
+                name,
+                netns,
+                ifname,
+                container_id,
+            } => self
+                .pod_add(name, netns, ifname, container_id)
+                .await
+                .map(json),
             Request::PodDel { name } => self.pod_del(&name).await.map(json),
             Request::PodList => Ok(json(self.pod_list())),
             Request::Status => Ok(json(self.status())),
@@ -229,7 +277,9 @@ impl Agent {
         };
         match result {
             Ok(data) => Reply::Ok { data },
-            Err(e) => Reply::Error { message: e.to_string() },
+            Err(e) => Reply::Error {
+                message: e.to_string(),
+            },
         }
     }
 
@@ -240,7 +290,12 @@ impl Agent {
         ifname: Option<String>,
         container_id: Option<String>,
     ) -> Result<PodInfo> {
-        if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
             return Err(AgentError::BadPodName(name));
         }
         if self.state.pods.contains_key(&name) {
@@ -295,7 +350,8 @@ impl Agent {
         };
         rec.mac = pod::create(&self.nl, &spec).await?;
         let host = netlink::require_link(&self.nl, &rec.host_if).await?;
-        self.dp.attach(PROG_FROM_POD, &rec.host_if, TcAttachType::Ingress)?;
+        self.dp
+            .attach(PROG_FROM_POD, &rec.host_if, TcAttachType::Ingress)?;
         self.maps.endpoints.insert(rec.ip, host.index, rec.mac)?;
         Ok(())
     }
@@ -305,7 +361,8 @@ impl Agent {
         if let Err(e) = self.maps.endpoints.remove(rec.ip) {
             warn!(pod = %rec.name, "removing endpoint entry: {e}");
         }
-        self.dp.detach(PROG_FROM_POD, &rec.host_if, TcAttachType::Ingress);
+        self.dp
+            .detach(PROG_FROM_POD, &rec.host_if, TcAttachType::Ingress);
         if let Err(e) = pod::destroy(&self.nl, &rec.host_if).await {
             warn!(pod = %rec.name, "removing interfaces: {e}");
         }
@@ -378,28 +435,49 @@ impl Agent {
             return bad(format!("pod CIDR {} has host bits set", spec.pod_cidr));
         }
         if !self.cfg.cluster_cidr.contains(&spec.pod_cidr) {
-            return bad(format!("pod CIDR {} is outside the cluster CIDR {}", spec.pod_cidr, self.cfg.cluster_cidr));
+            return bad(format!(
+                "pod CIDR {} is outside the cluster CIDR {}",
+                spec.pod_cidr, self.cfg.cluster_cidr
+            ));
         }
         let overlaps = |a: ipnet::Ipv4Net, b: ipnet::Ipv4Net| a.contains(&b) || b.contains(&a);
         if overlaps(spec.pod_cidr, self.cfg.pod_cidr) {
-            return bad(format!("pod CIDR {} overlaps this node's {}", spec.pod_cidr, self.cfg.pod_cidr));
+            return bad(format!(
+                "pod CIDR {} overlaps this node's {}",
+                spec.pod_cidr, self.cfg.pod_cidr
+            ));
         }
         if let Some(other) = self.state.nodes.values().find(|n| {
-            n.name != spec.name && (overlaps(n.pod_cidr, spec.pod_cidr) || n.underlay_ip == spec.underlay_ip)
+            n.name != spec.name
+                && (overlaps(n.pod_cidr, spec.pod_cidr) || n.underlay_ip == spec.underlay_ip)
         }) {
-            return bad(format!("pod CIDR or underlay address clashes with node {}", other.name));
+            return bad(format!(
+                "pod CIDR or underlay address clashes with node {}",
+                other.name
+            ));
         }
-        if spec.underlay_ip == self.node_ip || spec.underlay_ip.is_unspecified() || spec.underlay_ip.is_multicast() {
-            return bad(format!("underlay address {} is not a remote node's", spec.underlay_ip));
+        if spec.underlay_ip == self.node_ip
+            || spec.underlay_ip.is_unspecified()
+            || spec.underlay_ip.is_multicast()
+        {
+            return bad(format!(
+                "underlay address {} is not a remote node's",
+                spec.underlay_ip
+            ));
         }
         if spec.vtep_mac.0[0] & 1 == 1 || spec.vtep_mac == Mac::default() {
-            return bad(format!("VTEP MAC {} is not a unicast address", spec.vtep_mac));
+            return bad(format!(
+                "VTEP MAC {} is not a unicast address",
+                spec.vtep_mac
+            ));
         }
         Ok(())
     }
 
     pub fn node_del(&mut self, name: &str) -> Result<bool> {
-        let Some(rec) = self.state.nodes.remove(name) else { return Ok(false) };
+        let Some(rec) = self.state.nodes.remove(name) else {
+            return Ok(false);
+        };
         for net in node_prefixes(&rec) {
             self.maps.nodes.remove(net)?;
         }
@@ -410,7 +488,9 @@ impl Agent {
 
     fn node_info(&self, rec: &NodeRecord) -> NodeInfo {
         let entries = self.maps.nodes.entries();
-        let in_map = entries.iter().any(|(net, ip, mac)| *net == rec.pod_cidr && *ip == rec.underlay_ip && *mac == rec.vtep_mac);
+        let in_map = entries.iter().any(|(net, ip, mac)| {
+            *net == rec.pod_cidr && *ip == rec.underlay_ip && *mac == rec.vtep_mac
+        });
         NodeInfo {
             spec: NodeSpec {
                 name: rec.name.clone(),
@@ -424,7 +504,11 @@ impl Agent {
     }
 
     pub fn node_list(&self) -> Vec<NodeInfo> {
-        self.state.nodes.values().map(|n| self.node_info(n)).collect()
+        self.state
+            .nodes
+            .values()
+            .map(|n| self.node_info(n))
+            .collect()
     }
 
     pub fn status(&self) -> Status {
@@ -452,7 +536,10 @@ impl Agent {
 
 /// The prefixes a remote node owns in the trie: its pod CIDR and its underlay address.
 fn node_prefixes(n: &NodeRecord) -> [ipnet::Ipv4Net; 2] {
-    [n.pod_cidr, ipnet::Ipv4Net::new(n.underlay_ip, 32).expect("/32 is valid")]
+    [
+        n.pod_cidr,
+        ipnet::Ipv4Net::new(n.underlay_ip, 32).expect("/32 is valid"),
+    ]
 }
 
 fn json<T: serde::Serialize>(v: T) -> serde_json::Value {

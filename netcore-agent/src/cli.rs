@@ -17,10 +17,19 @@ use crate::{
 };
 
 #[derive(Parser)]
-#[command(name = "netcore", version, about = "eBPF pod networking: agent and CLI")]
+#[command(
+    name = "netcore",
+    version,
+    about = "eBPF pod networking: agent and CLI"
+)]
 pub struct Cli {
     /// The agent's API socket.
-    #[arg(long, global = true, env = "NETCORE_SOCKET", default_value = "/run/netcore/netcore.sock")]
+    #[arg(
+        long,
+        global = true,
+        env = "NETCORE_SOCKET",
+        default_value = "/run/netcore/netcore.sock"
+    )]
     pub socket: PathBuf,
     #[command(subcommand)]
     pub command: Command,
@@ -82,7 +91,9 @@ pub enum NodeCmd {
         #[arg(long)]
         vtep_mac: Mac,
     },
-    Del { name: String },
+    Del {
+        name: String,
+    },
     List {
         #[arg(long)]
         json: bool,
@@ -90,7 +101,10 @@ pub enum NodeCmd {
 }
 
 pub fn main(cli: Cli) -> ExitCode {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -110,28 +124,66 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print_or_json(json, &st, print_status)
         }
         Command::Pod(PodCmd::Add { name, json }) => {
-            let req = Request::PodAdd { name, netns: None, ifname: None, container_id: None };
+            let req = Request::PodAdd {
+                name,
+                netns: None,
+                ifname: None,
+                container_id: None,
+            };
             let pod: PodInfo = client::call(sock, &req).await?;
-            print_or_json(json, &pod, |p| println!("pod {} ip {} mac {} host {}", p.name, p.ip, p.mac, p.host_interface))
+            print_or_json(json, &pod, |p| {
+                println!(
+                    "pod {} ip {} mac {} host {}",
+                    p.name, p.ip, p.mac, p.host_interface
+                )
+            })
         }
         Command::Pod(PodCmd::Del { name }) => {
             let existed: bool = client::call(sock, &Request::PodDel { name: name.clone() }).await?;
-            println!("{}", if existed { format!("pod {name} deleted") } else { format!("pod {name} does not exist") });
+            println!(
+                "{}",
+                if existed {
+                    format!("pod {name} deleted")
+                } else {
+                    format!("pod {name} does not exist")
+                }
+            );
             Ok(())
         }
         Command::Pod(PodCmd::List { json }) => {
             let pods: Vec<PodInfo> = client::call(sock, &Request::PodList).await?;
             print_or_json(json, &pods, |p| print_pods(p))
         }
-        Command::Node(NodeCmd::Add { name, pod_cidr, underlay_ip, vtep_mac }) => {
-            let spec = NodeSpec { name, pod_cidr, underlay_ip, vtep_mac };
+        Command::Node(NodeCmd::Add {
+            name,
+            pod_cidr,
+            underlay_ip,
+            vtep_mac,
+        }) => {
+            let spec = NodeSpec {
+                name,
+                pod_cidr,
+                underlay_ip,
+                vtep_mac,
+            };
             let node: NodeInfo = client::call(sock, &Request::NodeAdd(spec)).await?;
-            println!("node {} {} via {} ({})", node.spec.name, node.spec.pod_cidr, node.spec.underlay_ip, node.spec.vtep_mac);
+            println!(
+                "node {} {} via {} ({})",
+                node.spec.name, node.spec.pod_cidr, node.spec.underlay_ip, node.spec.vtep_mac
+            );
             Ok(())
         }
         Command::Node(NodeCmd::Del { name }) => {
-            let existed: bool = client::call(sock, &Request::NodeDel { name: name.clone() }).await?;
-            println!("{}", if existed { format!("node {name} removed") } else { format!("node {name} is not known") });
+            let existed: bool =
+                client::call(sock, &Request::NodeDel { name: name.clone() }).await?;
+            println!(
+                "{}",
+                if existed {
+                    format!("node {name} removed")
+                } else {
+                    format!("node {name} is not known")
+                }
+            );
             Ok(())
         }
         Command::Node(NodeCmd::List { json }) => {
@@ -172,7 +224,9 @@ async fn run_agent(config: &Path, log_json: bool) -> anyhow::Result<()> {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -181,7 +235,10 @@ fn init_logging(json: bool) {
 }
 
 fn print_pods(pods: &[PodInfo]) {
-    println!("{:<20} {:<16} {:<18} {:<11} {}", "NAME", "IP", "MAC", "HOST-IF", "NETNS");
+    println!(
+        "{:<20} {:<16} {:<18} {:<11} {}",
+        "NAME", "IP", "MAC", "HOST-IF", "NETNS"
+    );
     for p in pods {
         println!(
             "{:<20} {:<16} {:<18} {:<11} {}{}",
@@ -196,7 +253,10 @@ fn print_pods(pods: &[PodInfo]) {
 }
 
 fn print_nodes(nodes: &[NodeInfo]) {
-    println!("{:<16} {:<18} {:<16} {:<18} {:<8} {}", "NAME", "POD-CIDR", "UNDERLAY", "VTEP-MAC", "SOURCE", "IN-MAP");
+    println!(
+        "{:<16} {:<18} {:<16} {:<18} {:<8} {}",
+        "NAME", "POD-CIDR", "UNDERLAY", "VTEP-MAC", "SOURCE", "IN-MAP"
+    );
     for n in nodes {
         println!(
             "{:<16} {:<18} {:<16} {:<18} {:<8} {}",
@@ -206,16 +266,33 @@ fn print_nodes(nodes: &[NodeInfo]) {
 }
 
 fn print_status(s: &Status) {
-    println!("node      {}  (underlay {} on {}, VTEP {})", s.node, s.underlay_ip, s.uplink, s.vtep_mac);
-    println!("subnet    {} of {}  gateway {} on {}  pod MTU {}", s.pod_cidr, s.cluster_cidr, s.gateway, s.bridge, s.pod_mtu);
+    println!(
+        "node      {}  (underlay {} on {}, VTEP {})",
+        s.node, s.underlay_ip, s.uplink, s.vtep_mac
+    );
+    println!(
+        "subnet    {} of {}  gateway {} on {}  pod MTU {}",
+        s.pod_cidr, s.cluster_cidr, s.gateway, s.bridge, s.pod_mtu
+    );
     println!("overlay   VXLAN port {} VNI {}", s.vxlan_port, s.vni);
-    println!("pods      {}  (IPs {}/{} in use)", s.pods.len(), s.ips_in_use, s.ips_total);
+    println!(
+        "pods      {}  (IPs {}/{} in use)",
+        s.pods.len(),
+        s.ips_in_use,
+        s.ips_total
+    );
     for p in &s.pods {
         println!("  {:<20} {:<16} {}", p.name, p.ip, p.host_interface);
     }
     println!("peers     {}", s.nodes.len());
     for n in &s.nodes {
-        println!("  {:<16} {:<18} via {:<16} {}", n.spec.name, n.spec.pod_cidr, n.spec.underlay_ip, if n.in_map { "in map" } else { "NOT IN MAP" });
+        println!(
+            "  {:<16} {:<18} via {:<16} {}",
+            n.spec.name,
+            n.spec.pod_cidr,
+            n.spec.underlay_ip,
+            if n.in_map { "in map" } else { "NOT IN MAP" }
+        );
     }
     println!("programs  {}", s.programs.len());
     for a in &s.programs {
@@ -224,7 +301,10 @@ fn print_status(s: &Status) {
     println!("counters  {:<26} {:>12} {:>14}", "", "packets", "bytes");
     for c in &s.counters {
         if c.packets > 0 || !c.drop {
-            println!("          {:<26} {:>12} {:>14}", c.reason, c.packets, c.bytes);
+            println!(
+                "          {:<26} {:>12} {:>14}",
+                c.reason, c.packets, c.bytes
+            );
         }
     }
 }

@@ -12,9 +12,15 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("invalid config: {0}")]
     Invalid(String),
 }
@@ -81,17 +87,24 @@ fn default_true() -> bool {
 
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
         Self::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { source, .. } => ConfigError::Parse { path: path.into(), source },
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.into(),
+                source,
+            },
             other => other,
         })
     }
 
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let cfg: AgentConfig = toml::from_str(text)
-            .map_err(|source| ConfigError::Parse { path: PathBuf::new(), source })?;
+        let cfg: AgentConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: PathBuf::new(),
+            source,
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -99,7 +112,10 @@ impl AgentConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         if self.node_name.is_empty() || self.node_name.len() > 63 {
-            return invalid(format!("node_name {:?} must be 1 to 63 characters", self.node_name));
+            return invalid(format!(
+                "node_name {:?} must be 1 to 63 characters",
+                self.node_name
+            ));
         }
         for (what, name) in [("uplink", &self.uplink), ("bridge", &self.bridge)] {
             if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
@@ -167,19 +183,46 @@ mod tests {
     #[test]
     fn bad_configs_say_what_is_wrong() {
         let cases = [
-            ("node_name = \"n\"\nuplink = \"eth0\"\npod_cidr = \"10.244.1.0/33\"", "invalid"),
-            ("node_name = \"n\"\nuplink = \"eth0\"\npod_cidr = \"10.244.1.7/24\"", "host bits"),
-            ("node_name = \"n\"\nuplink = \"eth0\"\npod_cidr = \"10.9.1.0/24\"", "not inside"),
-            ("node_name = \"n\"\nuplink = \"eth0\"\npod_cidr = \"10.244.1.0/30\"", "between /8"),
-            ("node_name = \"n\"\npod_cidr = \"10.244.1.0/24\"", "missing field `uplink`"),
-            ("node_name = \"n\"\nuplink = \"a/b\"\npod_cidr = \"10.244.1.0/24\"", "interface"),
-            ("node_name = \"n\"\nuplink = \"e\"\npod_cidr = \"10.244.1.0/24\"\nvni = 0", "vni"),
-            ("node_name = \"n\"\nuplink = \"e\"\npod_cidr = \"10.244.1.0/24\"\nbogus = 1", "unknown field"),
+            (
+                "node_name = \"n\"\nuplink = \"eth0\"\npod_cidr = \"10.244.1.0/33\"",
+                "invalid",
+            ),
+            (
+                "node_name = \"n\"\nuplink = \"eth0\"\npod_cidr = \"10.244.1.7/24\"",
+                "host bits",
+            ),
+            (
+                "node_name = \"n\"\nuplink = \"eth0\"\npod_cidr = \"10.9.1.0/24\"",
+                "not inside",
+            ),
+            (
+                "node_name = \"n\"\nuplink = \"eth0\"\npod_cidr = \"10.244.1.0/30\"",
+                "between /8",
+            ),
+            (
+                "node_name = \"n\"\npod_cidr = \"10.244.1.0/24\"",
+                "missing field `uplink`",
+            ),
+            (
+                "node_name = \"n\"\nuplink = \"a/b\"\npod_cidr = \"10.244.1.0/24\"",
+                "interface",
+            ),
+            (
+                "node_name = \"n\"\nuplink = \"e\"\npod_cidr = \"10.244.1.0/24\"\nvni = 0",
+                "vni",
+            ),
+            (
+                "node_name = \"n\"\nuplink = \"e\"\npod_cidr = \"10.244.1.0/24\"\nbogus = 1",
+                "unknown field",
+            ),
             ("this is not toml", "expected"),
         ];
         for (text, want) in cases {
             let err = AgentConfig::parse(text).expect_err(text).to_string();
-            assert!(err.contains(want), "config {text:?}: expected an error mentioning {want:?}, got {err:?}");
+            assert!(
+                err.contains(want),
+                "config {text:?}: expected an error mentioning {want:?}, got {err:?}"
+            );
         }
     }
 }

@@ -25,7 +25,11 @@ pub struct Ipam {
 
 impl Ipam {
     pub fn new(net: Ipv4Net, last: Option<Ipv4Addr>) -> Self {
-        Self { net, used: BTreeSet::new(), last }
+        Self {
+            net,
+            used: BTreeSet::new(),
+            last,
+        }
     }
 
     /// First and last address pods may get: after the gateway, before broadcast.
@@ -42,7 +46,10 @@ impl Ipam {
     /// Marks `addr` used (an existing pod's address, on restart).
     pub fn reserve(&mut self, addr: Ipv4Addr) -> Result<(), IpamError> {
         if !self.contains(addr) {
-            return Err(IpamError::OutOfRange { addr, net: self.net });
+            return Err(IpamError::OutOfRange {
+                addr,
+                net: self.net,
+            });
         }
         if !self.used.insert(addr) {
             return Err(IpamError::InUse(addr));
@@ -95,8 +102,14 @@ mod tests {
     fn skips_network_gateway_and_broadcast_and_exhausts() {
         let mut ipam = Ipam::new("10.1.0.0/29".parse().unwrap(), None);
         let got: Vec<_> = (0..5).map(|_| ipam.allocate().unwrap()).collect();
-        assert_eq!(got, ["10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6"].map(ip));
-        assert_eq!(ipam.allocate(), Err(IpamError::Exhausted("10.1.0.0/29".parse().unwrap())));
+        assert_eq!(
+            got,
+            ["10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6"].map(ip)
+        );
+        assert_eq!(
+            ipam.allocate(),
+            Err(IpamError::Exhausted("10.1.0.0/29".parse().unwrap()))
+        );
     }
 
     #[test]
@@ -105,20 +118,37 @@ mod tests {
         let a = ipam.allocate().unwrap();
         let b = ipam.allocate().unwrap();
         ipam.release(a);
-        assert_eq!(ipam.allocate().unwrap(), ip("10.1.0.4"), "round robin goes on past {b}");
+        assert_eq!(
+            ipam.allocate().unwrap(),
+            ip("10.1.0.4"),
+            "round robin goes on past {b}"
+        );
         for _ in 0..2 {
             ipam.allocate().unwrap();
         }
-        assert_eq!(ipam.allocate().unwrap(), a, "after wrapping, the freed address is reused");
+        assert_eq!(
+            ipam.allocate().unwrap(),
+            a,
+            "after wrapping, the freed address is reused"
+        );
     }
 
     #[test]
     fn reserve_refuses_foreign_and_duplicate_addresses() {
         let mut ipam = Ipam::new("10.1.0.0/24".parse().unwrap(), None);
         assert!(ipam.reserve(ip("10.1.0.9")).is_ok());
-        assert_eq!(ipam.reserve(ip("10.1.0.9")), Err(IpamError::InUse(ip("10.1.0.9"))));
-        assert!(matches!(ipam.reserve(ip("10.1.0.1")), Err(IpamError::OutOfRange { .. })));
-        assert!(matches!(ipam.reserve(ip("10.2.0.5")), Err(IpamError::OutOfRange { .. })));
+        assert_eq!(
+            ipam.reserve(ip("10.1.0.9")),
+            Err(IpamError::InUse(ip("10.1.0.9")))
+        );
+        assert!(matches!(
+            ipam.reserve(ip("10.1.0.1")),
+            Err(IpamError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            ipam.reserve(ip("10.2.0.5")),
+            Err(IpamError::OutOfRange { .. })
+        ));
         assert_ne!(ipam.allocate().unwrap(), ip("10.1.0.9"));
     }
 }

@@ -27,7 +27,11 @@ impl Mac {
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
     }
 }
 
@@ -76,7 +80,13 @@ mod tests {
     fn round_trips_and_rejects_garbage() {
         let m: Mac = "02:ab:00:10:ff:01".parse().unwrap();
         assert_eq!(m.to_string(), "02:ab:00:10:ff:01");
-        for bad in ["", "02:ab:00:10:ff", "02:ab:00:10:ff:01:02", "zz:ab:00:10:ff:01", "2:ab:00:10:ff:011"] {
+        for bad in [
+            "",
+            "02:ab:00:10:ff",
+            "02:ab:00:10:ff:01:02",
+            "zz:ab:00:10:ff:01",
+            "2:ab:00:10:ff:011",
+        ] {
             assert!(bad.parse::<Mac>().is_err(), "{bad:?} must be rejected");
         }
         let r = Mac::random();

@@ -46,10 +46,17 @@ fn nft(script: &str) -> Result<(), MasqError> {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(MasqError::Spawn)?;
-    child.stdin.take().expect("piped").write_all(script.as_bytes()).map_err(MasqError::Spawn)?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(script.as_bytes())
+        .map_err(MasqError::Spawn)?;
     let out = child.wait_with_output().map_err(MasqError::Spawn)?;
     if !out.status.success() {
-        return Err(MasqError::Rejected(String::from_utf8_lossy(&out.stderr).trim().into()));
+        return Err(MasqError::Rejected(
+            String::from_utf8_lossy(&out.stderr).trim().into(),
+        ));
     }
     Ok(())
 }
@@ -58,8 +65,20 @@ fn nft(script: &str) -> Result<(), MasqError> {
 mod tests {
     #[test]
     fn rules_exempt_the_cluster_and_the_bridge() {
-        let r = super::ruleset("10.244.1.0/24".parse().unwrap(), "10.244.0.0/16".parse().unwrap(), "nc0");
-        assert!(r.contains("ip saddr 10.244.1.0/24 ip daddr != 10.244.0.0/16 oifname != \"nc0\" masquerade"), "{r}");
-        assert!(r.starts_with("table ip netcore {}\ndelete table ip netcore\n"), "replaces atomically: {r}");
+        let r = super::ruleset(
+            "10.244.1.0/24".parse().unwrap(),
+            "10.244.0.0/16".parse().unwrap(),
+            "nc0",
+        );
+        assert!(
+            r.contains(
+                "ip saddr 10.244.1.0/24 ip daddr != 10.244.0.0/16 oifname != \"nc0\" masquerade"
+            ),
+            "{r}"
+        );
+        assert!(
+            r.starts_with("table ip netcore {}\ndelete table ip netcore\n"),
+            "replaces atomically: {r}"
+        );
     }
 }

@@ -17,7 +17,10 @@ pub enum NetlinkError {
     #[error("interface {0} does not exist")]
     NoSuchLink(String),
     #[error("netlink: {what}: {source}")]
-    Op { what: String, source: rtnetlink::Error },
+    Op {
+        what: String,
+        source: rtnetlink::Error,
+    },
     #[error("netlink connection: {0}")]
     Connect(std::io::Error),
 }
@@ -37,7 +40,14 @@ pub struct Link {
 
 impl From<&LinkMessage> for Link {
     fn from(msg: &LinkMessage) -> Self {
-        let mut link = Link { index: msg.header.index, name: String::new(), mac: None, mtu: 0, master: None, kind: None };
+        let mut link = Link {
+            index: msg.header.index,
+            name: String::new(),
+            mac: None,
+            mtu: 0,
+            master: None,
+            kind: None,
+        };
         for attr in &msg.attributes {
             match attr {
                 LinkAttribute::IfName(n) => link.name = n.clone(),
@@ -87,7 +97,14 @@ fn exists_ok(r: Result<(), rtnetlink::Error>, what: &str) -> Result<()> {
 }
 
 pub async fn link(h: &Handle, name: &str) -> Result<Option<Link>> {
-    match h.link().get().match_name(name.to_string()).execute().try_next().await {
+    match h
+        .link()
+        .get()
+        .match_name(name.to_string())
+        .execute()
+        .try_next()
+        .await
+    {
         Ok(msg) => Ok(msg.as_ref().map(Link::from)),
         Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
         Err(e) => Err(op(format!("get link {name}"))(e)),
@@ -95,7 +112,9 @@ pub async fn link(h: &Handle, name: &str) -> Result<Option<Link>> {
 }
 
 pub async fn require_link(h: &Handle, name: &str) -> Result<Link> {
-    link(h, name).await?.ok_or_else(|| NetlinkError::NoSuchLink(name.into()))
+    link(h, name)
+        .await?
+        .ok_or_else(|| NetlinkError::NoSuchLink(name.into()))
 }
 
 pub async fn links(h: &Handle) -> Result<Vec<Link>> {
@@ -125,48 +144,93 @@ pub async fn ensure_bridge(h: &Handle, name: &str, mac: Mac, mtu: u32) -> Result
     let add = h.link().add(LinkBridge::new(name).build()).execute().await;
     exists_ok(add, &format!("create bridge {name}"))?;
     let br = require_link(h, name).await?;
-    let msg = LinkUnspec::new_with_index(br.index).address(mac.0.to_vec()).mtu(mtu).up().build();
-    h.link().set(msg).execute().await.map_err(op(format!("configure bridge {name}")))?;
+    let msg = LinkUnspec::new_with_index(br.index)
+        .address(mac.0.to_vec())
+        .mtu(mtu)
+        .up()
+        .build();
+    h.link()
+        .set(msg)
+        .execute()
+        .await
+        .map_err(op(format!("configure bridge {name}")))?;
     require_link(h, name).await
 }
 
 pub async fn add_addr(h: &Handle, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<()> {
-    let add = h.address().add(index, IpAddr::V4(ip), prefix).execute().await;
+    let add = h
+        .address()
+        .add(index, IpAddr::V4(ip), prefix)
+        .execute()
+        .await;
     exists_ok(add, &format!("add address {ip}/{prefix}"))
 }
 
 pub async fn set_up(h: &Handle, index: u32) -> Result<()> {
-    h.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await.map_err(op("set link up"))
+    h.link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(op("set link up"))
 }
 
 /// Creates a veth pair; both ends get `mtu`.
 pub async fn add_veth(h: &Handle, name: &str, peer: &str, mtu: u32) -> Result<()> {
     let msg = LinkVeth::new(name, peer).mtu(mtu).build();
-    h.link().add(msg).execute().await.map_err(op(format!("create veth {name}")))?;
+    h.link()
+        .add(msg)
+        .execute()
+        .await
+        .map_err(op(format!("create veth {name}")))?;
     let peer_link = require_link(h, peer).await?;
     let set = LinkUnspec::new_with_index(peer_link.index).mtu(mtu).build();
-    h.link().set(set).execute().await.map_err(op(format!("set MTU of {peer}")))
+    h.link()
+        .set(set)
+        .execute()
+        .await
+        .map_err(op(format!("set MTU of {peer}")))
 }
 
 pub async fn move_to_netns(h: &Handle, index: u32, netns: &std::fs::File) -> Result<()> {
     use std::os::fd::AsRawFd;
-    let msg = LinkUnspec::new_with_index(index).setns_by_fd(netns.as_raw_fd()).build();
-    h.link().set(msg).execute().await.map_err(op("move link to netns"))
+    let msg = LinkUnspec::new_with_index(index)
+        .setns_by_fd(netns.as_raw_fd())
+        .build();
+    h.link()
+        .set(msg)
+        .execute()
+        .await
+        .map_err(op("move link to netns"))
 }
 
 pub async fn rename(h: &Handle, index: u32, name: &str) -> Result<()> {
-    let msg = LinkUnspec::new_with_index(index).name(name.to_string()).build();
-    h.link().set(msg).execute().await.map_err(op(format!("rename link to {name}")))
+    let msg = LinkUnspec::new_with_index(index)
+        .name(name.to_string())
+        .build();
+    h.link()
+        .set(msg)
+        .execute()
+        .await
+        .map_err(op(format!("rename link to {name}")))
 }
 
 pub async fn set_master_up(h: &Handle, index: u32, master: u32) -> Result<()> {
-    let msg = LinkUnspec::new_with_index(index).controller(master).up().build();
-    h.link().set(msg).execute().await.map_err(op("attach link to bridge"))
+    let msg = LinkUnspec::new_with_index(index)
+        .controller(master)
+        .up()
+        .build();
+    h.link()
+        .set(msg)
+        .execute()
+        .await
+        .map_err(op("attach link to bridge"))
 }
 
 /// Deletes a link; a missing one is not an error.
 pub async fn del_link(h: &Handle, name: &str) -> Result<()> {
-    let Some(l) = link(h, name).await? else { return Ok(()) };
+    let Some(l) = link(h, name).await? else {
+        return Ok(());
+    };
     match h.link().del(l.index).execute().await {
         Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(()),
         other => other.map_err(op(format!("delete link {name}"))),
@@ -174,7 +238,9 @@ pub async fn del_link(h: &Handle, name: &str) -> Result<()> {
 }
 
 pub async fn add_default_route(h: &Handle, gateway: Ipv4Addr) -> Result<()> {
-    let msg = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).build();
+    let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+        .gateway(gateway)
+        .build();
     let add = h.route().add(msg).execute().await;
     exists_ok(add, &format!("default route via {gateway}"))
 }
@@ -194,7 +260,12 @@ pub async fn replace_onlink_route(
         .onlink()
         .pref_source(src)
         .build();
-    h.route().add(msg).replace().execute().await.map_err(op(format!("route {net} via {next_hop}")))
+    h.route()
+        .add(msg)
+        .replace()
+        .execute()
+        .await
+        .map_err(op(format!("route {net} via {next_hop}")))
 }
 
 /// `ip neigh replace IP lladdr MAC dev INDEX nud permanent`.

@@ -21,7 +21,11 @@ pub enum NetnsError {
     #[error("network namespace {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("network namespace {path}: {op} failed: {errno}")]
-    Sys { path: PathBuf, op: &'static str, errno: nix::Error },
+    Sys {
+        path: PathBuf,
+        op: &'static str,
+        errno: nix::Error,
+    },
 }
 
 pub fn path_of(name: &str) -> PathBuf {
@@ -31,9 +35,17 @@ pub fn path_of(name: &str) -> PathBuf {
 /// Creates `/run/netns/NAME` holding a new, empty network namespace.
 pub fn create(name: &str) -> Result<PathBuf, NetnsError> {
     let path = path_of(name);
-    let sys = |op, errno| NetnsError::Sys { path: path.clone(), op, errno };
+    let sys = |op, errno| NetnsError::Sys {
+        path: path.clone(),
+        op,
+        errno,
+    };
     share_netns_dir().map_err(|e| sys("making /run/netns shared", e))?;
-    match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+    {
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(NetnsError::Exists(path)),
         Err(source) => return Err(NetnsError::Io { path, source }),
@@ -41,8 +53,14 @@ pub fn create(name: &str) -> Result<PathBuf, NetnsError> {
     let target = path.clone();
     let made = std::thread::spawn(move || -> Result<(), (&'static str, nix::Error)> {
         unshare(CloneFlags::CLONE_NEWNET).map_err(|e| ("unshare", e))?;
-        mount(Some("/proc/thread-self/ns/net"), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(|e| ("bind mount", e))
+        mount(
+            Some("/proc/thread-self/ns/net"),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| ("bind mount", e))
     })
     .join()
     .expect("netns thread does not panic");
@@ -56,12 +74,19 @@ pub fn create(name: &str) -> Result<PathBuf, NetnsError> {
 /// Like `ip netns add`: `/run/netns` is a shared mount so that namespaces made here
 /// show in other mount namespaces.
 fn share_netns_dir() -> Result<(), nix::Error> {
-    std::fs::create_dir_all(NETNS_DIR).map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(0)))?;
+    std::fs::create_dir_all(NETNS_DIR)
+        .map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(0)))?;
     let shared = MsFlags::MS_SHARED | MsFlags::MS_REC;
     if mount(None::<&str>, NETNS_DIR, None::<&str>, shared, None::<&str>).is_ok() {
         return Ok(());
     }
-    mount(Some(NETNS_DIR), NETNS_DIR, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)?;
+    mount(
+        Some(NETNS_DIR),
+        NETNS_DIR,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )?;
     mount(None::<&str>, NETNS_DIR, None::<&str>, shared, None::<&str>)
 }
 
@@ -72,27 +97,43 @@ pub fn delete(path: &Path) -> Result<(), NetnsError> {
     }
     match umount2(path, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
-        Err(errno) => return Err(NetnsError::Sys { path: path.into(), op: "umount", errno }),
+        Err(errno) => {
+            return Err(NetnsError::Sys {
+                path: path.into(),
+                op: "umount",
+                errno,
+            })
+        }
     }
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(NetnsError::Io { path: path.into(), source }),
+        Err(source) => Err(NetnsError::Io {
+            path: path.into(),
+            source,
+        }),
     }
 }
 
 /// Whether `path` refers to a network namespace (an nsfs bind mount).
 pub fn is_netns(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
 }
 
 /// Runs `f` on a new thread that has joined the namespace at `path`.
 pub fn run_in<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
-    let file = File::open(path).map_err(|source| NetnsError::Io { path: path.into(), source })?;
+    let file = File::open(path).map_err(|source| NetnsError::Io {
+        path: path.into(),
+        source,
+    })?;
     std::thread::scope(|s| {
         s.spawn(|| {
-            setns(&file, CloneFlags::CLONE_NEWNET)
-                .map_err(|errno| NetnsError::Sys { path: path.into(), op: "setns", errno })?;
+            setns(&file, CloneFlags::CLONE_NEWNET).map_err(|errno| NetnsError::Sys {
+                path: path.into(),
+                op: "setns",
+                errno,
+            })?;
             Ok(f())
         })
         .join()

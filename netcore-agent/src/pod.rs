@@ -60,8 +60,10 @@ pub async fn create(h: &Handle, spec: &PodSpec) -> Result<Mac, PodError> {
 }
 
 async fn plumb(h: &Handle, spec: &PodSpec, peer: &str) -> Result<Mac, PodError> {
-    let ns = std::fs::File::open(&spec.netns)
-        .map_err(|source| NetnsError::Io { path: spec.netns.clone(), source })?;
+    let ns = std::fs::File::open(&spec.netns).map_err(|source| NetnsError::Io {
+        path: spec.netns.clone(),
+        source,
+    })?;
     let peer_link = netlink::require_link(h, peer).await?;
     netlink::move_to_netns(h, peer_link.index, &ns).await?;
     let (spec2, peer2) = (spec.clone(), peer.to_string());
@@ -91,7 +93,8 @@ fn configure_inside(spec: &PodSpec, peer: &str) -> Result<Mac, PodError> {
             netlink::set_up(&h, link.index).await?;
             netlink::add_default_route(&h, spec.gateway).await?;
             let link = netlink::require_link(&h, &spec.ifname).await?;
-            link.mac.ok_or_else(|| PodError::Inside(format!("{} has no MAC address", spec.ifname)))
+            link.mac
+                .ok_or_else(|| PodError::Inside(format!("{} has no MAC address", spec.ifname)))
         })
     })?
 }
@@ -109,7 +112,10 @@ pub fn exists_inside(netns_path: &Path, ifname: &str) -> bool {
         return false;
     }
     let ifname = ifname.to_string();
-    netns::run_in(netns_path, move || nix::net::if_::if_nametoindex(ifname.as_str()).is_ok()).unwrap_or(false)
+    netns::run_in(netns_path, move || {
+        nix::net::if_::if_nametoindex(ifname.as_str()).is_ok()
+    })
+    .unwrap_or(false)
 }
 
 /// Whether `name` has the shape of a pod's host interface (see `host_if_name`).

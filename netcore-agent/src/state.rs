@@ -19,11 +19,20 @@ const STATE_VERSION: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot read state {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("state file {path} is corrupt ({source}); move it away to start the node afresh")]
-    Corrupt { path: PathBuf, source: serde_json::Error },
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("cannot write state {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -78,7 +87,8 @@ impl NodeState {
     pub fn load(dir: &Path) -> Result<Self, StateError> {
         let path = dir.join(STATE_FILE);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt { path, source }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|source| StateError::Corrupt { path, source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::fresh()),
             Err(source) => Err(StateError::Read { path, source }),
         }
@@ -112,10 +122,16 @@ mod tests {
         let st = NodeState::load(&dir).unwrap();
         st.save(&dir).unwrap();
         let again = NodeState::load(&dir).unwrap();
-        assert_eq!((st.vtep_mac, st.gateway_mac), (again.vtep_mac, again.gateway_mac));
+        assert_eq!(
+            (st.vtep_mac, st.gateway_mac),
+            (again.vtep_mac, again.gateway_mac)
+        );
         std::fs::write(dir.join(STATE_FILE), b"{not json").unwrap();
         let err = NodeState::load(&dir).unwrap_err().to_string();
-        assert!(err.contains("corrupt"), "a corrupt state file is reported as such: {err}");
+        assert!(
+            err.contains("corrupt"),
+            "a corrupt state file is reported as such: {err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -13,7 +13,11 @@ pub struct SysctlError {
 /// `key` as a path under /proc/sys ("net/ipv4/ip_forward").
 pub fn set(key: &str, value: &'static str) -> Result<(), SysctlError> {
     let path = PathBuf::from("/proc/sys").join(key);
-    std::fs::write(&path, value).map_err(|source| SysctlError { path, value, source })
+    std::fs::write(&path, value).map_err(|source| SysctlError {
+        path,
+        value,
+        source,
+    })
 }
 
 /// Forwarding on; no ICMP redirects from the bridge, whose pods must keep using it.

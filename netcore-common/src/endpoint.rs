@@ -18,7 +18,11 @@ const _: () = assert!(core::mem::size_of::<EndpointInfo>() == 12);
 
 impl EndpointInfo {
     pub const fn new(host_ifindex: u32, pod_mac: [u8; 6]) -> Self {
-        Self { host_ifindex, pod_mac, _pad: [0; 2] }
+        Self {
+            host_ifindex,
+            pod_mac,
+            _pad: [0; 2],
+        }
     }
 }
 

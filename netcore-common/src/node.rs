@@ -19,7 +19,11 @@ const _: () = assert!(core::mem::size_of::<RemoteNode>() == 12);
 
 impl RemoteNode {
     pub const fn new(underlay_ip: u32, vtep_mac: [u8; 6]) -> Self {
-        Self { underlay_ip, vtep_mac, _pad: [0; 2] }
+        Self {
+            underlay_ip,
+            vtep_mac,
+            _pad: [0; 2],
+        }
     }
 }
 

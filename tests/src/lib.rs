@@ -1,1 +1,49 @@
+//! Test beds for netcore's end-to-end tests: network namespaces standing for nodes,
+//! a switch and the outside world, real agents, real pods, real packets. Everything
+//! made here has a unique name and is removed on drop, also when a test fails.
 
+pub mod cluster;
+pub mod netns;
+pub mod traffic;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+/// A short name no other test (or test run) uses: `tag` + pid + counter.
+pub fn unique(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{tag}{:x}{n:x}", std::process::id() & 0xfffff)
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `netcore` binary next to the test executable (built by `cargo xtask test`).
+pub fn netcore_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>/deps");
+    let bin = dir.join("netcore");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo xtask test` does)",
+        bin.display()
+    );
+    bin
+}

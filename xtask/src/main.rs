@@ -1,1 +1,121 @@
-fn main(){}
+//! `cargo xtask …`: set-up, build, tests, demo and benchmark, each one command.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what a fresh machine lacks (idempotent).
+    Setup,
+    /// Set up, build, and run every test.
+    Test {
+        /// Passed to `cargo test` after `--` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, and run the multi-node demo on this host.
+    Demo {
+        /// Leave the cluster running.
+        #[arg(long)]
+        keep: bool,
+        /// Remove a cluster left by `--keep`.
+        #[arg(long)]
+        down: bool,
+        /// Shorter traffic figures (for the test suite).
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .into()
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Setup => setup(),
+        Cmd::Test { args } => {
+            setup()?;
+            build()?;
+            let mut cmd = cargo();
+            cmd.args(["test", "--workspace"]);
+            if !args.is_empty() {
+                cmd.arg("--").args(args);
+            }
+            status(&mut cmd, "cargo test")
+        }
+        Cmd::Demo { keep, down, quick } => {
+            if !down {
+                setup()?;
+                build()?;
+            }
+            let mut cmd = Command::new("bash");
+            cmd.arg(root().join("scripts/demo.sh"));
+            cmd.env("NETCORE", root().join("target/debug/netcore"));
+            if down {
+                cmd.arg("--down");
+            }
+            if keep {
+                cmd.arg("--keep");
+            }
+            if quick {
+                cmd.arg("--quick");
+            }
+            status(&mut cmd, "the demo")
+        }
+    }
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn setup() -> Result<()> {
+    status(
+        Command::new("bash").arg(root().join("scripts/setup.sh")),
+        "scripts/setup.sh",
+    )
+}
+
+/// The binaries the tests and the demo run (the eBPF object is built by build.rs).
+fn build() -> Result<()> {
+    status(
+        cargo().args(["build", "--workspace", "--bins"]),
+        "cargo build",
+    )
+}
+
+fn status(cmd: &mut Command, what: &str) -> Result<()> {
+    let st = cmd.status().with_context(|| format!("starting {what}"))?;
+    if !st.success() {
+        bail!("{what} failed ({st})");
+    }
+    Ok(())
+}

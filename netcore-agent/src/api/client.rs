@@ -13,7 +13,10 @@ use super::{Reply, Request};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach the netcore agent at {path}: {source} (is `netcore agent` running?)")]
-    Unreachable { path: PathBuf, source: std::io::Error },
+    Unreachable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("talking to the netcore agent: {0}")]
     Io(#[from] std::io::Error),
     #[error("the agent sent a reply this client does not understand: {0}")]
@@ -26,7 +29,10 @@ pub enum ClientError {
 pub async fn call<T: DeserializeOwned>(socket: &Path, req: &Request) -> Result<T, ClientError> {
     let stream = UnixStream::connect(socket)
         .await
-        .map_err(|source| ClientError::Unreachable { path: socket.into(), source })?;
+        .map_err(|source| ClientError::Unreachable {
+            path: socket.into(),
+            source,
+        })?;
     let (read, mut write) = stream.into_split();
     let mut line = serde_json::to_vec(req).expect("requests serialize");
     line.push(b'\n');
@@ -34,7 +40,9 @@ pub async fn call<T: DeserializeOwned>(socket: &Path, req: &Request) -> Result<T
     let mut reply = String::new();
     BufReader::new(read).read_line(&mut reply).await?;
     match serde_json::from_str::<Reply>(&reply).map_err(|e| ClientError::BadReply(e.to_string()))? {
-        Reply::Ok { data } => serde_json::from_value(data).map_err(|e| ClientError::BadReply(e.to_string())),
+        Reply::Ok { data } => {
+            serde_json::from_value(data).map_err(|e| ClientError::BadReply(e.to_string()))
+        }
         Reply::Error { message } => Err(ClientError::Agent(message)),
     }
 }

@@ -24,11 +24,15 @@ pub enum Request {
         #[serde(default)]
         container_id: Option<String>,
     },
-    PodDel { name: String },
+    PodDel {
+        name: String,
+    },
     PodList,
     Status,
     NodeAdd(NodeSpec),
-    NodeDel { name: String },
+    NodeDel {
+        name: String,
+    },
     NodeList,
 }
 

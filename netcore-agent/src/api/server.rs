@@ -49,7 +49,9 @@ async fn connection(stream: UnixStream, agent: Arc<Mutex<Agent>>) -> std::io::Re
     while let Some(line) = lines.next_line().await? {
         let reply = match serde_json::from_str::<Request>(&line) {
             Ok(req) => agent.lock().await.handle(req).await,
-            Err(e) => Reply::Error { message: format!("bad request: {e}") },
+            Err(e) => Reply::Error {
+                message: format!("bad request: {e}"),
+            },
         };
         let mut out = serde_json::to_vec(&reply).expect("replies serialize");
         out.push(b'\n');

@@ -40,9 +40,17 @@ impl Datapath {
 
     /// Attaches `program` to `ifname` (in the agent's namespace) and pins the link, or
     /// swaps the program inside an already pinned link.
-    pub fn attach(&mut self, program: &'static str, ifname: &str, t: TcAttachType) -> Result<(), DatapathError> {
+    pub fn attach(
+        &mut self,
+        program: &'static str,
+        ifname: &str,
+        t: TcAttachType,
+    ) -> Result<(), DatapathError> {
         let path = self.link_path(&pin_name(program, ifname, t));
-        let link_err = |reason: String| DatapathError::Link { path: path.clone(), reason };
+        let link_err = |reason: String| DatapathError::Link {
+            path: path.clone(),
+            reason,
+        };
         let prog: &mut SchedClassifier = self
             .ebpf
             .program_mut(program)
@@ -63,7 +71,9 @@ impl Datapath {
         } else {
             remove_pin(&path);
         }
-        let id = prog.attach(ifname, t).map_err(|e| link_err(format!("attach to {ifname}: {e}")))?;
+        let id = prog
+            .attach(ifname, t)
+            .map_err(|e| link_err(format!("attach to {ifname}: {e}")))?;
         let link: FdLink = prog
             .take_link(id)
             .map_err(|e| link_err(e.to_string()))?
@@ -80,7 +90,9 @@ impl Datapath {
 
     /// The attachments pinned for this node.
     pub fn attachments(&self) -> Vec<Attachment> {
-        let Ok(dir) = std::fs::read_dir(&self.links_dir) else { return Vec::new() };
+        let Ok(dir) = std::fs::read_dir(&self.links_dir) else {
+            return Vec::new();
+        };
         let mut out: Vec<Attachment> = dir
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
             .filter_map(|name| {
@@ -98,7 +110,10 @@ impl Datapath {
 
     /// Pinned links whose interface is not in `keep`: for clean-up after a crash.
     pub fn stale_attachments(&self, keep: &[String]) -> Vec<Attachment> {
-        self.attachments().into_iter().filter(|a| !keep.contains(&a.interface)).collect()
+        self.attachments()
+            .into_iter()
+            .filter(|a| !keep.contains(&a.interface))
+            .collect()
     }
 
     pub fn remove_attachment(&mut self, a: &Attachment) {
@@ -115,7 +130,10 @@ fn forget(
 ) -> Result<(), DatapathError> {
     prog.take_link(id)
         .map(drop)
-        .map_err(|e| DatapathError::Link { path: path.into(), reason: e.to_string() })
+        .map_err(|e| DatapathError::Link {
+            path: path.into(),
+            reason: e.to_string(),
+        })
 }
 
 fn remove_pin(path: &std::path::Path) {

@@ -7,7 +7,9 @@ mod links;
 use std::path::{Path, PathBuf};
 
 use aya::{Ebpf, EbpfLoader};
-use netcore_common::pin::{PIN_LAYOUT, PIN_LINKS, PIN_MAPS, PROG_FROM_HOST, PROG_FROM_OVERLAY, PROG_FROM_POD};
+use netcore_common::pin::{
+    PIN_LAYOUT, PIN_LINKS, PIN_MAPS, PROG_FROM_HOST, PROG_FROM_OVERLAY, PROG_FROM_POD,
+};
 
 pub use links::Attachment;
 
@@ -23,13 +25,22 @@ pub enum DatapathError {
     #[error("bpffs is not mounted at or above {0} (mount -t bpf bpf /sys/fs/bpf)")]
     NoBpffs(PathBuf),
     #[error("pin directory {path}: {source}")]
-    PinDir { path: PathBuf, source: std::io::Error },
+    PinDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("loading the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("program {name}: {source}")]
-    Program { name: &'static str, source: aya::programs::ProgramError },
+    Program {
+        name: &'static str,
+        source: aya::programs::ProgramError,
+    },
     #[error("map {name}: {source}")]
-    Map { name: &'static str, source: aya::maps::MapError },
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
     #[error("map {0} missing from the eBPF object")]
     MissingMap(&'static str),
     #[error("link {path}: {reason}")]
@@ -54,19 +65,28 @@ impl Datapath {
         let maps_dir = root.join(PIN_MAPS);
         let links_dir = root.join(PIN_LINKS);
         for dir in [&maps_dir, &links_dir] {
-            std::fs::create_dir_all(dir).map_err(|source| DatapathError::PinDir { path: dir.clone(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| DatapathError::PinDir {
+                path: dir.clone(),
+                source,
+            })?;
         }
         if !on_bpffs(&maps_dir) {
             return Err(DatapathError::NoBpffs(maps_dir));
         }
-        let mut ebpf = EbpfLoader::new().default_map_pin_directory(&maps_dir).load(OBJECT)?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&maps_dir)
+            .load(OBJECT)?;
         for name in PROGRAMS {
             let prog: &mut aya::programs::SchedClassifier = ebpf
                 .program_mut(name)
-                .ok_or(DatapathError::Program { name, source: aya::programs::ProgramError::NotLoaded })?
+                .ok_or(DatapathError::Program {
+                    name,
+                    source: aya::programs::ProgramError::NotLoaded,
+                })?
                 .try_into()
                 .map_err(|source| DatapathError::Program { name, source })?;
-            prog.load().map_err(|source| DatapathError::Program { name, source })?;
+            prog.load()
+                .map_err(|source| DatapathError::Program { name, source })?;
         }
         let maps = Maps::take(&mut ebpf)?;
         Ok((Self { ebpf, links_dir }, maps))

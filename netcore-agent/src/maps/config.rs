@@ -13,7 +13,10 @@ pub struct ConfigMap {
 
 impl ConfigMap {
     pub fn new((map, name): (Map, &'static str)) -> Result<Self, DatapathError> {
-        Ok(Self { map: Array::try_from(map).map_err(err(name))?, name })
+        Ok(Self {
+            map: Array::try_from(map).map_err(err(name))?,
+            name,
+        })
     }
 
     pub fn set(&mut self, cfg: &DatapathConfig) -> Result<(), DatapathError> {

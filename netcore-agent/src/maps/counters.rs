@@ -21,7 +21,9 @@ pub struct CounterValue {
 
 impl CounterMap {
     pub fn new((map, name): (Map, &'static str)) -> Result<Self, DatapathError> {
-        Ok(Self { map: PerCpuArray::try_from(map).map_err(err(name))? })
+        Ok(Self {
+            map: PerCpuArray::try_from(map).map_err(err(name))?,
+        })
     }
 
     /// One value per reason, in reason order.
@@ -30,9 +32,16 @@ impl CounterMap {
             .iter()
             .map(|r| {
                 let (packets, bytes) = self.map.get(&(*r as u32), 0).map_or((0, 0), |per_cpu| {
-                    per_cpu.iter().fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes))
+                    per_cpu
+                        .iter()
+                        .fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes))
                 });
-                CounterValue { reason: r.name().into(), drop: r.is_drop(), packets, bytes }
+                CounterValue {
+                    reason: r.name().into(),
+                    drop: r.is_drop(),
+                    packets,
+                    bytes,
+                }
             })
             .collect()
     }

@@ -19,10 +19,18 @@ fn key(ip: Ipv4Addr) -> u32 {
 
 impl EndpointMap {
     pub fn new((map, name): (Map, &'static str)) -> Result<Self, DatapathError> {
-        Ok(Self { map: HashMap::try_from(map).map_err(err(name))?, name })
+        Ok(Self {
+            map: HashMap::try_from(map).map_err(err(name))?,
+            name,
+        })
     }
 
-    pub fn insert(&mut self, ip: Ipv4Addr, host_ifindex: u32, pod_mac: Mac) -> Result<(), DatapathError> {
+    pub fn insert(
+        &mut self,
+        ip: Ipv4Addr,
+        host_ifindex: u32,
+        pod_mac: Mac,
+    ) -> Result<(), DatapathError> {
         let value = EndpointInfo::new(host_ifindex, pod_mac.0);
         self.map.insert(key(ip), value, 0).map_err(err(self.name))
     }

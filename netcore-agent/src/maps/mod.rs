@@ -28,7 +28,10 @@ impl Maps {
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<(Map, &'static str), DatapathError> {
-    Ok((ebpf.take_map(name).ok_or(DatapathError::MissingMap(name))?, name))
+    Ok((
+        ebpf.take_map(name).ok_or(DatapathError::MissingMap(name))?,
+        name,
+    ))
 }
 
 /// Maps a map error to the agent's error, naming the map.

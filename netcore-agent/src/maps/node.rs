@@ -16,15 +16,26 @@ pub struct NodeMap {
 }
 
 fn key(net: Ipv4Net) -> Key<u32> {
-    Key::new(net.prefix_len() as u32, u32::from_ne_bytes(net.network().octets()))
+    Key::new(
+        net.prefix_len() as u32,
+        u32::from_ne_bytes(net.network().octets()),
+    )
 }
 
 impl NodeMap {
     pub fn new((map, name): (Map, &'static str)) -> Result<Self, DatapathError> {
-        Ok(Self { map: LpmTrie::try_from(map).map_err(err(name))?, name })
+        Ok(Self {
+            map: LpmTrie::try_from(map).map_err(err(name))?,
+            name,
+        })
     }
 
-    pub fn insert(&mut self, net: Ipv4Net, underlay_ip: Ipv4Addr, vtep_mac: Mac) -> Result<(), DatapathError> {
+    pub fn insert(
+        &mut self,
+        net: Ipv4Net,
+        underlay_ip: Ipv4Addr,
+        vtep_mac: Mac,
+    ) -> Result<(), DatapathError> {
         let value = RemoteNode::new(u32::from_ne_bytes(underlay_ip.octets()), vtep_mac.0);
         self.map.insert(&key(net), value, 0).map_err(err(self.name))
     }
@@ -42,8 +53,14 @@ impl NodeMap {
             .iter()
             .filter_map(Result::ok)
             .filter_map(|(k, v)| {
-                let net = Ipv4Net::new(Ipv4Addr::from(k.data().to_ne_bytes()), k.prefix_len() as u8).ok()?;
-                Some((net, Ipv4Addr::from(v.underlay_ip.to_ne_bytes()), Mac(v.vtep_mac)))
+                let net =
+                    Ipv4Net::new(Ipv4Addr::from(k.data().to_ne_bytes()), k.prefix_len() as u8)
+                        .ok()?;
+                Some((
+                    net,
+                    Ipv4Addr::from(v.underlay_ip.to_ne_bytes()),
+                    Mac(v.vtep_mac),
+                ))
             })
             .collect()
     }

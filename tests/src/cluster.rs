@@ -1,0 +1,299 @@
+//! A cluster on one host: a "switch" namespace with a bridge is the underlay; each
+//! node is a namespace with an uplink on it and a real `netcore agent`; an "outside"
+//! namespace on the underlay stands for the world beyond the cluster.
+
+use std::{
+    net::Ipv4Addr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use netcore_agent::api::{PodInfo, Status};
+use serde::de::DeserializeOwned;
+
+use crate::{netcore_bin, netns::Netns, unique, wait_until};
+
+/// Underlay addresses: node i is 192.168.50.(10+i), the outside host .200.
+pub const UNDERLAY_PREFIX: &str = "192.168.50";
+pub const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 200);
+/// How long an agent may take to come up.
+const AGENT_READY: Duration = Duration::from_secs(30);
+
+pub struct Node {
+    pub name: String,
+    pub ns: Netns,
+    pub ip: Ipv4Addr,
+    pub pod_cidr: String,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub dir: PathBuf,
+    agent: Option<Child>,
+}
+
+pub struct Cluster {
+    pub id: String,
+    // Dropped in this order: nodes (agents, pods, pins), then the rest.
+    pub nodes: Vec<Node>,
+    pub outside: Netns,
+    pub switch: Netns,
+}
+
+/// Options for `Cluster::new`.
+#[derive(Clone)]
+pub struct Spec {
+    pub nodes: usize,
+    /// Prefix length of each node's pod CIDR (10.244.N.0/len).
+    pub pod_prefix: u8,
+    pub extra_config: String,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Spec {
+            nodes: 1,
+            pod_prefix: 24,
+            extra_config: String::new(),
+        }
+    }
+}
+
+impl Cluster {
+    pub fn new(spec: Spec) -> Result<Self> {
+        let id = unique("t");
+        let switch = Netns::new(&format!("{id}-sw"))?;
+        switch.sh("ip link add sw0 type bridge && ip link set sw0 up")?;
+        let outside = Netns::new(&format!("{id}-out"))?;
+        plug(&switch, &outside, "out", OUTSIDE_IP)?;
+        let mut cluster = Cluster {
+            id,
+            nodes: Vec::new(),
+            outside,
+            switch,
+        };
+        for i in 1..=spec.nodes {
+            cluster.add_node(i, &spec)?;
+        }
+        Ok(cluster)
+    }
+
+    fn add_node(&mut self, i: usize, spec: &Spec) -> Result<()> {
+        let name = format!("n{i}");
+        let ns = Netns::new(&format!("{}-{name}", self.id))?;
+        let ip: Ipv4Addr = format!("{UNDERLAY_PREFIX}.{}", 10 + i).parse()?;
+        plug(&self.switch, &ns, &format!("p{i}"), ip)?;
+        let dir = std::env::temp_dir()
+            .join(format!("netcore-test-{}", self.id))
+            .join(&name);
+        std::fs::create_dir_all(&dir)?;
+        let pod_cidr = format!("10.244.{i}.0/{}", spec.pod_prefix);
+        let socket = dir.join("api.sock");
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "node_name = \"{name}\"\nuplink = \"ul0\"\npod_cidr = \"{pod_cidr}\"\n\
+                 state_dir = \"{}\"\npin_dir = \"/sys/fs/bpf/netcore-test/{}/{name}\"\n\
+                 api_socket = \"{}\"\n{}\n",
+                dir.join("state").display(),
+                self.id,
+                socket.display(),
+                spec.extra_config
+            ),
+        )?;
+        let mut node = Node {
+            name,
+            ns,
+            ip,
+            pod_cidr,
+            config,
+            socket,
+            dir,
+            agent: None,
+        };
+        node.start_agent()?;
+        self.nodes.push(node);
+        Ok(())
+    }
+
+    pub fn node(&self, i: usize) -> &Node {
+        &self.nodes[i - 1]
+    }
+
+    pub fn node_mut(&mut self, i: usize) -> &mut Node {
+        &mut self.nodes[i - 1]
+    }
+
+    /// A pod name unique to this cluster.
+    pub fn pod_name(&self, tag: &str) -> String {
+        format!("{}-{tag}", self.id)
+    }
+
+    /// Tells every node about every other node (what the control plane automates).
+    pub fn mesh(&self) -> Result<()> {
+        for a in &self.nodes {
+            for b in &self.nodes {
+                if a.name != b.name {
+                    let st = b.status()?;
+                    a.cli(&[
+                        "node",
+                        "add",
+                        &b.name,
+                        "--pod-cidr",
+                        &b.pod_cidr,
+                        "--underlay-ip",
+                        &b.ip.to_string(),
+                        "--vtep-mac",
+                        &st.vtep_mac.to_string(),
+                    ])?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Connects `ns` to the switch with a veth (`ul0` inside `ns`) and gives it `ip`/24.
+fn plug(switch: &Netns, ns: &Netns, port: &str, ip: Ipv4Addr) -> Result<()> {
+    switch.sh(&format!(
+        "ip link add {port} type veth peer name ul0 netns {ns} && ip link set {port} master sw0 up",
+        ns = ns.name
+    ))?;
+    ns.sh(&format!(
+        "ip addr add {ip}/24 dev ul0 && ip link set ul0 up"
+    ))?;
+    Ok(())
+}
+
+impl Node {
+    /// Starts the agent inside the node's namespace and waits until it serves.
+    pub fn start_agent(&mut self) -> Result<()> {
+        let log = std::fs::File::create(self.dir.join("agent.log"))?;
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", self.ns.path.display()))
+            .arg(netcore_bin())
+            .args(["agent", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting the agent")?;
+        self.agent = Some(child);
+        let mut exited = None;
+        let ready = wait_until(AGENT_READY, "the agent to serve its API", || {
+            if let Some(st) = self
+                .agent
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                exited = Some(st);
+                return true;
+            }
+            self.status().is_ok()
+        });
+        if let Some(st) = exited {
+            bail!("agent {} exited ({st}): {}", self.name, self.agent_log());
+        }
+        ready.with_context(|| self.agent_log())
+    }
+
+    /// SIGKILL, like a crash.
+    pub fn kill_agent(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// Runs `netcore ARGS` against this node's agent.
+    pub fn cli_output(&self, args: &[&str]) -> std::process::Output {
+        Command::new(netcore_bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("netcore runs")
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let out = self.cli_output(args);
+        if !out.status.success() {
+            bail!(
+                "netcore {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn cli_json<T: DeserializeOwned>(&self, args: &[&str]) -> Result<T> {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let text = self.cli(&args)?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {text}"))
+    }
+
+    pub fn status(&self) -> Result<Status> {
+        self.cli_json(&["status"])
+    }
+
+    pub fn add_pod(&self, name: &str) -> Result<PodInfo> {
+        self.cli_json(&["pod", "add", name])
+    }
+
+    /// Packets counted for `reason` by the data path.
+    pub fn counter(&self, reason: &str) -> Result<u64> {
+        let st = self.status()?;
+        st.counters
+            .iter()
+            .find(|c| c.reason == reason)
+            .map(|c| c.packets)
+            .context("unknown counter")
+    }
+
+    pub fn counter_bytes(&self, reason: &str) -> Result<u64> {
+        let st = self.status()?;
+        st.counters
+            .iter()
+            .find(|c| c.reason == reason)
+            .map(|c| c.bytes)
+            .context("unknown counter")
+    }
+
+    /// `netcore reset` inside the node's namespace.
+    pub fn reset(&self) -> Result<()> {
+        crate::netns::run(
+            Command::new("nsenter")
+                .arg(format!("--net={}", self.ns.path.display()))
+                .arg(netcore_bin())
+                .args(["reset", "--config"])
+                .arg(&self.config),
+        )?;
+        Ok(())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill_agent();
+        if let Err(e) = self.reset() {
+            eprintln!("cleaning up node {}: {e:#}", self.name);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        let _ =
+            std::fs::remove_dir_all(std::env::temp_dir().join(format!("netcore-test-{}", self.id)));
+        let _ = std::fs::remove_dir(format!("/sys/fs/bpf/netcore-test/{}", self.id));
+    }
+}

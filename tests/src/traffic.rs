@@ -1,0 +1,202 @@
+//! Traffic between namespaces: pings, TCP transfers whose every byte is checked at the
+//! receiver, long-running streams, and UDP probes.
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use anyhow::{bail, ensure, Context, Result};
+
+use crate::netns::Netns;
+
+/// `ping -c COUNT` from a namespace; true when every reply came back.
+pub fn ping(from: &str, dst: Ipv4Addr, count: u32) -> bool {
+    std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            from,
+            "ping",
+            "-q",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.05",
+            "-W",
+            "1",
+        ])
+        .arg(dst.to_string())
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The byte at position `i` of every test stream (never periodic at TCP segment sizes).
+fn pattern(i: u64) -> u8 {
+    (i.wrapping_mul(2654435761) >> 13) as u8
+}
+
+fn in_netns<T: Send>(path: &Path, f: impl FnOnce() -> std::io::Result<T> + Send) -> Result<T> {
+    Ok(netcore_agent::netns::run_in(path, f)??)
+}
+
+pub fn listen_tcp(ns: &Path, port: u16) -> Result<TcpListener> {
+    in_netns(ns, || TcpListener::bind(("0.0.0.0", port)))
+}
+
+pub fn connect_tcp(ns: &Path, dst: SocketAddr) -> Result<TcpStream> {
+    in_netns(ns, || {
+        TcpStream::connect_timeout(&dst, Duration::from_secs(5))
+    })
+    .with_context(|| format!("connecting to {dst}"))
+}
+
+/// Reads everything from `s`, checking each byte against the pattern.
+fn receive_checked(mut s: TcpStream, counter: &AtomicU64) -> Result<u64> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut pos = 0u64;
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Ok(pos);
+        }
+        for (i, b) in buf[..n].iter().enumerate() {
+            let at = pos + i as u64;
+            if *b != pattern(at) {
+                bail!(
+                    "byte {at} is {b:#04x}, expected {:#04x}: the stream was corrupted",
+                    pattern(at)
+                );
+            }
+        }
+        pos += n as u64;
+        counter.store(pos, Ordering::Relaxed);
+    }
+}
+
+fn send_pattern(s: &mut TcpStream, from: u64, len: usize) -> std::io::Result<()> {
+    let chunk: Vec<u8> = (from..from + len as u64).map(pattern).collect();
+    s.write_all(&chunk)
+}
+
+/// Sends `bytes` from namespace `from` to a listener in `to` and checks every byte.
+pub fn tcp_transfer(from: &Netns, to: &Netns, to_ip: Ipv4Addr, bytes: u64) -> Result<()> {
+    let listener = listen_tcp(&to.path, 0)?;
+    let port = listener.local_addr()?.port();
+    let got = Arc::new(AtomicU64::new(0));
+    let got2 = got.clone();
+    let rx = std::thread::spawn(move || -> Result<u64> {
+        let (s, _) = listener.accept()?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        receive_checked(s, &got2)
+    });
+    let mut s = connect_tcp(&from.path, SocketAddr::from((to_ip, port)))?;
+    s.set_write_timeout(Some(Duration::from_secs(30)))?;
+    let mut sent = 0u64;
+    const CHUNK: usize = 1 << 20;
+    while sent < bytes {
+        let len = CHUNK.min((bytes - sent) as usize);
+        send_pattern(&mut s, sent, len)?;
+        sent += len as u64;
+    }
+    drop(s);
+    let received = rx.join().expect("receiver thread")?;
+    ensure!(
+        received == bytes,
+        "receiver got {received} bytes, expected {bytes}"
+    );
+    Ok(())
+}
+
+/// A TCP stream that keeps flowing until stopped.
+pub struct Stream {
+    stop: Arc<AtomicBool>,
+    received: Arc<AtomicU64>,
+    sender: Option<JoinHandle<Result<u64>>>,
+    receiver: Option<JoinHandle<Result<u64>>>,
+}
+
+impl Stream {
+    pub fn start(from: &Netns, to: &Netns, to_ip: Ipv4Addr) -> Result<Stream> {
+        let listener = listen_tcp(&to.path, 0)?;
+        let port = listener.local_addr()?.port();
+        let received = Arc::new(AtomicU64::new(0));
+        let r2 = received.clone();
+        let receiver = std::thread::spawn(move || -> Result<u64> {
+            let (s, _) = listener.accept()?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            receive_checked(s, &r2)
+        });
+        let mut s = connect_tcp(&from.path, SocketAddr::from((to_ip, port)))?;
+        s.set_write_timeout(Some(Duration::from_secs(10)))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let sender = std::thread::spawn(move || -> Result<u64> {
+            let mut sent = 0u64;
+            const CHUNK: usize = 64 * 1024;
+            while !stop2.load(Ordering::Relaxed) {
+                send_pattern(&mut s, sent, CHUNK).context("stream sender")?;
+                sent += CHUNK as u64;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Ok(sent)
+        });
+        Ok(Stream {
+            stop,
+            received,
+            sender: Some(sender),
+            receiver: Some(receiver),
+        })
+    }
+
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `more` bytes beyond what has arrived now have arrived.
+    pub fn wait_progress(&self, more: u64, timeout: Duration) -> Result<()> {
+        let target = self.received() + more;
+        crate::wait_until(
+            timeout,
+            &format!("the stream to deliver {more} more bytes"),
+            || self.received() >= target,
+        )
+    }
+
+    /// Stops the sender and checks that every byte sent arrived intact.
+    pub fn finish(mut self) -> Result<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = self
+            .sender
+            .take()
+            .expect("running")
+            .join()
+            .expect("sender thread")?;
+        let got = self
+            .receiver
+            .take()
+            .expect("running")
+            .join()
+            .expect("receiver thread")?;
+        ensure!(got == sent, "stream: sent {sent} bytes, received {got}");
+        Ok(got)
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A UDP socket bound inside a namespace.
+pub fn udp_socket(ns: &Path, port: u16) -> Result<UdpSocket> {
+    in_netns(ns, || UdpSocket::bind(("0.0.0.0", port)))
+}
