@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# netcore's multi-node demo on one host: three nodes (network namespaces on a shared
+# underlay), one agent each, two pods per node; then a connectivity matrix, a
+# throughput figure across nodes, and the data-path counters.
+#
+#   demo.sh [--keep] [--quick]    build the cluster, show it, remove it (or --keep it)
+#   demo.sh --down                remove a cluster left by --keep
+set -Eeuo pipefail
+
+NETCORE=${NETCORE:-netcore}
+PREFIX=ncdemo
+NODES=(1 2 3)
+PODS=(a b)
+RUN=/run/netcore-demo
+PINS=/sys/fs/bpf/netcore-demo
+KEEP=0 QUICK=0 DOWN=0
+for arg in "$@"; do
+  case $arg in
+    --keep) KEEP=1 ;;
+    --quick) QUICK=1 ;;
+    --down) DOWN=1 ;;
+    *) echo "usage: $0 [--keep] [--quick] | --down" >&2; exit 2 ;;
+  esac
+done
+
+step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+node_ns() { echo "$PREFIX-n$1"; }
+sock() { echo "$RUN/n$1/api.sock"; }
+nc_cli() { local n=$1; shift; "$NETCORE" --socket "$(sock "$n")" "$@"; }
+in_node() { local n=$1; shift; nsenter --net="/run/netns/$(node_ns "$n")" "$@"; }
+
+down() {
+  for n in "${NODES[@]}"; do
+    if [ -f "$RUN/n$n/agent.pid" ]; then
+      kill "$(cat "$RUN/n$n/agent.pid")" 2>/dev/null || true
+    fi
+    if [ -f "$RUN/n$n/config.toml" ] && ip netns pids "$(node_ns "$n")" >/dev/null 2>&1; then
+      in_node "$n" "$NETCORE" reset --config "$RUN/n$n/config.toml" || true
+    fi
+    ip netns del "$(node_ns "$n")" 2>/dev/null || true
+  done
+  ip netns del "$PREFIX-sw" 2>/dev/null || true
+  rm -rf "$RUN" "$PINS"
+}
+
+if [ "$DOWN" = 1 ]; then
+  step "removing the demo cluster"
+  down
+  exit 0
+fi
+
+on_error() {
+  echo "demo: a step failed (see above); removing what it made" >&2
+  for n in "${NODES[@]}"; do
+    if [ -f "$RUN/n$n/agent.log" ]; then
+      echo "--- agent n$n log (last lines)" >&2
+      tail -n 5 "$RUN/n$n/agent.log" >&2
+    fi
+  done
+  down
+}
+trap on_error ERR
+
+down
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+
+step "underlay: a switch namespace with a bridge, 192.168.60.0/24"
+ip netns add "$PREFIX-sw"
+ip -n "$PREFIX-sw" link add sw0 type bridge
+ip -n "$PREFIX-sw" link set sw0 up
+
+for n in "${NODES[@]}"; do
+  ns=$(node_ns "$n")
+  step "node n$n: namespace $ns, uplink 192.168.60.1$n, pods 10.244.$n.0/24"
+  ip netns add "$ns"
+  ip -n "$PREFIX-sw" link add "p$n" type veth peer name eth0 netns "$ns"
+  ip -n "$PREFIX-sw" link set "p$n" master sw0 up
+  ip -n "$ns" addr add "192.168.60.1$n/24" dev eth0
+  ip -n "$ns" link set eth0 up
+  ip -n "$ns" link set lo up
+  mkdir -p "$RUN/n$n"
+  cat >"$RUN/n$n/config.toml" <<TOML
+node_name = "n$n"
+uplink = "eth0"
+pod_cidr = "10.244.$n.0/24"
+cluster_cidr = "10.244.0.0/16"
+state_dir = "$RUN/n$n/state"
+pin_dir = "$PINS/n$n"
+api_socket = "$(sock "$n")"
+TOML
+  in_node "$n" "$NETCORE" agent --config "$RUN/n$n/config.toml" >"$RUN/n$n/agent.log" 2>&1 &
+  echo $! >"$RUN/n$n/agent.pid"
+done
+
+step "waiting for the agents"
+for n in "${NODES[@]}"; do
+  for _ in $(seq 1 300); do
+    nc_cli "$n" status >/dev/null 2>&1 && break
+    kill -0 "$(cat "$RUN/n$n/agent.pid")" 2>/dev/null || { cat "$RUN/n$n/agent.log" >&2; false; }
+    sleep 0.1
+  done
+  nc_cli "$n" status >/dev/null
+done
+
+step "telling every node about the others (VTEP MAC, subnet, underlay address)"
+for n in "${NODES[@]}"; do
+  vtep=$(nc_cli "$n" status --json | sed -n 's/^  "vtep_mac": "\(.*\)",/\1/p')
+  for m in "${NODES[@]}"; do
+    [ "$m" = "$n" ] && continue
+    nc_cli "$m" node add "n$n" --pod-cidr "10.244.$n.0/24" --underlay-ip "192.168.60.1$n" --vtep-mac "$vtep" >/dev/null
+  done
+done
+
+declare -A IP NODE_OF
+for n in "${NODES[@]}"; do
+  for p in "${PODS[@]}"; do
+    pod="$PREFIX-n$n-$p"
+    step "pod $pod on n$n"
+    IP[$pod]=$(nc_cli "$n" pod add "$pod" --json | sed -n 's/^  "ip": "\(.*\)",/\1/p')
+    NODE_OF[$pod]=$n
+  done
+done
+ALL=()
+for n in "${NODES[@]}"; do for p in "${PODS[@]}"; do ALL+=("$PREFIX-n$n-$p"); done; done
+
+step "connectivity matrix (ping from row to column; R = eBPF redirect on the node, V = VXLAN across nodes)"
+printf '%-14s' ""
+for dst in "${ALL[@]}"; do printf '%-12s' "${dst#"$PREFIX"-}"; done
+echo
+failed=0
+for src in "${ALL[@]}"; do
+  printf '%-14s' "${src#"$PREFIX"-}"
+  for dst in "${ALL[@]}"; do
+    if [ "$src" = "$dst" ]; then printf '%-12s' "-"; continue; fi
+    path=V; [ "${NODE_OF[$src]}" = "${NODE_OF[$dst]}" ] && path=R
+    if ip netns exec "$src" ping -q -c 1 -W 1 "${IP[$dst]}" >/dev/null 2>&1; then
+      printf '%-12s' "ok $path"
+    else
+      printf '%-12s' "FAIL $path"; failed=$((failed + 1))
+    fi
+  done
+  echo
+done
+if [ "$failed" -gt 0 ]; then echo "demo: $failed pairs unreachable" >&2; false; fi
+echo "all ${#ALL[@]} pods reach each other"
+
+secs=3; [ "$QUICK" = 1 ] && secs=1
+step "throughput across nodes: $PREFIX-n1-a -> $PREFIX-n2-a (iperf3, ${secs}s, one TCP stream)"
+ip netns exec "$PREFIX-n2-a" iperf3 -s -1 -D >/dev/null
+for _ in $(seq 1 50); do ip netns exec "$PREFIX-n2-a" ss -ltn | grep -q 5201 && break; sleep 0.1; done
+ip netns exec "$PREFIX-n1-a" iperf3 -c "${IP[$PREFIX-n2-a]}" -t "$secs" -f g | grep -E 'receiver' | awk '{print "  " $7 " " $8 " over VXLAN in eBPF"}'
+
+step "node n1: status and data-path counters"
+nc_cli 1 status
+
+if [ "$KEEP" = 1 ]; then
+  trap - ERR
+  cat <<MSG
+
+The cluster keeps running. Explore it:
+  ip netns exec $PREFIX-n1-a ping ${IP[$PREFIX-n3-b]}
+  $NETCORE --socket $(sock 2) status
+  $NETCORE --socket $(sock 1) pod list
+  ip netns exec $PREFIX-n1 bpftool link show
+Remove it with: cargo xtask demo --down
+MSG
+else
+  step "removing the demo cluster"
+  trap - ERR
+  down
+fi
