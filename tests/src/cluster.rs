@@ -154,6 +154,13 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Connects another namespace to the underlay.
+    pub fn plug(&self, ns: &Netns, port: &str, ip: Ipv4Addr) -> Result<()> {
+        plug(&self.switch, ns, port, ip)
+    }
+}
+
 /// Connects `ns` to the switch with a veth (`ul0` inside `ns`) and gives it `ip`/24.
 fn plug(switch: &Netns, ns: &Netns, port: &str, ip: Ipv4Addr) -> Result<()> {
     switch.sh(&format!(

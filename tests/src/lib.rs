@@ -2,8 +2,11 @@
 //! a switch and the outside world, real agents, real pods, real packets. Everything
 //! made here has a unique name and is removed on drop, also when a test fails.
 
+pub mod capture;
 pub mod cluster;
+pub mod flannel;
 pub mod netns;
+pub mod packets;
 pub mod traffic;
 
 use std::time::{Duration, Instant};
