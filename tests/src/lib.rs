@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod flannel;
 pub mod netns;
 pub mod packets;
+pub mod progtest;
 pub mod traffic;
 
 use std::time::{Duration, Instant};

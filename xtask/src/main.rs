@@ -67,7 +67,7 @@ fn run(cli: Cli) -> Result<()> {
             if !args.is_empty() {
                 cmd.arg("--").args(args);
             }
-            status(&mut cmd, "cargo test")
+            run_tests(&mut cmd)
         }
         Cmd::Demo { keep, down, quick } => {
             if !down {
@@ -110,6 +110,79 @@ fn build() -> Result<()> {
         cargo().args(["build", "--workspace", "--bins"]),
         "cargo build",
     )
+}
+
+/// Runs `cargo test`, passing its output through, and closes with one summary line
+/// over every test binary.
+fn run_tests(cmd: &mut Command) -> Result<()> {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting cargo test")?;
+    let mut total = Totals::default();
+    for line in std::io::BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        total.add(&line);
+    }
+    let st = child.wait()?;
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        total.passed, total.failed, total.ignored
+    );
+    if !st.success() || total.failed > 0 {
+        bail!("tests failed ({st})");
+    }
+    Ok(())
+}
+
+/// Sums libtest's "test result:" lines.
+#[derive(Default, Debug, PartialEq)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sums_libtest_result_lines() {
+        let mut t = super::Totals::default();
+        t.add("test result: ok. 9 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.64s");
+        t.add("test result: FAILED. 2 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s");
+        t.add("running 3 tests");
+        assert_eq!(
+            t,
+            super::Totals {
+                passed: 11,
+                failed: 3,
+                ignored: 1
+            }
+        );
+    }
 }
 
 fn status(cmd: &mut Command, what: &str) -> Result<()> {

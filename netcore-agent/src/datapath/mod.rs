@@ -93,6 +93,29 @@ impl Datapath {
     }
 }
 
+impl Datapath {
+    /// The loaded program's file descriptor (for `BPF_PROG_TEST_RUN` in the packet tests).
+    pub fn program_fd(
+        &self,
+        name: &'static str,
+    ) -> Result<std::os::fd::BorrowedFd<'_>, DatapathError> {
+        use std::os::fd::AsFd;
+        let prog: &aya::programs::SchedClassifier = self
+            .ebpf
+            .program(name)
+            .ok_or(DatapathError::Program {
+                name,
+                source: aya::programs::ProgramError::NotLoaded,
+            })?
+            .try_into()
+            .map_err(|source| DatapathError::Program { name, source })?;
+        Ok(prog
+            .fd()
+            .map_err(|source| DatapathError::Program { name, source })?
+            .as_fd())
+    }
+}
+
 fn on_bpffs(path: &Path) -> bool {
     const BPF_FS_MAGIC: i64 = 0xcafe4a11;
     nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)

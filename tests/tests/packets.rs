@@ -1,0 +1,300 @@
+//! Packet tests: each program run on crafted frames (BPF_PROG_TEST_RUN); the verdict,
+//! the bytes that come out and the counters are checked.
+
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+use netcore_agent::mac::Mac;
+use netcore_common::pin::{PROG_FROM_HOST, PROG_FROM_OVERLAY, PROG_FROM_POD};
+use netcore_tests::{
+    packets::{self, checksum, ethernet, ipv4_udp, ETH_P_IPV4},
+    progtest::{identity, Identity, Loaded},
+};
+
+const TC_ACT_OK: i32 = 0;
+const TC_ACT_SHOT: i32 = 2;
+const TC_ACT_REDIRECT: i32 = 7;
+
+const POD_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
+const POD_MAC: Mac = Mac([0x02, 0, 0, 0, 0xaa, 0x02]);
+const POD_HOST_IFINDEX: u32 = 42;
+const REMOTE_POD: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 5);
+const REMOTE_NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 12);
+const REMOTE_VTEP: Mac = Mac([0x02, 0, 0, 0, 0x0e, 0x02]);
+
+fn node() -> Result<(Loaded, Identity)> {
+    let id = identity();
+    let mut l = Loaded::new(&id)?;
+    l.maps.endpoints.insert(POD_IP, POD_HOST_IFINDEX, POD_MAC)?;
+    l.maps
+        .nodes
+        .insert("10.244.2.0/24".parse()?, REMOTE_NODE, REMOTE_VTEP)?;
+    l.maps
+        .nodes
+        .insert("192.168.50.12/32".parse()?, REMOTE_NODE, REMOTE_VTEP)?;
+    Ok((l, id))
+}
+
+/// A frame a pod sends: to `dst`, from the pod, addressed to the gateway's MAC.
+fn from_pod_frame(id: &Identity, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    ethernet(
+        id.gateway_mac.0,
+        [0x02, 0, 0, 0, 0xaa, 0x09],
+        ETH_P_IPV4,
+        &ipv4_udp(src, dst, 1234, 80, b"hello, pod"),
+    )
+}
+
+/// VXLAN as a remote node sends it to us.
+fn vxlan_frame(id: &Identity, outer_src: Ipv4Addr, vni: u32, inner: &[u8]) -> Vec<u8> {
+    let mut payload = packets::vxlan_header(0x08, vni).to_vec();
+    payload.extend_from_slice(&ethernet(id.vtep_mac.0, REMOTE_VTEP.0, ETH_P_IPV4, inner));
+    let outer = ipv4_udp(outer_src, id.node_ip, 50000, 8472, &payload);
+    ethernet(
+        [0x02, 0, 0, 0, 0x0b, 0x01],
+        [0x02, 0, 0, 0, 0x0b, 0x02],
+        ETH_P_IPV4,
+        &outer,
+    )
+}
+
+#[test]
+fn a_pod_to_pod_frame_is_redirected_with_gateway_and_pod_macs() -> Result<()> {
+    let (l, id) = node()?;
+    let frame = from_pod_frame(&id, Ipv4Addr::new(10, 244, 1, 9), POD_IP);
+    let run = l.run(PROG_FROM_POD, &frame)?;
+    assert_eq!(
+        run.verdict, TC_ACT_REDIRECT,
+        "a local pod is reached by redirect"
+    );
+    assert_eq!(&run.out[0..6], &POD_MAC.0, "destination MAC is the pod's");
+    assert_eq!(
+        &run.out[6..12],
+        &id.gateway_mac.0,
+        "source MAC is the gateway's"
+    );
+    assert_eq!(&run.out[12..], &frame[12..], "nothing else changes");
+    assert_eq!(l.counter("redirected-local"), 1);
+    Ok(())
+}
+
+#[test]
+fn a_frame_for_a_remote_pod_is_wrapped_in_flannel_vxlan() -> Result<()> {
+    let (l, id) = node()?;
+    let frame = from_pod_frame(&id, POD_IP, REMOTE_POD);
+    let run = l.run(PROG_FROM_POD, &frame)?;
+    assert_eq!(
+        run.verdict, TC_ACT_REDIRECT,
+        "encapsulated frames are redirected to the uplink"
+    );
+    let out = &run.out;
+    assert_eq!(out.len(), frame.len() + 50, "VXLAN adds 50 bytes");
+    assert_eq!(&out[12..14], &ETH_P_IPV4.to_be_bytes());
+    let ip = &out[14..34];
+    assert_eq!(ip[0], 0x45);
+    assert_eq!(checksum(ip), 0, "the outer IPv4 checksum is valid");
+    assert_eq!(
+        u16::from_be_bytes([ip[2], ip[3]]) as usize,
+        out.len() - 14,
+        "outer total length"
+    );
+    assert_eq!((ip[8], ip[9]), (64, 17), "TTL 64, UDP");
+    assert_eq!(
+        &ip[12..16],
+        &id.node_ip.octets(),
+        "outer source is this node"
+    );
+    assert_eq!(
+        &ip[16..20],
+        &REMOTE_NODE.octets(),
+        "outer destination is the remote node"
+    );
+    let udp = &out[34..42];
+    let sport = u16::from_be_bytes([udp[0], udp[1]]);
+    assert!(
+        (32768..61000).contains(&sport),
+        "source port {sport} from the flow hash"
+    );
+    assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 8472);
+    assert_eq!(
+        u16::from_be_bytes([udp[4], udp[5]]) as usize,
+        out.len() - 34,
+        "UDP length"
+    );
+    assert_eq!(
+        &out[42..50],
+        &[0x08, 0, 0, 0, 0, 0, 1, 0],
+        "VXLAN I flag and VNI 1"
+    );
+    assert_eq!(
+        &out[50..56],
+        &REMOTE_VTEP.0,
+        "inner destination MAC is the remote VTEP"
+    );
+    assert_eq!(&out[56..62], &id.vtep_mac.0, "inner source MAC is our VTEP");
+    assert_eq!(&out[62..64], &ETH_P_IPV4.to_be_bytes());
+    assert_eq!(
+        &out[64..],
+        &frame[14..],
+        "the inner packet is the pod's, untouched"
+    );
+    assert_eq!(l.counter("encapsulated"), 1);
+
+    let again = l.run(PROG_FROM_POD, &frame)?;
+    assert_eq!(
+        &again.out[34..36],
+        &out[34..36],
+        "one flow keeps one source port"
+    );
+    Ok(())
+}
+
+#[test]
+fn other_traffic_from_a_pod_passes_untouched() -> Result<()> {
+    let (l, id) = node()?;
+    for (what, frame) in [
+        (
+            "the outside world",
+            from_pod_frame(&id, POD_IP, Ipv4Addr::new(192, 0, 2, 1)),
+        ),
+        ("the gateway", from_pod_frame(&id, POD_IP, id.gateway)),
+        ("ARP", ethernet([0xff; 6], POD_MAC.0, 0x0806, &[0u8; 28])),
+    ] {
+        let run = l.run(PROG_FROM_POD, &frame)?;
+        assert_eq!(
+            run.verdict, TC_ACT_OK,
+            "traffic to {what} takes the normal path"
+        );
+        assert_eq!(run.out, frame, "traffic to {what} is not modified");
+    }
+    assert_eq!(l.counter("passed"), 3);
+    Ok(())
+}
+
+#[test]
+fn vxlan_from_a_known_node_is_unwrapped_into_the_pod() -> Result<()> {
+    let (l, id) = node()?;
+    let inner = ipv4_udp(REMOTE_POD, POD_IP, 999, 80, b"from afar");
+    let run = l.run(PROG_FROM_OVERLAY, &vxlan_frame(&id, REMOTE_NODE, 1, &inner))?;
+    assert_eq!(
+        run.verdict, TC_ACT_REDIRECT,
+        "delivered by redirect into the pod"
+    );
+    assert_eq!(&run.out[0..6], &POD_MAC.0);
+    assert_eq!(&run.out[6..12], &id.gateway_mac.0);
+    assert_eq!(&run.out[12..14], &ETH_P_IPV4.to_be_bytes());
+    assert_eq!(&run.out[14..], &inner[..], "the inner packet arrives whole");
+    assert_eq!(l.counter("decapsulated"), 1);
+    Ok(())
+}
+
+#[test]
+fn vxlan_for_the_node_itself_goes_to_its_stack() -> Result<()> {
+    let (l, id) = node()?;
+    let inner = ipv4_udp(REMOTE_POD, id.node_ip, 999, 80, b"to the node");
+    let run = l.run(PROG_FROM_OVERLAY, &vxlan_frame(&id, REMOTE_NODE, 1, &inner))?;
+    assert_eq!(run.verdict, TC_ACT_OK);
+    assert_eq!(&run.out[14..], &inner[..]);
+    assert_eq!(l.counter("decapsulated-to-host"), 1);
+    Ok(())
+}
+
+#[test]
+fn bad_vxlan_is_dropped_with_its_reason() -> Result<()> {
+    let (l, id) = node()?;
+    let inner = ipv4_udp(REMOTE_POD, POD_IP, 999, 80, b"x");
+    let spoofed_inner = ipv4_udp(Ipv4Addr::new(10, 244, 3, 3), POD_IP, 999, 80, b"x");
+    let unknown_dst = ipv4_udp(REMOTE_POD, Ipv4Addr::new(10, 244, 1, 200), 999, 80, b"x");
+    let mut truncated = vxlan_frame(&id, REMOTE_NODE, 1, &inner);
+    truncated.truncate(14 + 20 + 8 + 8 + 10);
+    let cases = [
+        (
+            "dropped-unknown-source",
+            vxlan_frame(&id, Ipv4Addr::new(192, 168, 50, 99), 1, &inner),
+        ),
+        (
+            "dropped-unknown-source",
+            vxlan_frame(&id, REMOTE_NODE, 1, &spoofed_inner),
+        ),
+        ("dropped-bad-vni", vxlan_frame(&id, REMOTE_NODE, 7, &inner)),
+        (
+            "dropped-no-route",
+            vxlan_frame(&id, REMOTE_NODE, 1, &unknown_dst),
+        ),
+        ("dropped-malformed", truncated),
+    ];
+    for (reason, frame) in cases {
+        let before = l.counter(reason);
+        let run = l.run(PROG_FROM_OVERLAY, &frame)?;
+        assert_eq!(
+            run.verdict, TC_ACT_SHOT,
+            "expected a drop counted as {reason}"
+        );
+        assert_eq!(
+            l.counter(reason),
+            before + 1,
+            "{reason} must count the drop"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn the_nodes_own_traffic_on_the_uplink_passes() -> Result<()> {
+    let (l, id) = node()?;
+    let udp = ethernet(
+        [2, 0, 0, 0, 0xb, 1],
+        [2, 0, 0, 0, 0xb, 2],
+        ETH_P_IPV4,
+        &ipv4_udp(REMOTE_NODE, id.node_ip, 53, 53, b"dns"),
+    );
+    let run = l.run(PROG_FROM_OVERLAY, &udp)?;
+    assert_eq!(
+        (run.verdict, run.out),
+        (TC_ACT_OK, udp),
+        "UDP on another port passes untouched"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_host_reaches_remote_pods_and_never_floods_unroutable_frames() -> Result<()> {
+    let (l, id) = node()?;
+    let to_remote = ethernet(
+        id.vtep_mac.0,
+        id.gateway_mac.0,
+        ETH_P_IPV4,
+        &ipv4_udp(id.gateway, REMOTE_POD, 1, 2, b"h"),
+    );
+    assert_eq!(l.run(PROG_FROM_HOST, &to_remote)?.verdict, TC_ACT_REDIRECT);
+    let nowhere = ethernet(
+        id.vtep_mac.0,
+        id.gateway_mac.0,
+        ETH_P_IPV4,
+        &ipv4_udp(id.gateway, Ipv4Addr::new(10, 244, 9, 9), 1, 2, b"h"),
+    );
+    assert_eq!(l.run(PROG_FROM_HOST, &nowhere)?.verdict, TC_ACT_SHOT);
+    assert_eq!(l.counter("dropped-no-route"), 1);
+    let to_local = ethernet(
+        POD_MAC.0,
+        id.gateway_mac.0,
+        ETH_P_IPV4,
+        &ipv4_udp(id.gateway, POD_IP, 1, 2, b"h"),
+    );
+    assert_eq!(
+        l.run(PROG_FROM_HOST, &to_local)?.verdict,
+        TC_ACT_OK,
+        "local pods are reached through the bridge"
+    );
+    Ok(())
+}
+
+#[test]
+fn before_the_agent_configures_the_node_everything_passes() -> Result<()> {
+    let (mut l, id) = node()?;
+    l.maps.config.set(&Default::default())?;
+    let frame = from_pod_frame(&id, POD_IP, REMOTE_POD);
+    let run = l.run(PROG_FROM_POD, &frame)?;
+    assert_eq!((run.verdict, run.out), (TC_ACT_OK, frame));
+    Ok(())
+}
