@@ -13,8 +13,13 @@ use netcore_common::{
 use rtnetlink::Handle;
 use tracing::{info, warn};
 
+mod nodes;
+mod pods;
+
+use nodes::node_prefixes;
+
 use crate::{
-    api::{NodeInfo, NodeSpec, PodInfo, Reply, Request, Status},
+    api::{Reply, Request, Status},
     config::AgentConfig,
     datapath::{Datapath, DatapathError},
     ipam::{Ipam, IpamError},
@@ -22,9 +27,9 @@ use crate::{
     maps::Maps,
     masq,
     netlink::{self, Link, NetlinkError},
-    netns::{self, NetnsError},
-    pod::{self, PodError, PodSpec},
-    state::{NodeRecord, NodeState, PodRecord, StateError},
+    netns::NetnsError,
+    pod::{self, PodError},
+    state::{NodeState, PodRecord, StateError},
     sysctl,
 };
 
@@ -283,234 +288,6 @@ impl Agent {
         }
     }
 
-    pub async fn pod_add(
-        &mut self,
-        name: String,
-        netns: Option<std::path::PathBuf>,
-        ifname: Option<String>,
-        container_id: Option<String>,
-    ) -> Result<PodInfo> {
-        if name.is_empty()
-            || name.len() > 64
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(AgentError::BadPodName(name));
-        }
-        if self.state.pods.contains_key(&name) {
-            return Err(AgentError::PodExists(name));
-        }
-        let (netns, owns_netns) = match netns {
-            Some(path) if netns::is_netns(&path) => (path, false),
-            Some(path) => return Err(AgentError::NotNetns(path.display().to_string())),
-            None if netns::path_of(&name).exists() => return Err(AgentError::ForeignNetns(name)),
-            None => (netns::path_of(&name), true),
-        };
-        let ip = self.ipam.allocate()?;
-        let mut rec = PodRecord {
-            name: name.clone(),
-            netns,
-            owns_netns,
-            ifname: ifname.unwrap_or_else(|| "eth0".into()),
-            ip,
-            mac: Mac::default(),
-            host_if: pod::host_if_name(ip),
-            container_id,
-        };
-        // Recorded first: a crash from here on is cleaned up at the next start.
-        self.state.pods.insert(name.clone(), rec.clone());
-        self.save()?;
-        if let Err(e) = self.plumb_pod(&mut rec).await {
-            self.remove_pod_objects(&rec).await;
-            self.state.pods.remove(&name);
-            self.ipam.release(ip);
-            self.save()?;
-            return Err(e);
-        }
-        self.state.pods.insert(name.clone(), rec.clone());
-        self.save()?;
-        info!(pod = %name, %ip, "pod added");
-        Ok(self.pod_info(&rec))
-    }
-
-    async fn plumb_pod(&mut self, rec: &mut PodRecord) -> Result<()> {
-        if rec.owns_netns {
-            netns::create(&rec.name)?;
-        }
-        let spec = PodSpec {
-            netns: rec.netns.clone(),
-            ifname: rec.ifname.clone(),
-            host_if: rec.host_if.clone(),
-            ip: rec.ip,
-            prefix_len: self.cfg.pod_cidr.prefix_len(),
-            gateway: self.cfg.gateway(),
-            mtu: self.pod_mtu,
-            bridge_index: self.bridge.index,
-        };
-        rec.mac = pod::create(&self.nl, &spec).await?;
-        let host = netlink::require_link(&self.nl, &rec.host_if).await?;
-        self.dp
-            .attach(PROG_FROM_POD, &rec.host_if, TcAttachType::Ingress)?;
-        self.maps.endpoints.insert(rec.ip, host.index, rec.mac)?;
-        Ok(())
-    }
-
-    /// Removes whatever exists of a pod; every step tolerates a missing object.
-    async fn remove_pod_objects(&mut self, rec: &PodRecord) {
-        if let Err(e) = self.maps.endpoints.remove(rec.ip) {
-            warn!(pod = %rec.name, "removing endpoint entry: {e}");
-        }
-        self.dp
-            .detach(PROG_FROM_POD, &rec.host_if, TcAttachType::Ingress);
-        if let Err(e) = pod::destroy(&self.nl, &rec.host_if).await {
-            warn!(pod = %rec.name, "removing interfaces: {e}");
-        }
-        if rec.owns_netns {
-            if let Err(e) = netns::delete(&rec.netns) {
-                warn!(pod = %rec.name, "removing namespace: {e}");
-            }
-        }
-    }
-
-    /// Deletes a pod; deleting one that does not exist succeeds (returns false).
-    pub async fn pod_del(&mut self, name: &str) -> Result<bool> {
-        let Some(rec) = self.state.pods.get(name).cloned() else {
-            return Ok(false);
-        };
-        self.remove_pod_objects(&rec).await;
-        self.ipam.release(rec.ip);
-        self.state.pods.remove(name);
-        self.save()?;
-        info!(pod = %name, ip = %rec.ip, "pod deleted");
-        Ok(true)
-    }
-
-    fn pod_info(&self, rec: &PodRecord) -> PodInfo {
-        PodInfo {
-            name: rec.name.clone(),
-            netns: rec.netns.clone(),
-            ifname: rec.ifname.clone(),
-            ip: rec.ip,
-            prefix_len: self.cfg.pod_cidr.prefix_len(),
-            gateway: self.cfg.gateway(),
-            mac: rec.mac,
-            host_interface: rec.host_if.clone(),
-            container_id: rec.container_id.clone(),
-            in_map: self.maps.endpoints.get(rec.ip).is_some(),
-        }
-    }
-
-    pub fn pod_list(&self) -> Vec<PodInfo> {
-        self.state.pods.values().map(|p| self.pod_info(p)).collect()
-    }
-
-    pub fn node_add(&mut self, spec: NodeSpec) -> Result<NodeInfo> {
-        self.validate_node(&spec)?;
-        let rec = NodeRecord {
-            name: spec.name.clone(),
-            pod_cidr: spec.pod_cidr,
-            underlay_ip: spec.underlay_ip,
-            vtep_mac: spec.vtep_mac,
-        };
-        if let Some(old) = self.state.nodes.insert(spec.name.clone(), rec.clone()) {
-            for net in node_prefixes(&old) {
-                self.maps.nodes.remove(net)?;
-            }
-        }
-        for net in node_prefixes(&rec) {
-            self.maps.nodes.insert(net, rec.underlay_ip, rec.vtep_mac)?;
-        }
-        self.save()?;
-        info!(node = %spec.name, pod_cidr = %spec.pod_cidr, underlay = %spec.underlay_ip, "remote node set");
-        Ok(self.node_info(&rec))
-    }
-
-    fn validate_node(&self, spec: &NodeSpec) -> Result<()> {
-        let bad = |m: String| Err(AgentError::BadNode(m));
-        if spec.name.is_empty() || spec.name == self.cfg.node_name {
-            return bad(format!("name {:?} is empty or this node's own", spec.name));
-        }
-        if spec.pod_cidr.network() != spec.pod_cidr.addr() {
-            return bad(format!("pod CIDR {} has host bits set", spec.pod_cidr));
-        }
-        if !self.cfg.cluster_cidr.contains(&spec.pod_cidr) {
-            return bad(format!(
-                "pod CIDR {} is outside the cluster CIDR {}",
-                spec.pod_cidr, self.cfg.cluster_cidr
-            ));
-        }
-        let overlaps = |a: ipnet::Ipv4Net, b: ipnet::Ipv4Net| a.contains(&b) || b.contains(&a);
-        if overlaps(spec.pod_cidr, self.cfg.pod_cidr) {
-            return bad(format!(
-                "pod CIDR {} overlaps this node's {}",
-                spec.pod_cidr, self.cfg.pod_cidr
-            ));
-        }
-        if let Some(other) = self.state.nodes.values().find(|n| {
-            n.name != spec.name
-                && (overlaps(n.pod_cidr, spec.pod_cidr) || n.underlay_ip == spec.underlay_ip)
-        }) {
-            return bad(format!(
-                "pod CIDR or underlay address clashes with node {}",
-                other.name
-            ));
-        }
-        if spec.underlay_ip == self.node_ip
-            || spec.underlay_ip.is_unspecified()
-            || spec.underlay_ip.is_multicast()
-        {
-            return bad(format!(
-                "underlay address {} is not a remote node's",
-                spec.underlay_ip
-            ));
-        }
-        if spec.vtep_mac.0[0] & 1 == 1 || spec.vtep_mac == Mac::default() {
-            return bad(format!(
-                "VTEP MAC {} is not a unicast address",
-                spec.vtep_mac
-            ));
-        }
-        Ok(())
-    }
-
-    pub fn node_del(&mut self, name: &str) -> Result<bool> {
-        let Some(rec) = self.state.nodes.remove(name) else {
-            return Ok(false);
-        };
-        for net in node_prefixes(&rec) {
-            self.maps.nodes.remove(net)?;
-        }
-        self.save()?;
-        info!(node = %name, "remote node removed");
-        Ok(true)
-    }
-
-    fn node_info(&self, rec: &NodeRecord) -> NodeInfo {
-        let entries = self.maps.nodes.entries();
-        let in_map = entries.iter().any(|(net, ip, mac)| {
-            *net == rec.pod_cidr && *ip == rec.underlay_ip && *mac == rec.vtep_mac
-        });
-        NodeInfo {
-            spec: NodeSpec {
-                name: rec.name.clone(),
-                pod_cidr: rec.pod_cidr,
-                underlay_ip: rec.underlay_ip,
-                vtep_mac: rec.vtep_mac,
-            },
-            source: "static".into(),
-            in_map,
-        }
-    }
-
-    pub fn node_list(&self) -> Vec<NodeInfo> {
-        self.state
-            .nodes
-            .values()
-            .map(|n| self.node_info(n))
-            .collect()
-    }
-
     pub fn status(&self) -> Status {
         Status {
             node: self.cfg.node_name.clone(),
@@ -532,14 +309,6 @@ impl Agent {
             counters: self.maps.counters.read(),
         }
     }
-}
-
-/// The prefixes a remote node owns in the trie: its pod CIDR and its underlay address.
-fn node_prefixes(n: &NodeRecord) -> [ipnet::Ipv4Net; 2] {
-    [
-        n.pod_cidr,
-        ipnet::Ipv4Net::new(n.underlay_ip, 32).expect("/32 is valid"),
-    ]
 }
 
 fn json<T: serde::Serialize>(v: T) -> serde_json::Value {

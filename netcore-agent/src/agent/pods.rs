@@ -1,0 +1,138 @@
+//! Pods: add, delete, list; the agent side of `netcore pod` and of the CNI plugin.
+
+use tracing::{info, warn};
+
+use super::{Agent, AgentError, Result};
+use crate::{
+    api::PodInfo,
+    mac::Mac,
+    netlink, netns,
+    pod::{self, PodSpec},
+    state::PodRecord,
+};
+use aya::programs::TcAttachType;
+use netcore_common::pin::PROG_FROM_POD;
+
+impl Agent {
+    pub async fn pod_add(
+        &mut self,
+        name: String,
+        netns: Option<std::path::PathBuf>,
+        ifname: Option<String>,
+        container_id: Option<String>,
+    ) -> Result<PodInfo> {
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(AgentError::BadPodName(name));
+        }
+        if self.state.pods.contains_key(&name) {
+            return Err(AgentError::PodExists(name));
+        }
+        let (netns, owns_netns) = match netns {
+            Some(path) if netns::is_netns(&path) => (path, false),
+            Some(path) => return Err(AgentError::NotNetns(path.display().to_string())),
+            None if netns::path_of(&name).exists() => return Err(AgentError::ForeignNetns(name)),
+            None => (netns::path_of(&name), true),
+        };
+        let ip = self.ipam.allocate()?;
+        let mut rec = PodRecord {
+            name: name.clone(),
+            netns,
+            owns_netns,
+            ifname: ifname.unwrap_or_else(|| "eth0".into()),
+            ip,
+            mac: Mac::default(),
+            host_if: pod::host_if_name(ip),
+            container_id,
+        };
+        // Recorded first: a crash from here on is cleaned up at the next start.
+        self.state.pods.insert(name.clone(), rec.clone());
+        self.save()?;
+        if let Err(e) = self.plumb_pod(&mut rec).await {
+            self.remove_pod_objects(&rec).await;
+            self.state.pods.remove(&name);
+            self.ipam.release(ip);
+            self.save()?;
+            return Err(e);
+        }
+        self.state.pods.insert(name.clone(), rec.clone());
+        self.save()?;
+        info!(pod = %name, %ip, "pod added");
+        Ok(self.pod_info(&rec))
+    }
+
+    async fn plumb_pod(&mut self, rec: &mut PodRecord) -> Result<()> {
+        if rec.owns_netns {
+            netns::create(&rec.name)?;
+        }
+        let spec = PodSpec {
+            netns: rec.netns.clone(),
+            ifname: rec.ifname.clone(),
+            host_if: rec.host_if.clone(),
+            ip: rec.ip,
+            prefix_len: self.cfg.pod_cidr.prefix_len(),
+            gateway: self.cfg.gateway(),
+            mtu: self.pod_mtu,
+            bridge_index: self.bridge.index,
+        };
+        rec.mac = pod::create(&self.nl, &spec).await?;
+        let host = netlink::require_link(&self.nl, &rec.host_if).await?;
+        self.dp
+            .attach(PROG_FROM_POD, &rec.host_if, TcAttachType::Ingress)?;
+        self.maps.endpoints.insert(rec.ip, host.index, rec.mac)?;
+        Ok(())
+    }
+
+    /// Removes whatever exists of a pod; every step tolerates a missing object.
+    pub(super) async fn remove_pod_objects(&mut self, rec: &PodRecord) {
+        if let Err(e) = self.maps.endpoints.remove(rec.ip) {
+            warn!(pod = %rec.name, "removing endpoint entry: {e}");
+        }
+        self.dp
+            .detach(PROG_FROM_POD, &rec.host_if, TcAttachType::Ingress);
+        if let Err(e) = pod::destroy(&self.nl, &rec.host_if).await {
+            warn!(pod = %rec.name, "removing interfaces: {e}");
+        }
+        if rec.owns_netns {
+            if let Err(e) = netns::delete(&rec.netns) {
+                warn!(pod = %rec.name, "removing namespace: {e}");
+            }
+        }
+    }
+
+    /// Deletes a pod; deleting one that does not exist succeeds (returns false).
+    pub async fn pod_del(&mut self, name: &str) -> Result<bool> {
+        let Some(rec) = self.state.pods.get(name).cloned() else {
+            return Ok(false);
+        };
+        self.remove_pod_objects(&rec).await;
+        self.ipam.release(rec.ip);
+        self.state.pods.remove(name);
+        self.save()?;
+        info!(pod = %name, ip = %rec.ip, "pod deleted");
+        Ok(true)
+    }
+
+    fn pod_info(&self, rec: &PodRecord) -> PodInfo {
+        PodInfo {
+            name: rec.name.clone(),
+            netns: rec.netns.clone(),
+            ifname: rec.ifname.clone(),
+            ip: rec.ip,
+            prefix_len: self.cfg.pod_cidr.prefix_len(),
+            gateway: self.cfg.gateway(),
+            mac: rec.mac,
+            host_interface: rec.host_if.clone(),
+            container_id: rec.container_id.clone(),
+            in_map: self.maps.endpoints.get(rec.ip).is_some(),
+        }
+    }
+
+    pub fn pod_list(&self) -> Vec<PodInfo> {
+        self.state.pods.values().map(|p| self.pod_info(p)).collect()
+    }
+}
