@@ -71,7 +71,7 @@ ip -n "$PREFIX-sw" link set sw0 up
 
 for n in "${NODES[@]}"; do
   ns=$(node_ns "$n")
-  step "node n$n: namespace $ns, uplink 192.168.60.1$n, pods 10.244.$n.0/24"
+  step "node n$n: namespace $ns, uplink 192.168.60.1$n"
   ip netns add "$ns"
   ip -n "$PREFIX-sw" link add "p$n" type veth peer name eth0 netns "$ns"
   ip -n "$PREFIX-sw" link set "p$n" master sw0 up
@@ -82,8 +82,8 @@ for n in "${NODES[@]}"; do
   cat >"$RUN/n$n/config.toml" <<TOML
 node_name = "n$n"
 uplink = "eth0"
-pod_cidr = "10.244.$n.0/24"
 cluster_cidr = "10.244.0.0/16"
+store = "file://$RUN/store"
 state_dir = "$RUN/n$n/state"
 pin_dir = "$PINS/n$n"
 api_socket = "$(sock "$n")"
@@ -102,13 +102,14 @@ for n in "${NODES[@]}"; do
   nc_cli "$n" status >/dev/null
 done
 
-step "telling every node about the others (VTEP MAC, subnet, underlay address)"
+step "waiting until every node routes to every other (subnet leases in the embedded store $RUN/store)"
 for n in "${NODES[@]}"; do
-  vtep=$(nc_cli "$n" status --json | sed -n 's/^  "vtep_mac": "\(.*\)",/\1/p')
-  for m in "${NODES[@]}"; do
-    [ "$m" = "$n" ] && continue
-    nc_cli "$m" node add "n$n" --pod-cidr "10.244.$n.0/24" --underlay-ip "192.168.60.1$n" --vtep-mac "$vtep" >/dev/null
+  for _ in $(seq 1 100); do
+    [ "$(nc_cli "$n" node list --json | grep -c '"in_map": true')" -ge $((${#NODES[@]} - 1)) ] && break
+    sleep 0.1
   done
+  subnet=$(nc_cli "$n" status --json | sed -n 's/^  "pod_cidr": "\(.*\)",/\1/p')
+  echo "  n$n leased $subnet and routes to $(nc_cli "$n" node list --json | grep -c '"in_map": true') other nodes"
 done
 
 declare -A IP NODE_OF

@@ -8,8 +8,9 @@ BPF_LINKER_VERSION=0.13.0
 PACKAGES=(
   # eBPF toolchain: Debian's rustc with library sources (-Z build-std), LLVM for bpf-linker
   rustc-web cargo-web rust-web-src llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
-  # what the agent and the tests drive
-  iproute2 nftables util-linux
+  # what the agent and the tests drive; etcd for the cluster store (the client's
+  # build compiles etcd's protos)
+  iproute2 nftables util-linux etcd-server etcd-client protobuf-compiler libprotobuf-dev
   # traffic, captures and benchmarks
   iperf3 socat iputils-ping tcpdump bpftool ethtool
 )

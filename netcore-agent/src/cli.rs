@@ -3,14 +3,11 @@
 use std::{
     path::{Path, PathBuf},
     process::ExitCode,
-    sync::Arc,
 };
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::{
-    agent::Agent,
     api::{client, NodeInfo, NodeSpec, PodInfo, Request, Status},
     config::AgentConfig,
     mac::Mac,
@@ -56,6 +53,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Release this node's subnet lease and stop the agent (the node leaves the cluster).
+    Leave,
     /// Remove everything the agent made for a node (stop the agent first).
     Reset {
         #[arg(long)]
@@ -186,6 +185,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Leave => {
+            let () = client::call(sock, &Request::Leave).await?;
+            println!("left the cluster: the lease is released and the agent stopped");
+            Ok(())
+        }
         Command::Node(NodeCmd::List { json }) => {
             let nodes: Vec<NodeInfo> = client::call(sock, &Request::NodeList).await?;
             print_or_json(json, &nodes, |n| print_nodes(n))
@@ -204,21 +208,7 @@ fn print_or_json<T: serde::Serialize>(json: bool, v: &T, human: impl Fn(&T)) -> 
 
 async fn run_agent(config: &Path, log_json: bool) -> anyhow::Result<()> {
     init_logging(log_json);
-    let cfg = AgentConfig::load(config)?;
-    let listener = crate::api::server::bind(&cfg.api_socket)?;
-    let socket = cfg.api_socket.clone();
-    let agent = Agent::start(cfg).await.context("starting the node")?;
-    let agent = Arc::new(tokio::sync::Mutex::new(agent));
-    tracing::info!(socket = %socket.display(), "serving the API");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = crate::api::server::serve(listener, agent) => {}
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    let _ = std::fs::remove_file(&socket);
-    tracing::info!("agent stopped; the data path keeps running");
-    Ok(())
+    crate::daemon::run(config).await
 }
 
 fn init_logging(json: bool) {
@@ -236,8 +226,8 @@ fn init_logging(json: bool) {
 
 fn print_pods(pods: &[PodInfo]) {
     println!(
-        "{:<20} {:<16} {:<18} {:<11} {}",
-        "NAME", "IP", "MAC", "HOST-IF", "NETNS"
+        "{:<20} {:<16} {:<18} {:<11} NETNS",
+        "NAME", "IP", "MAC", "HOST-IF"
     );
     for p in pods {
         println!(
@@ -254,8 +244,8 @@ fn print_pods(pods: &[PodInfo]) {
 
 fn print_nodes(nodes: &[NodeInfo]) {
     println!(
-        "{:<16} {:<18} {:<16} {:<18} {:<8} {}",
-        "NAME", "POD-CIDR", "UNDERLAY", "VTEP-MAC", "SOURCE", "IN-MAP"
+        "{:<16} {:<18} {:<16} {:<18} {:<8} IN-MAP",
+        "NAME", "POD-CIDR", "UNDERLAY", "VTEP-MAC", "SOURCE"
     );
     for n in nodes {
         println!(
@@ -283,6 +273,23 @@ fn print_status(s: &Status) {
     );
     for p in &s.pods {
         println!("  {:<20} {:<16} {}", p.name, p.ip, p.host_interface);
+    }
+    match &s.store {
+        Some(h) => println!(
+            "store     {} {}  lease {}  {}",
+            h.backend,
+            if h.connected {
+                "connected"
+            } else {
+                "UNREACHABLE (forwarding on the last known nodes)"
+            },
+            h.lease_key,
+            h.last_error
+                .as_deref()
+                .filter(|_| !h.connected)
+                .unwrap_or("")
+        ),
+        None => println!("store     none (remote nodes by `netcore node add`)"),
     }
     println!("peers     {}", s.nodes.len());
     for n in &s.nodes {

@@ -9,6 +9,8 @@ use std::{
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 
+use crate::store::StoreUrl;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -32,8 +34,10 @@ pub struct AgentConfig {
     pub node_name: String,
     /// Interface that carries the underlay (its first IPv4 address is the node's).
     pub uplink: String,
-    /// This node's pod CIDR, e.g. "10.244.1.0/24".
-    pub pod_cidr: Ipv4Net,
+    /// This node's pod CIDR, e.g. "10.244.1.0/24". Optional with a cluster store: the
+    /// agent then leases one (and asks for this one when it is given).
+    #[serde(default)]
+    pub pod_cidr: Option<Ipv4Net>,
     /// The whole cluster's pod network; remote pod CIDRs lie inside it.
     #[serde(default = "default_cluster_cidr")]
     pub cluster_cidr: Ipv4Net,
@@ -58,6 +62,19 @@ pub struct AgentConfig {
     /// Masquerade traffic from pods to outside the cluster CIDR.
     #[serde(default = "default_true")]
     pub masquerade: bool,
+    /// Cluster store: `file:///DIR` (embedded), `etcd://HOST:PORT,…`, or `none`
+    /// (remote nodes only by `netcore node add`).
+    #[serde(default = "default_store")]
+    pub store: String,
+    /// Key prefix in the store (flannel's by default).
+    #[serde(default = "default_store_prefix")]
+    pub store_prefix: String,
+    /// Lifetime of this node's subnet lease in seconds; renewed at a third of it.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl: u64,
+    /// Subnet size written to a new cluster's network config.
+    #[serde(default = "default_subnet_len")]
+    pub subnet_len: u8,
 }
 
 fn default_cluster_cidr() -> Ipv4Net {
@@ -83,6 +100,18 @@ fn default_vni() -> u32 {
 }
 fn default_true() -> bool {
     true
+}
+fn default_store() -> String {
+    "file:///var/lib/netcore/cluster".into()
+}
+fn default_store_prefix() -> String {
+    crate::store::flannel::DEFAULT_PREFIX.into()
+}
+fn default_lease_ttl() -> u64 {
+    86400
+}
+fn default_subnet_len() -> u8 {
+    24
 }
 
 impl AgentConfig {
@@ -122,23 +151,32 @@ impl AgentConfig {
                 return invalid(format!("{what} {name:?} is not a valid interface name"));
             }
         }
-        if self.pod_cidr.prefix_len() > 29 || self.pod_cidr.prefix_len() < 8 {
+        let store = self
+            .store_url()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        match self.pod_cidr {
+            Some(pod_cidr) => self.validate_pod_cidr(pod_cidr)?,
+            None if store == StoreUrl::None => {
+                return invalid("pod_cidr is required when store = \"none\"".into())
+            }
+            None => {}
+        }
+        if !(self.cluster_cidr.prefix_len()..=29).contains(&self.subnet_len) {
             return invalid(format!(
-                "pod_cidr {} must be between /8 and /29 (room for a gateway and pods)",
-                self.pod_cidr
+                "subnet_len {} does not fit cluster_cidr {}",
+                self.subnet_len, self.cluster_cidr
             ));
         }
-        if self.pod_cidr.network() != self.pod_cidr.addr() {
+        if self.lease_ttl < 3 {
             return invalid(format!(
-                "pod_cidr {} has host bits set (did you mean {}?)",
-                self.pod_cidr,
-                self.pod_cidr.trunc()
+                "lease_ttl {} must be at least 3 seconds",
+                self.lease_ttl
             ));
         }
-        if !self.cluster_cidr.contains(&self.pod_cidr) {
+        if !self.store_prefix.starts_with('/') || self.store_prefix.contains("..") {
             return invalid(format!(
-                "pod_cidr {} is not inside cluster_cidr {}",
-                self.pod_cidr, self.cluster_cidr
+                "store_prefix {:?} must be an absolute key prefix",
+                self.store_prefix
             ));
         }
         if self.vni == 0 || self.vni >= 1 << 24 {
@@ -150,10 +188,40 @@ impl AgentConfig {
         Ok(())
     }
 
-    /// The bridge's address: the first host of the pod CIDR.
-    pub fn gateway(&self) -> Ipv4Addr {
-        nth_host(self.pod_cidr, 1)
+    fn validate_pod_cidr(&self, pod_cidr: Ipv4Net) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if pod_cidr.prefix_len() > 29 || pod_cidr.prefix_len() < 8 {
+            return invalid(format!(
+                "pod_cidr {pod_cidr} must be between /8 and /29 (room for a gateway and pods)"
+            ));
+        }
+        if pod_cidr.network() != pod_cidr.addr() {
+            return invalid(format!(
+                "pod_cidr {pod_cidr} has host bits set (did you mean {}?)",
+                pod_cidr.trunc()
+            ));
+        }
+        if !self.cluster_cidr.contains(&pod_cidr) {
+            return invalid(format!(
+                "pod_cidr {pod_cidr} is not inside cluster_cidr {}",
+                self.cluster_cidr
+            ));
+        }
+        Ok(())
     }
+
+    pub fn store_url(&self) -> Result<StoreUrl, crate::store::StoreError> {
+        StoreUrl::parse(&self.store)
+    }
+
+    pub fn lease_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lease_ttl)
+    }
+}
+
+/// The gateway (bridge address) of a pod CIDR: its first host.
+pub fn gateway(pod_cidr: Ipv4Net) -> Ipv4Addr {
+    nth_host(pod_cidr, 1)
 }
 
 /// The `n`th address of `net` (0 is the network address).
@@ -177,12 +245,28 @@ mod tests {
         assert_eq!(cfg.bridge, "nc0");
         assert_eq!(cfg.vxlan_port, 8472);
         assert_eq!(cfg.vni, 1);
-        assert_eq!(cfg.gateway(), Ipv4Addr::new(10, 244, 1, 1));
+        assert_eq!(gateway(cfg.pod_cidr.unwrap()), Ipv4Addr::new(10, 244, 1, 1));
+        assert_eq!(
+            cfg.store_url().unwrap(),
+            StoreUrl::File("/var/lib/netcore/cluster".into())
+        );
     }
 
     #[test]
     fn bad_configs_say_what_is_wrong() {
         let cases = [
+            (
+                "node_name = \"n\"\nuplink = \"eth0\"\nstore = \"none\"",
+                "pod_cidr is required",
+            ),
+            (
+                "node_name = \"n\"\nuplink = \"eth0\"\nstore = \"etcd://x\"",
+                "store URL",
+            ),
+            (
+                "node_name = \"n\"\nuplink = \"eth0\"\nlease_ttl = 1",
+                "lease_ttl",
+            ),
             (
                 "node_name = \"n\"\nuplink = \"eth0\"\npod_cidr = \"10.244.1.0/33\"",
                 "invalid",

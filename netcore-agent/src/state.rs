@@ -56,6 +56,9 @@ pub struct NodeRecord {
     pub pod_cidr: Ipv4Net,
     pub underlay_ip: Ipv4Addr,
     pub vtep_mac: Mac,
+    /// When the lease behind it expires (unix seconds), for nodes from the store.
+    #[serde(default)]
+    pub expires: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,6 +71,10 @@ pub struct NodeState {
     pub pods: BTreeMap<String, PodRecord>,
     /// Remote nodes added by hand (`netcore node add`).
     pub nodes: BTreeMap<String, NodeRecord>,
+    /// Remote nodes last seen in the cluster store, by lease key: the data path keeps
+    /// them across a restart until the store answers again.
+    #[serde(default)]
+    pub store_nodes: BTreeMap<String, NodeRecord>,
 }
 
 impl NodeState {
@@ -80,6 +87,7 @@ impl NodeState {
             last_ip: None,
             pods: BTreeMap::new(),
             nodes: BTreeMap::new(),
+            store_nodes: BTreeMap::new(),
         }
     }
 

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use netcore_agent::api::{PodInfo, Status};
 use serde::de::DeserializeOwned;
 
-use crate::{netcore_bin, netns::Netns, unique, wait_until};
+use crate::{etcd::Etcd, netcore_bin, netns::Netns, unique, wait_until};
 
 /// Underlay addresses: node i is 192.168.50.(10+i), the outside host .200.
 pub const UNDERLAY_PREFIX: &str = "192.168.50";
@@ -34,18 +34,32 @@ pub struct Node {
 
 pub struct Cluster {
     pub id: String,
-    // Dropped in this order: nodes (agents, pods, pins), then the rest.
+    // Dropped in this order: nodes (agents, pods, pins), the store, then the rest.
     pub nodes: Vec<Node>,
+    pub etcd: Option<Etcd>,
     pub outside: Netns,
     pub switch: Netns,
+    spec: Spec,
+}
+
+/// Where the nodes keep cluster state.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoreSpec {
+    /// No store: node i gets 10.244.i.0/len; remote nodes by `netcore node add`.
+    None,
+    /// The embedded file store, shared by the cluster's nodes.
+    File,
+    /// A real etcd with this many members, run in the outside namespace.
+    Etcd(usize),
 }
 
 /// Options for `Cluster::new`.
 #[derive(Clone)]
 pub struct Spec {
     pub nodes: usize,
-    /// Prefix length of each node's pod CIDR (10.244.N.0/len).
+    /// Prefix length of each node's pod CIDR (10.244.N.0/len) without a store.
     pub pod_prefix: u8,
+    pub store: StoreSpec,
     pub extra_config: String,
 }
 
@@ -54,6 +68,7 @@ impl Default for Spec {
         Spec {
             nodes: 1,
             pod_prefix: 24,
+            store: StoreSpec::None,
             extra_config: String::new(),
         }
     }
@@ -69,50 +84,80 @@ impl Cluster {
         let mut cluster = Cluster {
             id,
             nodes: Vec::new(),
+            etcd: None,
             outside,
             switch,
+            spec: spec.clone(),
         };
+        if let StoreSpec::Etcd(members) = spec.store {
+            let dir = cluster.dir().join("etcd");
+            cluster.etcd = Some(Etcd::start(
+                &cluster.outside,
+                &OUTSIDE_IP.to_string(),
+                members,
+                dir,
+            )?);
+        }
         for i in 1..=spec.nodes {
-            cluster.add_node(i, &spec)?;
+            cluster.add_node(i)?;
         }
         Ok(cluster)
     }
 
-    fn add_node(&mut self, i: usize, spec: &Spec) -> Result<()> {
+    /// The cluster's directory for configs, state and the file store.
+    pub fn dir(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("netcore-test-{}", self.id))
+    }
+
+    fn store_config(&self, i: usize) -> String {
+        match &self.spec.store {
+            StoreSpec::None => format!(
+                "store = \"none\"\npod_cidr = \"10.244.{i}.0/{}\"\n",
+                self.spec.pod_prefix
+            ),
+            StoreSpec::File => format!(
+                "store = \"file://{}\"\n",
+                self.dir().join("store").display()
+            ),
+            StoreSpec::Etcd(_) => format!(
+                "store = \"{}\"\n",
+                self.etcd.as_ref().expect("etcd runs").url()
+            ),
+        }
+    }
+
+    /// Starts node `i` (named n`i`, underlay address .(10+i)).
+    pub fn add_node(&mut self, i: usize) -> Result<()> {
         let name = format!("n{i}");
         let ns = Netns::new(&format!("{}-{name}", self.id))?;
         let ip: Ipv4Addr = format!("{UNDERLAY_PREFIX}.{}", 10 + i).parse()?;
         plug(&self.switch, &ns, &format!("p{i}"), ip)?;
-        let dir = std::env::temp_dir()
-            .join(format!("netcore-test-{}", self.id))
-            .join(&name);
+        let dir = self.dir().join(&name);
         std::fs::create_dir_all(&dir)?;
-        let pod_cidr = format!("10.244.{i}.0/{}", spec.pod_prefix);
         let socket = dir.join("api.sock");
         let config = dir.join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "node_name = \"{name}\"\nuplink = \"ul0\"\npod_cidr = \"{pod_cidr}\"\n\
-                 state_dir = \"{}\"\npin_dir = \"/sys/fs/bpf/netcore-test/{}/{name}\"\n\
-                 api_socket = \"{}\"\n{}\n",
-                dir.join("state").display(),
-                self.id,
-                socket.display(),
-                spec.extra_config
-            ),
-        )?;
+        let text = format!(
+            "node_name = \"{name}\"\nuplink = \"ul0\"\n{}state_dir = \"{}\"\n\
+             pin_dir = \"/sys/fs/bpf/netcore-test/{}/{name}\"\napi_socket = \"{}\"\n{}\n",
+            self.store_config(i),
+            dir.join("state").display(),
+            self.id,
+            socket.display(),
+            self.spec.extra_config
+        );
+        std::fs::write(&config, text)?;
         let mut node = Node {
             name,
             ns,
             ip,
-            pod_cidr,
+            pod_cidr: String::new(),
             config,
             socket,
             dir,
             agent: None,
         };
         node.start_agent()?;
+        node.pod_cidr = node.status()?.pod_cidr.to_string();
         self.nodes.push(node);
         Ok(())
     }
@@ -299,8 +344,8 @@ impl Drop for Node {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.nodes.clear();
-        let _ =
-            std::fs::remove_dir_all(std::env::temp_dir().join(format!("netcore-test-{}", self.id)));
+        self.etcd = None;
+        let _ = std::fs::remove_dir_all(self.dir());
         let _ = std::fs::remove_dir(format!("/sys/fs/bpf/netcore-test/{}", self.id));
     }
 }

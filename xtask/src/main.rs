@@ -166,6 +166,14 @@ impl Totals {
     }
 }
 
+fn status(cmd: &mut Command, what: &str) -> Result<()> {
+    let st = cmd.status().with_context(|| format!("starting {what}"))?;
+    if !st.success() {
+        bail!("{what} failed ({st})");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -183,12 +191,4 @@ mod tests {
             }
         );
     }
-}
-
-fn status(cmd: &mut Command, what: &str) -> Result<()> {
-    let st = cmd.status().with_context(|| format!("starting {what}"))?;
-    if !st.success() {
-        bail!("{what} failed ({st})");
-    }
-    Ok(())
 }

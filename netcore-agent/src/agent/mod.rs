@@ -16,8 +16,6 @@ use tracing::{info, warn};
 mod nodes;
 mod pods;
 
-use nodes::node_prefixes;
-
 use crate::{
     api::{Reply, Request, Status},
     config::AgentConfig,
@@ -85,11 +83,37 @@ pub struct Agent {
     uplink: Link,
     bridge: Link,
     pod_mtu: u32,
+    net: Subnets,
+    /// What the node trie holds (prefix -> node), as last written.
+    applied: std::collections::BTreeMap<ipnet::Ipv4Net, (Ipv4Addr, Mac)>,
+    store_health: Option<crate::control::SharedHealth>,
 }
 
-impl Agent {
-    /// Brings the node up, or back to where it was.
-    pub async fn start(cfg: AgentConfig) -> Result<Self> {
+/// The node's pod subnet and the cluster's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnets {
+    pub pod_cidr: ipnet::Ipv4Net,
+    pub cluster_cidr: ipnet::Ipv4Net,
+}
+
+impl Subnets {
+    pub fn gateway(&self) -> Ipv4Addr {
+        crate::config::gateway(self.pod_cidr)
+    }
+}
+
+/// What the node is before anything is changed: its uplink, underlay address and
+/// persisted state (identity, pods).
+pub struct Identity {
+    pub nl: Handle,
+    pub uplink: Link,
+    pub node_ip: Ipv4Addr,
+    pub state: NodeState,
+}
+
+impl Identity {
+    /// Reads the uplink and the state dir; changes nothing.
+    pub async fn discover(cfg: &AgentConfig) -> Result<Self> {
         let nl = netlink::connect()?;
         let uplink = netlink::require_link(&nl, &cfg.uplink).await?;
         let node_ip = netlink::ipv4_addrs(&nl, uplink.index)
@@ -103,26 +127,51 @@ impl Agent {
                 mtu: uplink.mtu,
             });
         }
-        let mut state = NodeState::load(&cfg.state_dir)?;
+        let state = NodeState::load(&cfg.state_dir)?;
+        Ok(Identity {
+            nl,
+            uplink,
+            node_ip,
+            state,
+        })
+    }
+}
+
+impl Agent {
+    /// Brings the node up with `net`, or back to where it was.
+    pub async fn start(cfg: AgentConfig, id: Identity, net: Subnets) -> Result<Self> {
+        let Identity {
+            nl,
+            uplink,
+            node_ip,
+            mut state,
+        } = id;
         if let Some(old) = state
             .pod_cidr
-            .filter(|old| *old != cfg.pod_cidr && !state.pods.is_empty())
+            .filter(|old| *old != net.pod_cidr && !state.pods.is_empty())
         {
             return Err(AgentError::PodCidrChanged {
                 old,
-                new: cfg.pod_cidr,
+                new: net.pod_cidr,
             });
         }
-        state.pod_cidr = Some(cfg.pod_cidr);
+        state.pod_cidr = Some(net.pod_cidr);
         let pod_mtu = uplink.mtu - VXLAN_OVERHEAD as u32;
 
         let bridge = netlink::ensure_bridge(&nl, &cfg.bridge, state.gateway_mac, pod_mtu).await?;
-        netlink::add_addr(&nl, bridge.index, cfg.gateway(), cfg.pod_cidr.prefix_len()).await?;
+        netlink::add_addr(&nl, bridge.index, net.gateway(), net.pod_cidr.prefix_len()).await?;
         sysctl::prepare_node(&cfg.bridge)?;
         let (dp, maps) = Datapath::load(&cfg.pin_dir)?;
-        let ipam = Ipam::new(cfg.pod_cidr, state.last_ip);
+        let ipam = Ipam::new(net.pod_cidr, state.last_ip);
+        let applied = maps
+            .nodes
+            .entries()
+            .into_iter()
+            .map(|(p, ip, mac)| (p, (ip, mac)))
+            .collect();
         let mut agent = Agent {
             cfg,
+            net,
             nl,
             dp,
             maps,
@@ -132,6 +181,8 @@ impl Agent {
             uplink,
             bridge,
             pod_mtu,
+            applied,
+            store_health: None,
         };
         agent.write_datapath_config()?;
         agent
@@ -141,12 +192,12 @@ impl Agent {
             .dp
             .attach(PROG_FROM_HOST, &agent.cfg.bridge, TcAttachType::Egress)?;
         agent.reconcile_pods().await?;
-        agent.reconcile_nodes()?;
+        agent.apply_nodes()?;
         agent.route_cluster_via_overlay().await?;
         if agent.cfg.masquerade {
             masq::apply(
-                agent.cfg.pod_cidr,
-                agent.cfg.cluster_cidr,
+                agent.net.pod_cidr,
+                agent.net.cluster_cidr,
                 &agent.cfg.bridge,
             )?;
         } else {
@@ -154,10 +205,23 @@ impl Agent {
         }
         agent.save()?;
         info!(
-            node = %agent.cfg.node_name, pod_cidr = %agent.cfg.pod_cidr, underlay = %agent.node_ip,
+            node = %agent.cfg.node_name, pod_cidr = %agent.net.pod_cidr, underlay = %agent.node_ip,
             pods = agent.state.pods.len(), "node ready"
         );
         Ok(agent)
+    }
+
+    pub fn node_ip(&self) -> Ipv4Addr {
+        self.node_ip
+    }
+
+    pub fn subnets(&self) -> Subnets {
+        self.net
+    }
+
+    /// Lets `status` report the cluster store's health.
+    pub fn set_store_health(&mut self, health: crate::control::SharedHealth) {
+        self.store_health = Some(health);
     }
 
     pub fn config(&self) -> &AgentConfig {
@@ -173,7 +237,7 @@ impl Agent {
         let be = |ip: Ipv4Addr| u32::from_ne_bytes(ip.octets());
         let cfg = DatapathConfig {
             node_ip: be(self.node_ip),
-            gateway_ip: be(self.cfg.gateway()),
+            gateway_ip: be(self.net.gateway()),
             uplink_ifindex: self.uplink.index,
             vni: self.cfg.vni,
             vxlan_port: self.cfg.vxlan_port,
@@ -187,15 +251,15 @@ impl Agent {
     /// The host's own traffic to remote pods: the cluster CIDR goes into the bridge via
     /// a next hop that resolves to this node's VTEP MAC, where `from_host` picks it up.
     async fn route_cluster_via_overlay(&mut self) -> Result<()> {
-        let next_hop = self.cfg.cluster_cidr.network();
+        let next_hop = self.net.cluster_cidr.network();
         netlink::replace_neighbour(&self.nl, self.bridge.index, next_hop, self.state.vtep_mac)
             .await?;
         netlink::replace_onlink_route(
             &self.nl,
-            self.cfg.cluster_cidr,
+            self.net.cluster_cidr,
             next_hop,
             self.bridge.index,
-            self.cfg.gateway(),
+            self.net.gateway(),
         )
         .await?;
         Ok(())
@@ -243,25 +307,6 @@ impl Agent {
         Ok(())
     }
 
-    /// Makes the node map hold exactly the known remote nodes.
-    fn reconcile_nodes(&mut self) -> Result<()> {
-        let wanted: Vec<ipnet::Ipv4Net> =
-            self.state.nodes.values().flat_map(node_prefixes).collect();
-        for (net, _, _) in self.maps.nodes.entries() {
-            if !wanted.contains(&net) {
-                self.maps.nodes.remove(net)?;
-            }
-        }
-        for node in self.state.nodes.values() {
-            for net in node_prefixes(node) {
-                self.maps
-                    .nodes
-                    .insert(net, node.underlay_ip, node.vtep_mac)?;
-            }
-        }
-        Ok(())
-    }
-
     pub async fn handle(&mut self, req: Request) -> Reply {
         let result = match req {
             Request::PodAdd {
@@ -279,6 +324,9 @@ impl Agent {
             Request::NodeAdd(spec) => self.node_add(spec).map(json),
             Request::NodeDel { name } => self.node_del(&name).map(json),
             Request::NodeList => Ok(json(self.node_list())),
+            Request::Leave => Err(AgentError::BadNode(
+                "leave is served by the control plane".into(),
+            )),
         };
         match result {
             Ok(data) => Reply::Ok { data },
@@ -291,12 +339,12 @@ impl Agent {
     pub fn status(&self) -> Status {
         Status {
             node: self.cfg.node_name.clone(),
-            pod_cidr: self.cfg.pod_cidr,
-            cluster_cidr: self.cfg.cluster_cidr,
+            pod_cidr: self.net.pod_cidr,
+            cluster_cidr: self.net.cluster_cidr,
             underlay_ip: self.node_ip,
             uplink: self.cfg.uplink.clone(),
             bridge: self.cfg.bridge.clone(),
-            gateway: self.cfg.gateway(),
+            gateway: self.net.gateway(),
             vtep_mac: self.state.vtep_mac,
             pod_mtu: self.pod_mtu,
             vxlan_port: self.cfg.vxlan_port,
@@ -307,6 +355,10 @@ impl Agent {
             nodes: self.node_list(),
             programs: self.dp.attachments(),
             counters: self.maps.counters.read(),
+            store: self
+                .store_health
+                .as_ref()
+                .map(|h| h.lock().expect("health lock").clone()),
         }
     }
 }

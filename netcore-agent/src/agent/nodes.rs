@@ -1,6 +1,11 @@
-//! Remote nodes in the overlay map.
+//! Remote nodes in the overlay map: the static ones (`netcore node add`) and the ones
+//! the cluster store announces. The trie is written by diff against what was applied
+//! last, so a store listing that changed nothing costs nothing.
 
-use tracing::info;
+use std::collections::BTreeMap;
+
+use ipnet::Ipv4Net;
+use tracing::{info, warn};
 
 use super::{Agent, AgentError, Result};
 use crate::{
@@ -8,6 +13,10 @@ use crate::{
     mac::Mac,
     state::NodeRecord,
 };
+
+fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b) || b.contains(&a)
+}
 
 impl Agent {
     pub fn node_add(&mut self, spec: NodeSpec) -> Result<NodeInfo> {
@@ -17,18 +26,13 @@ impl Agent {
             pod_cidr: spec.pod_cidr,
             underlay_ip: spec.underlay_ip,
             vtep_mac: spec.vtep_mac,
+            expires: None,
         };
-        if let Some(old) = self.state.nodes.insert(spec.name.clone(), rec.clone()) {
-            for net in node_prefixes(&old) {
-                self.maps.nodes.remove(net)?;
-            }
-        }
-        for net in node_prefixes(&rec) {
-            self.maps.nodes.insert(net, rec.underlay_ip, rec.vtep_mac)?;
-        }
+        self.state.nodes.insert(spec.name.clone(), rec.clone());
+        self.apply_nodes()?;
         self.save()?;
         info!(node = %spec.name, pod_cidr = %spec.pod_cidr, underlay = %spec.underlay_ip, "remote node set");
-        Ok(self.node_info(&rec))
+        Ok(self.node_info(&rec, "static"))
     }
 
     fn validate_node(&self, spec: &NodeSpec) -> Result<()> {
@@ -39,17 +43,16 @@ impl Agent {
         if spec.pod_cidr.network() != spec.pod_cidr.addr() {
             return bad(format!("pod CIDR {} has host bits set", spec.pod_cidr));
         }
-        if !self.cfg.cluster_cidr.contains(&spec.pod_cidr) {
+        if !self.net.cluster_cidr.contains(&spec.pod_cidr) {
             return bad(format!(
                 "pod CIDR {} is outside the cluster CIDR {}",
-                spec.pod_cidr, self.cfg.cluster_cidr
+                spec.pod_cidr, self.net.cluster_cidr
             ));
         }
-        let overlaps = |a: ipnet::Ipv4Net, b: ipnet::Ipv4Net| a.contains(&b) || b.contains(&a);
-        if overlaps(spec.pod_cidr, self.cfg.pod_cidr) {
+        if overlaps(spec.pod_cidr, self.net.pod_cidr) {
             return bad(format!(
                 "pod CIDR {} overlaps this node's {}",
-                spec.pod_cidr, self.cfg.pod_cidr
+                spec.pod_cidr, self.net.pod_cidr
             ));
         }
         if let Some(other) = self.state.nodes.values().find(|n| {
@@ -80,22 +83,76 @@ impl Agent {
     }
 
     pub fn node_del(&mut self, name: &str) -> Result<bool> {
-        let Some(rec) = self.state.nodes.remove(name) else {
+        if self.state.nodes.remove(name).is_none() {
             return Ok(false);
-        };
-        for net in node_prefixes(&rec) {
-            self.maps.nodes.remove(net)?;
         }
+        self.apply_nodes()?;
         self.save()?;
         info!(node = %name, "remote node removed");
         Ok(true)
     }
 
-    fn node_info(&self, rec: &NodeRecord) -> NodeInfo {
-        let entries = self.maps.nodes.entries();
-        let in_map = entries.iter().any(|(net, ip, mac)| {
-            *net == rec.pod_cidr && *ip == rec.underlay_ip && *mac == rec.vtep_mac
-        });
+    /// Replaces the nodes learnt from the cluster store (keyed by lease key).
+    pub fn set_store_nodes(&mut self, nodes: BTreeMap<String, NodeRecord>) -> Result<()> {
+        if nodes == self.state.store_nodes {
+            return Ok(());
+        }
+        self.state.store_nodes = nodes;
+        self.apply_nodes()?;
+        self.save()
+    }
+
+    /// Whether a store node may go into the map: not this node, not clashing with a
+    /// static node or with an earlier store node.
+    fn admissible(
+        &self,
+        n: &NodeRecord,
+        wanted: &BTreeMap<Ipv4Net, (std::net::Ipv4Addr, Mac)>,
+    ) -> bool {
+        n.underlay_ip != self.node_ip
+            && !overlaps(n.pod_cidr, self.net.pod_cidr)
+            && !wanted
+                .keys()
+                .any(|p| p.prefix_len() < 32 && overlaps(*p, n.pod_cidr))
+    }
+
+    /// Makes the node trie hold exactly the static and store nodes.
+    pub(super) fn apply_nodes(&mut self) -> Result<()> {
+        let mut wanted = BTreeMap::new();
+        for n in self.state.nodes.values() {
+            for p in node_prefixes(n) {
+                wanted.insert(p, (n.underlay_ip, n.vtep_mac));
+            }
+        }
+        for n in self.state.store_nodes.values() {
+            if !self.admissible(n, &wanted) {
+                warn!(subnet = %n.pod_cidr, underlay = %n.underlay_ip, "lease clashes with this node or another: not routed");
+                continue;
+            }
+            for p in node_prefixes(n) {
+                wanted.entry(p).or_insert((n.underlay_ip, n.vtep_mac));
+            }
+        }
+        let gone: Vec<Ipv4Net> = self
+            .applied
+            .keys()
+            .filter(|p| !wanted.contains_key(p))
+            .copied()
+            .collect();
+        for p in gone {
+            self.maps.nodes.remove(p)?;
+            self.applied.remove(&p);
+        }
+        for (p, v) in wanted {
+            if self.applied.get(&p) != Some(&v) {
+                self.maps.nodes.insert(p, v.0, v.1)?;
+                self.applied.insert(p, v);
+            }
+        }
+        Ok(())
+    }
+
+    fn node_info(&self, rec: &NodeRecord, source: &str) -> NodeInfo {
         NodeInfo {
             spec: NodeSpec {
                 name: rec.name.clone(),
@@ -103,24 +160,31 @@ impl Agent {
                 underlay_ip: rec.underlay_ip,
                 vtep_mac: rec.vtep_mac,
             },
-            source: "static".into(),
-            in_map,
+            source: source.into(),
+            expires: rec.expires,
+            in_map: self.applied.get(&rec.pod_cidr) == Some(&(rec.underlay_ip, rec.vtep_mac)),
         }
     }
 
     pub fn node_list(&self) -> Vec<NodeInfo> {
-        self.state
+        let statics = self
+            .state
             .nodes
             .values()
-            .map(|n| self.node_info(n))
-            .collect()
+            .map(|n| self.node_info(n, "static"));
+        let stored = self
+            .state
+            .store_nodes
+            .values()
+            .map(|n| self.node_info(n, "store"));
+        statics.chain(stored).collect()
     }
 }
 
 /// The prefixes a remote node owns in the trie: its pod CIDR and its underlay address.
-pub(super) fn node_prefixes(n: &NodeRecord) -> [ipnet::Ipv4Net; 2] {
+pub(super) fn node_prefixes(n: &NodeRecord) -> [Ipv4Net; 2] {
     [
         n.pod_cidr,
-        ipnet::Ipv4Net::new(n.underlay_ip, 32).expect("/32 is valid"),
+        Ipv4Net::new(n.underlay_ip, 32).expect("/32 is valid"),
     ]
 }

@@ -34,6 +34,8 @@ pub enum Request {
         name: String,
     },
     NodeList,
+    /// Release this node's lease and stop the agent (a clean leave).
+    Leave,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,7 +72,10 @@ pub struct NodeSpec {
 pub struct NodeInfo {
     #[serde(flatten)]
     pub spec: NodeSpec,
+    /// "static" (`netcore node add`) or "store" (a lease in the cluster store).
     pub source: String,
+    /// Lease expiry (unix seconds) where the store tells it.
+    pub expires: Option<u64>,
     pub in_map: bool,
 }
 
@@ -93,4 +98,6 @@ pub struct Status {
     pub nodes: Vec<NodeInfo>,
     pub programs: Vec<Attachment>,
     pub counters: Vec<CounterValue>,
+    /// The cluster store, when there is one.
+    pub store: Option<crate::control::StoreHealth>,
 }

@@ -7,11 +7,11 @@ use anyhow::Context;
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
-    sync::Mutex,
+    sync::{mpsc, Mutex},
 };
 
 use super::{Reply, Request};
-use crate::agent::Agent;
+use crate::{agent::Agent, control::ControlHandle};
 
 /// Longest request line accepted (a request is a few hundred bytes).
 const MAX_REQUEST: usize = 64 * 1024;
@@ -27,13 +27,23 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     UnixListener::bind(path).with_context(|| format!("binding API socket {}", path.display()))
 }
 
-pub async fn serve(listener: UnixListener, agent: Arc<Mutex<Agent>>) {
+/// Serves until the process stops; a served `leave` sends on `stop`.
+pub async fn serve(
+    listener: UnixListener,
+    agent: Arc<Mutex<Agent>>,
+    control: Option<ControlHandle>,
+    stop: mpsc::Sender<()>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                let agent = agent.clone();
+                let ctx = Ctx {
+                    agent: agent.clone(),
+                    control: control.clone(),
+                    stop: stop.clone(),
+                };
                 tokio::spawn(async move {
-                    if let Err(e) = connection(stream, agent).await {
+                    if let Err(e) = connection(stream, ctx).await {
                         tracing::debug!("API connection ended: {e}");
                     }
                 });
@@ -43,12 +53,42 @@ pub async fn serve(listener: UnixListener, agent: Arc<Mutex<Agent>>) {
     }
 }
 
-async fn connection(stream: UnixStream, agent: Arc<Mutex<Agent>>) -> std::io::Result<()> {
+struct Ctx {
+    agent: Arc<Mutex<Agent>>,
+    control: Option<ControlHandle>,
+    stop: mpsc::Sender<()>,
+}
+
+impl Ctx {
+    async fn handle(&self, req: Request) -> Reply {
+        if !matches!(req, Request::Leave) {
+            return self.agent.lock().await.handle(req).await;
+        }
+        let Some(control) = &self.control else {
+            return Reply::Error {
+                message: "this node has no cluster store: nothing to leave".into(),
+            };
+        };
+        match control.leave().await {
+            Ok(()) => {
+                let _ = self.stop.send(()).await;
+                Reply::Ok {
+                    data: serde_json::Value::Null,
+                }
+            }
+            Err(message) => Reply::Error {
+                message: format!("releasing the lease: {message}"),
+            },
+        }
+    }
+}
+
+async fn connection(stream: UnixStream, ctx: Ctx) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read.take(MAX_REQUEST as u64 * 16)).lines();
     while let Some(line) = lines.next_line().await? {
         let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => agent.lock().await.handle(req).await,
+            Ok(req) => ctx.handle(req).await,
             Err(e) => Reply::Error {
                 message: format!("bad request: {e}"),
             },

@@ -1,0 +1,76 @@
+//! The control plane: this node's subnet lease in the cluster store, and every other
+//! node's lease applied to the node map. The data path never waits for it: when the
+//! store is away, forwarding goes on with the last known nodes.
+
+pub mod lease;
+pub mod sync;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+/// How the store looks from here, for `netcore status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoreHealth {
+    pub backend: String,
+    pub url: String,
+    pub connected: bool,
+    /// Unix seconds of the last change between connected and not.
+    pub since: u64,
+    pub last_error: Option<String>,
+    /// This node's lease key.
+    pub lease_key: String,
+}
+
+pub type SharedHealth = Arc<Mutex<StoreHealth>>;
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl StoreHealth {
+    /// Records the outcome of a store operation; logs only when the state changes.
+    pub fn record(&mut self, result: Result<(), String>) {
+        let connected = result.is_ok();
+        if connected != self.connected {
+            self.since = unix_now();
+            match &result {
+                Ok(()) => tracing::info!(store = %self.url, "cluster store reachable"),
+                Err(e) => {
+                    tracing::warn!(store = %self.url, "cluster store unreachable, forwarding on the last known nodes: {e}")
+                }
+            }
+        }
+        self.connected = connected;
+        if let Err(e) = result {
+            self.last_error = Some(e);
+        }
+    }
+}
+
+/// A request to release the lease; answered once it is gone.
+pub type LeaveRequest = oneshot::Sender<Result<(), String>>;
+
+/// What the API server holds of the control plane.
+#[derive(Clone)]
+pub struct ControlHandle {
+    pub leave: mpsc::Sender<LeaveRequest>,
+}
+
+impl ControlHandle {
+    pub async fn leave(&self) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.leave
+            .send(tx)
+            .await
+            .map_err(|_| "the control plane has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the control plane has stopped".to_string())?
+    }
+}

@@ -1,0 +1,138 @@
+//! `netcore agent`: discover the node, lease its subnet, bring it up, then serve the
+//! API and run the control loop until told to stop.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use anyhow::{bail, Context};
+use tokio::sync::{mpsc, Mutex};
+use tracing::warn;
+
+use crate::{
+    agent::{Agent, Identity, Subnets},
+    api::server,
+    config::AgentConfig,
+    control::{lease, sync::Sync, unix_now, ControlHandle, StoreHealth},
+    store::{Store, StoreUrl},
+};
+
+/// How long start-up waits for the store before falling back to the last subnet.
+const LEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn run(config: &Path) -> anyhow::Result<()> {
+    let cfg = AgentConfig::load(config)?;
+    let listener = server::bind(&cfg.api_socket)?;
+    let socket = cfg.api_socket.clone();
+    let id = Identity::discover(&cfg).await.context("reading the node")?;
+    let url = cfg.store_url()?;
+    let store = Store::open(&url)?;
+    let (net, lease, store) = match store {
+        None => (static_subnets(&cfg)?, None, None),
+        Some(mut store) => {
+            let (net, lease) = lease_subnet(&mut store, &cfg, &id).await?;
+            (net, lease, Some(store))
+        }
+    };
+    let agent = Agent::start(cfg.clone(), id, net)
+        .await
+        .context("starting the node")?;
+    let agent = Arc::new(Mutex::new(agent));
+    let control = match (store, lease) {
+        (Some(store), Some(lease)) => {
+            Some(start_control(store, lease, &cfg, &url, agent.clone()).await)
+        }
+        _ => None,
+    };
+    tracing::info!(socket = %socket.display(), "serving the API");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let (stop_tx, mut stop_rx) = mpsc::channel::<()>(1);
+    tokio::select! {
+        _ = server::serve(listener, agent, control, stop_tx) => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        _ = stop_rx.recv() => tracing::info!("left the cluster"),
+    }
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("agent stopped; the data path keeps running");
+    Ok(())
+}
+
+fn static_subnets(cfg: &AgentConfig) -> anyhow::Result<Subnets> {
+    let Some(pod_cidr) = cfg.pod_cidr else {
+        bail!("pod_cidr is required without a cluster store")
+    };
+    Ok(Subnets {
+        pod_cidr,
+        cluster_cidr: cfg.cluster_cidr,
+    })
+}
+
+/// Leases the subnet; with the store unreachable, a restarted node carries on with
+/// the subnet it had.
+async fn lease_subnet(
+    store: &mut Store,
+    cfg: &AgentConfig,
+    id: &Identity,
+) -> anyhow::Result<(Subnets, Option<lease::OwnLease>)> {
+    let previous = id.state.pod_cidr;
+    let got = tokio::time::timeout(
+        LEASE_TIMEOUT,
+        lease::acquire(store, cfg, id.node_ip, id.state.vtep_mac, previous),
+    )
+    .await;
+    let err = match got {
+        Ok(Ok(l)) => {
+            return Ok((
+                Subnets {
+                    pod_cidr: l.subnet,
+                    cluster_cidr: l.network,
+                },
+                Some(l),
+            ))
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {LEASE_TIMEOUT:?}"),
+    };
+    let Some(pod_cidr) = previous else {
+        bail!(
+            "cannot lease a subnet from the cluster store {}: {err}",
+            cfg.store
+        );
+    };
+    warn!("cannot lease a subnet now ({err}); keeping {pod_cidr} and retrying in the background");
+    let own = lease::OwnLease {
+        key: crate::store::flannel::subnet_key(&cfg.store_prefix, pod_cidr),
+        subnet: pod_cidr,
+        network: cfg.cluster_cidr,
+        value: crate::store::flannel::LeaseValue::new(id.node_ip, cfg.vni, id.state.vtep_mac),
+        ttl: cfg.lease_ttl(),
+    };
+    Ok((
+        Subnets {
+            pod_cidr,
+            cluster_cidr: cfg.cluster_cidr,
+        },
+        Some(own),
+    ))
+}
+
+async fn start_control(
+    store: Store,
+    lease: lease::OwnLease,
+    cfg: &AgentConfig,
+    url: &StoreUrl,
+    agent: Arc<Mutex<Agent>>,
+) -> ControlHandle {
+    let health = Arc::new(std::sync::Mutex::new(StoreHealth {
+        backend: store.backend().into(),
+        url: format!("{url:?}"),
+        connected: true,
+        since: unix_now(),
+        last_error: None,
+        lease_key: lease.key.clone(),
+    }));
+    agent.lock().await.set_store_health(health.clone());
+    let (leave_tx, leave_rx) = mpsc::channel(1);
+    let sync = Sync::new(store, lease, cfg.store_prefix.clone(), agent, health);
+    tokio::spawn(sync.run(leave_rx));
+    ControlHandle { leave: leave_tx }
+}

@@ -1,0 +1,180 @@
+//! etcd v3, as flannel uses it. The client connects lazily and reconnects after any
+//! error; a key with a TTL is bound to an etcd lease of its own.
+
+use std::{collections::HashMap, time::Duration};
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+    WatchStream,
+};
+
+use super::{Entry, StoreError};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub struct EtcdStore {
+    endpoints: Vec<String>,
+    client: Option<Client>,
+    watch: Option<WatchStream>,
+    /// The etcd lease each of our TTL'd keys is bound to.
+    leases: HashMap<String, i64>,
+}
+
+impl EtcdStore {
+    pub fn new(endpoints: Vec<String>) -> Self {
+        EtcdStore {
+            endpoints,
+            client: None,
+            watch: None,
+            leases: HashMap::new(),
+        }
+    }
+
+    async fn client(&mut self) -> Result<&mut Client, StoreError> {
+        if self.client.is_none() {
+            let opts = ConnectOptions::new()
+                .with_connect_timeout(CONNECT_TIMEOUT)
+                .with_timeout(REQUEST_TIMEOUT)
+                .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+            let connect = Client::connect(&self.endpoints, Some(opts));
+            let client = tokio::time::timeout(CONNECT_TIMEOUT * 2, connect)
+                .await
+                .map_err(|_| StoreError::Timeout(CONNECT_TIMEOUT * 2))??;
+            self.client = Some(client);
+        }
+        Ok(self.client.as_mut().expect("just connected"))
+    }
+
+    /// Forgets the connection after an error, so the next call reconnects.
+    fn check<T>(&mut self, r: Result<T, etcd_client::Error>) -> Result<T, StoreError> {
+        if r.is_err() {
+            self.client = None;
+            self.watch = None;
+        }
+        Ok(r?)
+    }
+
+    pub async fn get(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+        let r = self.client().await?.get(key, None).await;
+        let resp = self.check(r)?;
+        Ok(resp
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    }
+
+    async fn grant(&mut self, ttl: Option<Duration>) -> Result<Option<i64>, StoreError> {
+        let Some(ttl) = ttl else { return Ok(None) };
+        let r = self
+            .client()
+            .await?
+            .lease_grant(ttl.as_secs().max(1) as i64, None)
+            .await;
+        Ok(Some(self.check(r)?.id()))
+    }
+
+    async fn revoke(&mut self, lease: Option<i64>) {
+        if let (Some(id), Ok(c)) = (lease, self.client().await) {
+            let _ = c.lease_revoke(id).await;
+        }
+    }
+
+    fn put_options(lease: Option<i64>) -> Option<PutOptions> {
+        lease.map(|id| PutOptions::new().with_lease(id))
+    }
+
+    pub async fn create(
+        &mut self,
+        key: &str,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let lease = self.grant(ttl).await?;
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, value, Self::put_options(lease))]);
+        let r = self.client().await?.txn(txn).await;
+        let created = self.check(r)?.succeeded();
+        if created {
+            self.remember(key, lease);
+        } else {
+            self.revoke(lease).await;
+        }
+        Ok(created)
+    }
+
+    pub async fn put(
+        &mut self,
+        key: &str,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let lease = self.grant(ttl).await?;
+        let r = self
+            .client()
+            .await?
+            .put(key, value, Self::put_options(lease))
+            .await;
+        self.check(r)?;
+        let old = self.remember(key, lease);
+        self.revoke(old).await;
+        Ok(())
+    }
+
+    /// Records the lease `key` is bound to now; returns the one it had.
+    fn remember(&mut self, key: &str, lease: Option<i64>) -> Option<i64> {
+        match lease {
+            Some(id) => self.leases.insert(key.into(), id),
+            None => self.leases.remove(key),
+        }
+    }
+
+    pub async fn delete(&mut self, key: &str) -> Result<(), StoreError> {
+        let r = self.client().await?.delete(key, None).await;
+        self.check(r)?;
+        let old = self.leases.remove(key);
+        self.revoke(old).await;
+        Ok(())
+    }
+
+    pub async fn list(&mut self, prefix: &str) -> Result<Vec<Entry>, StoreError> {
+        let r = self
+            .client()
+            .await?
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await;
+        let resp = self.check(r)?;
+        let mut out = Vec::new();
+        for kv in resp.kvs() {
+            out.push(Entry {
+                key: String::from_utf8_lossy(kv.key()).into_owned(),
+                value: String::from_utf8_lossy(kv.value()).into_owned(),
+                expires: None,
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn changed(&mut self, prefix: &str) -> Result<(), StoreError> {
+        if self.watch.is_none() {
+            let r = self
+                .client()
+                .await?
+                .watch(prefix, Some(WatchOptions::new().with_prefix()))
+                .await;
+            self.watch = Some(self.check(r)?);
+            // A new watch starts after the caller's last listing may have missed a
+            // change: report one so it lists again.
+            return Ok(());
+        }
+        let r = self.watch.as_mut().expect("watching").message().await;
+        match self.check(r)? {
+            Some(_) => Ok(()),
+            None => {
+                self.watch = None;
+                Err(StoreError::Timeout(Duration::ZERO))
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The embedded store: a directory of files, one per key, shared by the agents of one
+//! host. Writes are serialized with `flock` on the directory's lock file and land by
+//! rename, so a create is atomic and racing agents get distinct subnets. A key's TTL
+//! is its file's mtime, set to the expiry time (mtime 0: no expiry).
+
+use std::{
+    fs::{File, OpenOptions},
+    io::Write,
+    path::{Component, Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use super::{Entry, StoreError};
+
+/// How often agents look at the directory.
+pub const POLL: Duration = Duration::from_millis(250);
+const LOCK: &str = ".lock";
+
+pub struct FileStore {
+    root: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::File {
+        path: path.into(),
+        source,
+    }
+}
+
+impl FileStore {
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(root).map_err(io(root))?;
+        Ok(FileStore { root: root.into() })
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        let rel = Path::new(key.trim_start_matches('/'));
+        if key.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Err(StoreError::BadKey(key.into()));
+        }
+        Ok(self.root.join(rel))
+    }
+
+    fn lock(&self) -> Result<Flock<File>, StoreError> {
+        let path = self.root.join(LOCK);
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| StoreError::File {
+            path,
+            source: std::io::Error::from(e),
+        })
+    }
+
+    fn read_live(path: &Path) -> Result<Option<Entry>, StoreError> {
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(path)(e)),
+        };
+        let mtime = meta.modified().map_err(io(path))?;
+        let expires = (mtime != SystemTime::UNIX_EPOCH).then_some(mtime);
+        if expires.is_some_and(|t| t <= SystemTime::now()) {
+            return Ok(None);
+        }
+        let value = match std::fs::read_to_string(path) {
+            Ok(v) => v,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(path)(e)),
+        };
+        Ok(Some(Entry {
+            key: String::new(),
+            value,
+            expires,
+        }))
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(Self::read_live(&self.path(key)?)?.map(|e| e.value))
+    }
+
+    /// Writes by rename; the caller holds the lock.
+    fn write(&self, path: &Path, value: &str, ttl: Option<Duration>) -> Result<(), StoreError> {
+        let dir = path.parent().expect("keys live under the root");
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(value.as_bytes()).map_err(io(&tmp))?;
+        let mtime = ttl.map_or(SystemTime::UNIX_EPOCH, |t| SystemTime::now() + t);
+        f.set_modified(mtime).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io(path))
+    }
+
+    pub fn create(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let path = self.path(key)?;
+        let _lock = self.lock()?;
+        if Self::read_live(&path)?.is_some() {
+            return Ok(false);
+        }
+        self.write(&path, value, ttl)?;
+        Ok(true)
+    }
+
+    pub fn put(&self, key: &str, value: &str, ttl: Option<Duration>) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        let _lock = self.lock()?;
+        self.write(&path, value, ttl)
+    }
+
+    pub fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        let _lock = self.lock()?;
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Live keys directly under `prefix` (a directory).
+    pub fn list(&self, prefix: &str) -> Result<Vec<Entry>, StoreError> {
+        let dir = self.path(prefix.trim_end_matches('/'))?;
+        let read = match std::fs::read_dir(&dir) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(&dir)(e)),
+        };
+        let mut out = Vec::new();
+        for item in read {
+            let item = item.map_err(io(&dir))?;
+            let name = item.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            if let Some(mut e) = Self::read_live(&item.path())? {
+                e.key = format!("{}{name}", prefix);
+                out.push(e);
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(tag: &str) -> (FileStore, PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("netcore-filestore-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        (FileStore::open(&dir).unwrap(), dir)
+    }
+
+    #[test]
+    fn create_is_exclusive_until_expiry() {
+        let (s, dir) = store("excl");
+        assert!(s
+            .create("/p/subnets/a", "1", Some(Duration::from_millis(300)))
+            .unwrap());
+        assert!(
+            !s.create("/p/subnets/a", "2", None).unwrap(),
+            "a live key cannot be created again"
+        );
+        assert_eq!(s.get("/p/subnets/a").unwrap().as_deref(), Some("1"));
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(
+            s.list("/p/subnets/").unwrap(),
+            vec![],
+            "an expired key is not listed"
+        );
+        assert!(
+            s.create("/p/subnets/a", "3", None).unwrap(),
+            "an expired key can be taken"
+        );
+        let l = s.list("/p/subnets/").unwrap();
+        assert_eq!(
+            (l[0].key.as_str(), l[0].value.as_str(), l[0].expires),
+            ("/p/subnets/a", "3", None)
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn racing_creators_get_one_winner() {
+        let (s, dir) = store("race");
+        let winners: usize = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..8)
+                .map(|i| {
+                    let s = &s;
+                    sc.spawn(move || {
+                        s.create("/p/subnets/x", &i.to_string(), None).unwrap() as usize
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(winners, 1, "exactly one of eight racing creates wins");
+        assert!(matches!(
+            s.put("/p/../etc/passwd", "x", None),
+            Err(StoreError::BadKey(_))
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

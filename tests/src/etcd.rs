@@ -1,0 +1,178 @@
+//! A real etcd (Debian's etcd-server) for the tests, run inside a namespace the test
+//! owns: one member or several, each on its own ports, data in a temporary directory.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{netns::Netns, wait_until};
+
+pub struct Member {
+    pub name: String,
+    pub client_port: u16,
+    peer_port: u16,
+    child: Option<Child>,
+}
+
+pub struct Etcd {
+    pub ns_name: String,
+    pub ip: String,
+    pub members: Vec<Member>,
+    dir: PathBuf,
+}
+
+impl Etcd {
+    /// Starts `n` members listening on `ip` inside `ns`.
+    pub fn start(ns: &Netns, ip: &str, n: usize, dir: PathBuf) -> Result<Etcd> {
+        let members = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_port: 2379 + 2 * i as u16,
+                peer_port: 2380 + 2 * i as u16,
+                child: None,
+            })
+            .collect();
+        let mut etcd = Etcd {
+            ns_name: ns.name.clone(),
+            ip: ip.into(),
+            members,
+            dir,
+        };
+        for i in 0..n {
+            etcd.start_member(i, "new")?;
+        }
+        etcd.wait_healthy()?;
+        Ok(etcd)
+    }
+
+    fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}=http://{}:{}", m.name, self.ip, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts (or restarts, with its data) member `i`.
+    pub fn start_member(&mut self, i: usize, state: &str) -> Result<()> {
+        let cluster = self.initial_cluster();
+        let m = &self.members[i];
+        let data = self.dir.join(&m.name);
+        std::fs::create_dir_all(&data)?;
+        let log = std::fs::File::create(self.dir.join(format!("{}.log", m.name)))?;
+        let client = format!("http://{}:{}", self.ip, m.client_port);
+        let peer = format!("http://{}:{}", self.ip, m.peer_port);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns_name, "etcd", "--name", &m.name])
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args([
+                "--initial-cluster",
+                &cluster,
+                "--initial-cluster-state",
+                state,
+            ])
+            .args(["--initial-cluster-token", "netcore-test"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting etcd (Debian package etcd-server)")?;
+        self.members[i].child = Some(child);
+        Ok(())
+    }
+
+    pub fn stop_member(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `etcd://ip:port,…` for the agents' config.
+    pub fn url(&self) -> String {
+        let eps: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}:{}", self.ip, m.client_port))
+            .collect();
+        format!("etcd://{}", eps.join(","))
+    }
+
+    fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| format!("http://{}:{}", self.ip, m.client_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Runs etcdctl (v3) against the running members.
+    pub fn ctl(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns_name,
+                "etcdctl",
+                "--endpoints",
+                &self.endpoints(),
+            ])
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .output()?;
+        if !out.status.success() {
+            bail!("etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `etcdctl put`, retried while the cluster elects a leader.
+    pub fn put(&self, key: &str, value: &str) -> Result<()> {
+        let mut last = None;
+        let done = wait_until(
+            Duration::from_secs(20),
+            &format!("etcd to accept a write of {key}"),
+            || match self.ctl(&["put", key, value]) {
+                Ok(_) => true,
+                Err(e) => {
+                    last = Some(e);
+                    false
+                }
+            },
+        );
+        done.with_context(|| format!("last error: {last:?}"))
+    }
+
+    pub fn wait_healthy(&self) -> Result<()> {
+        wait_until(Duration::from_secs(30), "etcd to become healthy", || {
+            self.ctl(&["endpoint", "health"]).is_ok()
+        })
+        .with_context(|| std::fs::read_to_string(self.dir.join("m0.log")).unwrap_or_default())
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.stop_member(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
