@@ -1,9 +1,6 @@
 //! The `netcore` command: the agent daemon, and thin clients of its API.
 
-use std::{
-    path::{Path, PathBuf},
-    process::ExitCode,
-};
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +38,12 @@ pub enum Command {
         /// Log as JSON lines.
         #[arg(long)]
         log_json: bool,
+        /// Log level (error, warn, info, debug, trace) unless RUST_LOG says otherwise.
+        #[arg(long, default_value = "info")]
+        log_level: String,
+        /// Per-packet logs from the eBPF programs (debugging; off by default).
+        #[arg(long)]
+        bpf_log: bool,
     },
     /// Pods on this node.
     #[command(subcommand)]
@@ -107,16 +110,36 @@ pub fn main(cli: Cli) -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("netcore: {e:#}");
+            eprintln!("netcore: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
 }
 
+/// The error and its causes, each said once (most messages already quote their cause).
+fn describe(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            msg = format!("{msg}: {text}");
+        }
+    }
+    msg
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let sock = cli.socket.as_path();
     match cli.command {
-        Command::Agent { config, log_json } => run_agent(&config, log_json).await,
+        Command::Agent {
+            config,
+            log_json,
+            log_level,
+            bpf_log,
+        } => {
+            init_logging(log_json, &log_level);
+            crate::daemon::run(&config, bpf_log).await
+        }
         Command::Reset { config } => crate::reset::reset(&AgentConfig::load(&config)?).await,
         Command::Status { json } => {
             let st: Status = client::call(sock, &Request::Status).await?;
@@ -206,17 +229,14 @@ fn print_or_json<T: serde::Serialize>(json: bool, v: &T, human: impl Fn(&T)) -> 
     Ok(())
 }
 
-async fn run_agent(config: &Path, log_json: bool) -> anyhow::Result<()> {
-    init_logging(log_json);
-    crate::daemon::run(config).await
-}
-
-fn init_logging(json: bool) {
+fn init_logging(json: bool, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     if json {
         builder.json().init();
     } else {

@@ -75,6 +75,12 @@ pub struct AgentConfig {
     /// Subnet size written to a new cluster's network config.
     #[serde(default = "default_subnet_len")]
     pub subnet_len: u8,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, or "none".
+    #[serde(default = "default_metrics_addr")]
+    pub metrics_addr: String,
+    /// Per-packet logs from the eBPF programs (aya-log), for debugging only.
+    #[serde(default)]
+    pub bpf_log: bool,
 }
 
 fn default_cluster_cidr() -> Ipv4Net {
@@ -112,6 +118,9 @@ fn default_lease_ttl() -> u64 {
 }
 fn default_subnet_len() -> u8 {
     24
+}
+fn default_metrics_addr() -> String {
+    "127.0.0.1:9464".into()
 }
 
 impl AgentConfig {
@@ -167,6 +176,7 @@ impl AgentConfig {
                 self.subnet_len, self.cluster_cidr
             ));
         }
+        self.metrics_addr()?;
         if self.lease_ttl < 3 {
             return invalid(format!(
                 "lease_ttl {} must be at least 3 seconds",
@@ -208,6 +218,18 @@ impl AgentConfig {
             ));
         }
         Ok(())
+    }
+
+    pub fn metrics_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        if self.metrics_addr == "none" {
+            return Ok(None);
+        }
+        self.metrics_addr.parse().map(Some).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "metrics_addr {:?} is not IP:PORT or \"none\"",
+                self.metrics_addr
+            ))
+        })
     }
 
     pub fn store_url(&self) -> Result<StoreUrl, crate::store::StoreError> {

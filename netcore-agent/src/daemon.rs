@@ -12,15 +12,21 @@ use crate::{
     api::server,
     config::AgentConfig,
     control::{lease, sync::Sync, unix_now, ControlHandle, StoreHealth},
+    metrics,
     store::{Store, StoreUrl},
 };
 
 /// How long start-up waits for the store before falling back to the last subnet.
 const LEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn run(config: &Path) -> anyhow::Result<()> {
-    let cfg = AgentConfig::load(config)?;
+pub async fn run(config: &Path, bpf_log: bool) -> anyhow::Result<()> {
+    let mut cfg = AgentConfig::load(config)?;
+    cfg.bpf_log |= bpf_log;
     let listener = server::bind(&cfg.api_socket)?;
+    let ready: metrics::Ready = Default::default();
+    if let Some(addr) = cfg.metrics_addr()? {
+        tokio::spawn(metrics::serve(metrics::bind(addr).await?, ready.clone()));
+    }
     let socket = cfg.api_socket.clone();
     let id = Identity::discover(&cfg).await.context("reading the node")?;
     let url = cfg.store_url()?;

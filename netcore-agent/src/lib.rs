@@ -11,6 +11,7 @@ pub mod ipam;
 pub mod mac;
 pub mod maps;
 pub mod masq;
+pub mod metrics;
 pub mod netlink;
 pub mod netns;
 pub mod pod;

@@ -35,6 +35,11 @@ pub fn finish(ctx: &TcContext, result: Result<Verdict, Reason>) -> i32 {
         Err(drop) => (drop, TC_ACT_SHOT as i32),
     };
     count(reason, ctx.len());
+    if reason.is_drop() {
+        // Compiled in, but pruned by the verifier unless the agent runs with --bpf-log
+        // (AYA_LOG_LEVEL is read-only data the agent sets at load time).
+        aya_log_ebpf::info!(ctx, "netcore: drop reason {} ({} bytes)", reason as u32, ctx.len());
+    }
     action
 }
 

@@ -106,7 +106,7 @@ pub fn identity() -> Identity {
 impl Loaded {
     pub fn new(id: &Identity) -> Result<Self> {
         let pin_dir = PathBuf::from("/sys/fs/bpf/netcore-test").join(unique("pkt"));
-        let (dp, mut maps) = Datapath::load(&pin_dir)?;
+        let (dp, mut maps) = Datapath::load(&pin_dir, false)?;
         let be = |ip: Ipv4Addr| u32::from_ne_bytes(ip.octets());
         maps.config.set(&DatapathConfig {
             node_ip: be(id.node_ip),

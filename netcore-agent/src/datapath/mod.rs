@@ -52,6 +52,11 @@ pub struct Datapath {
     links_dir: PathBuf,
 }
 
+/// aya-log levels: 0 turns every log statement off (the verifier removes them); the
+/// programs log at info.
+const BPF_LOG_OFF: u8 = 0;
+const BPF_LOG_ON: u8 = 3;
+
 /// `<pin dir>/<layout version>`: everything of one layout lives under it.
 pub fn layout_dir(pin_dir: &Path) -> PathBuf {
     pin_dir.join(PIN_LAYOUT)
@@ -60,7 +65,7 @@ pub fn layout_dir(pin_dir: &Path) -> PathBuf {
 impl Datapath {
     /// Loads the programs, reusing pinned maps under `pin_dir` or creating and pinning
     /// them, and returns the maps for the agent to fill.
-    pub fn load(pin_dir: &Path) -> Result<(Self, Maps), DatapathError> {
+    pub fn load(pin_dir: &Path, bpf_log: bool) -> Result<(Self, Maps), DatapathError> {
         let root = layout_dir(pin_dir);
         let maps_dir = root.join(PIN_MAPS);
         let links_dir = root.join(PIN_LINKS);
@@ -73,9 +78,14 @@ impl Datapath {
         if !on_bpffs(&maps_dir) {
             return Err(DatapathError::NoBpffs(maps_dir));
         }
+        let level = if bpf_log { BPF_LOG_ON } else { BPF_LOG_OFF };
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
+            .override_global(aya_log::LEVEL, &level, true)
             .load(OBJECT)?;
+        if bpf_log {
+            start_bpf_log(&mut ebpf);
+        }
         for name in PROGRAMS {
             let prog: &mut aya::programs::SchedClassifier = ebpf
                 .program_mut(name)
@@ -114,6 +124,29 @@ impl Datapath {
             .map_err(|source| DatapathError::Program { name, source })?
             .as_fd())
     }
+}
+
+/// Forwards the programs' aya-log records to the agent's log until the agent exits.
+fn start_bpf_log(ebpf: &mut Ebpf) {
+    let logger = match aya_log::EbpfLogger::init(ebpf) {
+        Ok(l) => l,
+        Err(e) => return tracing::warn!("eBPF logging unavailable: {e}"),
+    };
+    // SAFETY: the logger owns its ring buffer fd for as long as the AsyncFd lives.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(e) => return tracing::warn!("eBPF logging unavailable: {e}"),
+    };
+    tracing::info!("eBPF per-packet logging is on (debugging only: it costs throughput)");
+    tokio::spawn(async move {
+        while let Ok(mut guard) = fd.readable_mut().await {
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
 }
 
 fn on_bpffs(path: &Path) -> bool {
