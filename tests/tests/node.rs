@@ -249,7 +249,7 @@ fn bad_input_is_refused_clearly_and_changes_nothing() -> Result<()> {
     };
     let base = |extra: &str| {
         format!(
-            "node_name = \"bad\"\nstate_dir = \"{}\"\npin_dir = \"/sys/fs/bpf/netcore-test/{}/bad\"\napi_socket = \"{}\"\nbridge = \"ncbad\"\n{extra}",
+            "node_name = \"bad\"\nstate_dir = \"{}\"\npin_dir = \"/sys/fs/bpf/netcore-test/{}/bad\"\napi_socket = \"{}\"\nbridge = \"ncbad\"\nstore = \"none\"\nmetrics_addr = \"none\"\n{extra}",
             n.dir.join("bad-state").display(),
             c.id,
             n.dir.join("bad.sock").display()
