@@ -7,12 +7,14 @@
 #   demo.sh --down                remove a cluster left by --keep
 set -Eeuo pipefail
 
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 NETCORE=${NETCORE:-netcore}
-PREFIX=ncdemo
+# NETCORE_DEMO_PREFIX names everything the demo makes (namespaces, files, pins).
+PREFIX=${NETCORE_DEMO_PREFIX:-ncdemo}
 NODES=(1 2 3)
 PODS=(a b)
-RUN=/run/netcore-demo
-PINS=/sys/fs/bpf/netcore-demo
+RUN=/run/$PREFIX
+PINS=/sys/fs/bpf/$PREFIX
 KEEP=0 QUICK=0 DOWN=0
 for arg in "$@"; do
   case $arg in
@@ -29,10 +31,20 @@ sock() { echo "$RUN/n$1/api.sock"; }
 nc_cli() { local n=$1; shift; "$NETCORE" --socket "$(sock "$n")" "$@"; }
 in_node() { local n=$1; shift; nsenter --net="/run/netns/$(node_ns "$n")" "$@"; }
 
+# SIGTERM, then SIGKILL if the agent has not exited within 5 s.
+stop_agent() {
+  kill "$1" 2>/dev/null || return 0
+  for _ in $(seq 1 50); do
+    kill -0 "$1" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -9 "$1" 2>/dev/null || true
+}
+
 down() {
   for n in "${NODES[@]}"; do
     if [ -f "$RUN/n$n/agent.pid" ]; then
-      kill "$(cat "$RUN/n$n/agent.pid")" 2>/dev/null || true
+      stop_agent "$(cat "$RUN/n$n/agent.pid")"
     fi
     if [ -f "$RUN/n$n/config.toml" ] && ip netns pids "$(node_ns "$n")" >/dev/null 2>&1; then
       in_node "$n" "$NETCORE" reset --config "$RUN/n$n/config.toml" || true
@@ -79,16 +91,10 @@ for n in "${NODES[@]}"; do
   ip -n "$ns" link set eth0 up
   ip -n "$ns" link set lo up
   mkdir -p "$RUN/n$n"
-  cat >"$RUN/n$n/config.toml" <<TOML
-node_name = "n$n"
-uplink = "eth0"
-cluster_cidr = "10.244.0.0/16"
-store = "file://$RUN/store"
-state_dir = "$RUN/n$n/state"
-pin_dir = "$PINS/n$n"
-api_socket = "$(sock "$n")"
-TOML
-  in_node "$n" "$NETCORE" agent --config "$RUN/n$n/config.toml" >"$RUN/n$n/agent.log" 2>&1 &
+  bash "$HERE/node-config.sh" "$PREFIX-n$n" eth0 "file://$RUN/store" "$RUN/n$n/state" "$PINS/n$n" "$(sock "$n")" \
+    >"$RUN/n$n/config.toml"
+  # nsenter execs the agent: $! is the agent's pid.
+  nsenter --net="/run/netns/$ns" "$NETCORE" agent --config "$RUN/n$n/config.toml" >"$RUN/n$n/agent.log" 2>&1 &
   echo $! >"$RUN/n$n/agent.pid"
 done
 

@@ -48,6 +48,7 @@ pub async fn run(config: &Path, bpf_log: bool) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let _ = ready.set(agent.clone());
     tracing::info!(socket = %socket.display(), "serving the API");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let (stop_tx, mut stop_rx) = mpsc::channel::<()>(1);
@@ -72,53 +73,67 @@ fn static_subnets(cfg: &AgentConfig) -> anyhow::Result<Subnets> {
     })
 }
 
-/// Leases the subnet; with the store unreachable, a restarted node carries on with
-/// the subnet it had.
+/// Leases the subnet. While the store cannot be reached, a restarted node carries on
+/// with the subnet it had; a new node waits for the store (and is not ready). A store
+/// that answers with something wrong (bad network config, subnet taken) stops start-up.
 async fn lease_subnet(
     store: &mut Store,
     cfg: &AgentConfig,
     id: &Identity,
 ) -> anyhow::Result<(Subnets, Option<lease::OwnLease>)> {
     let previous = id.state.pod_cidr;
-    let got = tokio::time::timeout(
-        LEASE_TIMEOUT,
-        lease::acquire(store, cfg, id.node_ip, id.state.vtep_mac, previous),
-    )
-    .await;
-    let err = match got {
-        Ok(Ok(l)) => {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let got = tokio::time::timeout(
+            LEASE_TIMEOUT,
+            lease::acquire(store, cfg, id.node_ip, id.state.vtep_mac, previous),
+        )
+        .await;
+        let err = match got {
+            Ok(Ok(l)) => {
+                return Ok((
+                    Subnets {
+                        pod_cidr: l.subnet,
+                        cluster_cidr: l.network,
+                    },
+                    Some(l),
+                ))
+            }
+            Ok(Err(lease::LeaseError::Store(e))) => e.to_string(),
+            Ok(Err(e)) => bail!(
+                "cannot lease a subnet from the cluster store {}: {e}",
+                cfg.store
+            ),
+            Err(_) => format!("no answer within {LEASE_TIMEOUT:?}"),
+        };
+        if let Some(pod_cidr) = previous {
+            warn!("cannot reach the cluster store ({err}); keeping {pod_cidr} and retrying in the background");
             return Ok((
                 Subnets {
-                    pod_cidr: l.subnet,
-                    cluster_cidr: l.network,
+                    pod_cidr,
+                    cluster_cidr: cfg.cluster_cidr,
                 },
-                Some(l),
-            ))
+                Some(remembered(cfg, id, pod_cidr)),
+            ));
         }
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => format!("no answer within {LEASE_TIMEOUT:?}"),
-    };
-    let Some(pod_cidr) = previous else {
-        bail!(
-            "cannot lease a subnet from the cluster store {}: {err}",
+        warn!(
+            "waiting for the cluster store {} to lease a subnet: {err}",
             cfg.store
         );
-    };
-    warn!("cannot lease a subnet now ({err}); keeping {pod_cidr} and retrying in the background");
-    let own = lease::OwnLease {
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The lease this node held before, to be renewed once the store answers.
+fn remembered(cfg: &AgentConfig, id: &Identity, pod_cidr: ipnet::Ipv4Net) -> lease::OwnLease {
+    lease::OwnLease {
         key: crate::store::flannel::subnet_key(&cfg.store_prefix, pod_cidr),
         subnet: pod_cidr,
         network: cfg.cluster_cidr,
         value: crate::store::flannel::LeaseValue::new(id.node_ip, cfg.vni, id.state.vtep_mac),
         ttl: cfg.lease_ttl(),
-    };
-    Ok((
-        Subnets {
-            pod_cidr,
-            cluster_cidr: cfg.cluster_cidr,
-        },
-        Some(own),
-    ))
+    }
 }
 
 async fn start_control(

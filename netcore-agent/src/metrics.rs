@@ -34,9 +34,7 @@ pub async fn serve(listener: TcpListener, ready: Ready) {
 }
 
 async fn respond(mut stream: TcpStream, ready: Ready) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 4096];
-    let n = stream.read(&mut buf).await?;
-    let request = String::from_utf8_lossy(&buf[..n]);
+    let request = read_head(&mut stream).await?;
     let path = request.split_whitespace().nth(1).unwrap_or("");
     let (code, body) = match (request.starts_with("GET "), path) {
         (false, _) => ("405 Method Not Allowed", "GET only\n".to_string()),
@@ -64,6 +62,24 @@ async fn respond(mut stream: TcpStream, ready: Ready) -> std::io::Result<()> {
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// Reads a request head (up to the blank line, 4 KiB at most, 5 s at most).
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 4096 {
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(r) => r?,
+            Err(_) => break,
+        };
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Ok(String::from_utf8_lossy(&head).into_owned())
 }
 
 /// The Prometheus text exposition of a status snapshot.

@@ -126,8 +126,17 @@ impl Cluster {
         }
     }
 
-    /// Starts node `i` (named n`i`, underlay address .(10+i)).
+    /// Starts node `i` (named n`i`, underlay address .(10+i)) and waits for its agent.
     pub fn add_node(&mut self, i: usize) -> Result<()> {
+        self.spawn_node(i)?;
+        let node = self.nodes.last_mut().expect("just added");
+        node.wait_agent()?;
+        node.pod_cidr = node.status()?.pod_cidr.to_string();
+        Ok(())
+    }
+
+    /// Starts node `i` without waiting for its agent to be ready.
+    pub fn spawn_node(&mut self, i: usize) -> Result<()> {
         let name = format!("n{i}");
         let ns = Netns::new(&format!("{}-{name}", self.id))?;
         let ip: Ipv4Addr = format!("{UNDERLAY_PREFIX}.{}", 10 + i).parse()?;
@@ -156,8 +165,7 @@ impl Cluster {
             dir,
             agent: None,
         };
-        node.start_agent()?;
-        node.pod_cidr = node.status()?.pod_cidr.to_string();
+        node.spawn_agent()?;
         self.nodes.push(node);
         Ok(())
     }
@@ -221,6 +229,11 @@ fn plug(switch: &Netns, ns: &Netns, port: &str, ip: Ipv4Addr) -> Result<()> {
 impl Node {
     /// Starts the agent inside the node's namespace and waits until it serves.
     pub fn start_agent(&mut self) -> Result<()> {
+        self.spawn_agent()?;
+        self.wait_agent()
+    }
+
+    pub fn spawn_agent(&mut self) -> Result<()> {
         let log = std::fs::File::create(self.dir.join("agent.log"))?;
         let child = Command::new("nsenter")
             .arg(format!("--net={}", self.ns.path.display()))
@@ -233,6 +246,11 @@ impl Node {
             .spawn()
             .context("starting the agent")?;
         self.agent = Some(child);
+        Ok(())
+    }
+
+    /// Waits until the agent answers its API (or fails if it exits).
+    pub fn wait_agent(&mut self) -> Result<()> {
         let mut exited = None;
         let ready = wait_until(AGENT_READY, "the agent to serve its API", || {
             if let Some(st) = self
@@ -333,6 +351,9 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        if std::env::var_os("NETCORE_TEST_LOGS").is_some() {
+            eprintln!("--- agent log of {}:\n{}", self.name, self.agent_log());
+        }
         self.kill_agent();
         if let Err(e) = self.reset() {
             eprintln!("cleaning up node {}: {e:#}", self.name);

@@ -21,12 +21,24 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
     #[error("the agent sent a reply this client does not understand: {0}")]
     BadReply(String),
+    #[error("the netcore agent did not answer within {0:?} (is it still starting?)")]
+    Timeout(std::time::Duration),
     /// The agent refused the request; the message says why.
     #[error("{0}")]
     Agent(String),
 }
 
+/// How long a request may take (pod set-up takes milliseconds; an agent still starting
+/// answers once it is up).
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub async fn call<T: DeserializeOwned>(socket: &Path, req: &Request) -> Result<T, ClientError> {
+    tokio::time::timeout(TIMEOUT, exchange(socket, req))
+        .await
+        .map_err(|_| ClientError::Timeout(TIMEOUT))?
+}
+
+async fn exchange<T: DeserializeOwned>(socket: &Path, req: &Request) -> Result<T, ClientError> {
     let stream = UnixStream::connect(socket)
         .await
         .map_err(|source| ClientError::Unreachable {

@@ -13,6 +13,20 @@ use super::{Entry, StoreError};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A unary request with a deadline (streams such as the watch have none).
+async fn bounded<T>(
+    request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, etcd_client::Error> {
+    tokio::time::timeout(REQUEST_TIMEOUT, request)
+        .await
+        .unwrap_or_else(|_| {
+            Err(etcd_client::Error::IoError(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {REQUEST_TIMEOUT:?}"),
+            )))
+        })
+}
+
 pub struct EtcdStore {
     endpoints: Vec<String>,
     client: Option<Client>,
@@ -35,7 +49,6 @@ impl EtcdStore {
         if self.client.is_none() {
             let opts = ConnectOptions::new()
                 .with_connect_timeout(CONNECT_TIMEOUT)
-                .with_timeout(REQUEST_TIMEOUT)
                 .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
             let connect = Client::connect(&self.endpoints, Some(opts));
             let client = tokio::time::timeout(CONNECT_TIMEOUT * 2, connect)
@@ -56,7 +69,7 @@ impl EtcdStore {
     }
 
     pub async fn get(&mut self, key: &str) -> Result<Option<String>, StoreError> {
-        let r = self.client().await?.get(key, None).await;
+        let r = bounded(self.client().await?.get(key, None)).await;
         let resp = self.check(r)?;
         Ok(resp
             .kvs()
@@ -66,17 +79,18 @@ impl EtcdStore {
 
     async fn grant(&mut self, ttl: Option<Duration>) -> Result<Option<i64>, StoreError> {
         let Some(ttl) = ttl else { return Ok(None) };
-        let r = self
-            .client()
-            .await?
-            .lease_grant(ttl.as_secs().max(1) as i64, None)
-            .await;
+        let r = bounded(
+            self.client()
+                .await?
+                .lease_grant(ttl.as_secs().max(1) as i64, None),
+        )
+        .await;
         Ok(Some(self.check(r)?.id()))
     }
 
     async fn revoke(&mut self, lease: Option<i64>) {
         if let (Some(id), Ok(c)) = (lease, self.client().await) {
-            let _ = c.lease_revoke(id).await;
+            let _ = bounded(c.lease_revoke(id)).await;
         }
     }
 
@@ -94,7 +108,7 @@ impl EtcdStore {
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value, Self::put_options(lease))]);
-        let r = self.client().await?.txn(txn).await;
+        let r = bounded(self.client().await?.txn(txn)).await;
         let created = self.check(r)?.succeeded();
         if created {
             self.remember(key, lease);
@@ -111,11 +125,12 @@ impl EtcdStore {
         ttl: Option<Duration>,
     ) -> Result<(), StoreError> {
         let lease = self.grant(ttl).await?;
-        let r = self
-            .client()
-            .await?
-            .put(key, value, Self::put_options(lease))
-            .await;
+        let r = bounded(
+            self.client()
+                .await?
+                .put(key, value, Self::put_options(lease)),
+        )
+        .await;
         self.check(r)?;
         let old = self.remember(key, lease);
         self.revoke(old).await;
@@ -131,7 +146,7 @@ impl EtcdStore {
     }
 
     pub async fn delete(&mut self, key: &str) -> Result<(), StoreError> {
-        let r = self.client().await?.delete(key, None).await;
+        let r = bounded(self.client().await?.delete(key, None)).await;
         self.check(r)?;
         let old = self.leases.remove(key);
         self.revoke(old).await;
@@ -139,11 +154,12 @@ impl EtcdStore {
     }
 
     pub async fn list(&mut self, prefix: &str) -> Result<Vec<Entry>, StoreError> {
-        let r = self
-            .client()
-            .await?
-            .get(prefix, Some(GetOptions::new().with_prefix()))
-            .await;
+        let r = bounded(
+            self.client()
+                .await?
+                .get(prefix, Some(GetOptions::new().with_prefix())),
+        )
+        .await;
         let resp = self.check(r)?;
         let mut out = Vec::new();
         for kv in resp.kvs() {
@@ -158,11 +174,12 @@ impl EtcdStore {
 
     pub async fn changed(&mut self, prefix: &str) -> Result<(), StoreError> {
         if self.watch.is_none() {
-            let r = self
-                .client()
-                .await?
-                .watch(prefix, Some(WatchOptions::new().with_prefix()))
-                .await;
+            let r = bounded(
+                self.client()
+                    .await?
+                    .watch(prefix, Some(WatchOptions::new().with_prefix())),
+            )
+            .await;
             self.watch = Some(self.check(r)?);
             // A new watch starts after the caller's last listing may have missed a
             // change: report one so it lists again.

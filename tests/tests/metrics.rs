@@ -1,0 +1,133 @@
+//! The operator's endpoints: `/readyz` only once the programs are attached and the
+//! lease is held, `/metrics` counting exactly the traffic sent.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpStream, UdpSocket},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use netcore_agent::api::PodInfo;
+use netcore_tests::{
+    cluster::{Cluster, Node, Spec, StoreSpec},
+    traffic, wait_until,
+};
+
+/// GET `path` from the agent's metrics address inside the node's namespace.
+fn get(n: &Node, path: &str) -> Result<(u16, String)> {
+    let mut s: TcpStream = n.ns.run(|| TcpStream::connect(("127.0.0.1", 9464)))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("status line")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// The value of one sample line `name{…labels…}` containing `label`.
+fn sample(metrics: &str, name: &str, label: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn readyz_waits_for_the_lease_and_metrics_count_the_traffic() -> Result<()> {
+    let mut c = Cluster::new(Spec {
+        nodes: 0,
+        store: StoreSpec::Etcd(1),
+        ..Spec::default()
+    })?;
+    c.etcd.as_mut().unwrap().stop_member(0);
+    c.spawn_node(1)?;
+    wait_until(
+        Duration::from_secs(15),
+        "the metrics endpoint to answer",
+        || get(c.node(1), "/healthz").is_ok(),
+    )?;
+    assert_eq!(
+        get(c.node(1), "/healthz")?.0,
+        200,
+        "healthz answers as soon as the process serves"
+    );
+    let (code, body) = get(c.node(1), "/readyz")?;
+    assert_eq!(code, 503, "not ready without a lease: {body}");
+
+    c.etcd.as_mut().unwrap().start_member(0, "existing")?;
+    c.etcd.as_ref().unwrap().wait_healthy()?;
+    wait_until(
+        Duration::from_secs(30),
+        "/readyz to turn ready once the lease is held",
+        || get(c.node(1), "/readyz").is_ok_and(|(code, _)| code == 200),
+    )?;
+    c.nodes[0].wait_agent()?;
+    let st = c.node(1).status()?;
+    assert!(
+        st.programs.len() >= 2,
+        "programs are attached when ready: {:?}",
+        st.programs
+    );
+    assert!(
+        st.store.is_some_and(|h| h.connected),
+        "and the lease is held"
+    );
+
+    let n = c.node(1);
+    let a: PodInfo = n.add_pod(&c.pod_name("a"))?;
+    let b: PodInfo = n.add_pod(&c.pod_name("b"))?;
+    let rx: UdpSocket = traffic::udp_socket(&b.netns, 9999)?;
+    let tx: UdpSocket = traffic::udp_socket(&a.netns, 0)?;
+    tx.send_to(b"warm-up", (b.ip, 9999))?; // resolves ARP (not counted as redirected)
+    rx.set_read_timeout(Some(Duration::from_secs(5)))?;
+    rx.recv(&mut [0u8; 64])?;
+
+    let (_, before) = get(n, "/metrics")?;
+    let redirected = |m: &str| {
+        sample(
+            m,
+            "netcore_datapath_packets_total",
+            "reason=\"redirected-local\"",
+        )
+    };
+    let redirected_bytes = |m: &str| {
+        sample(
+            m,
+            "netcore_datapath_bytes_total",
+            "reason=\"redirected-local\"",
+        )
+    };
+    const SENT: u64 = 50;
+    for _ in 0..SENT {
+        tx.send_to(&[7u8; 100], (b.ip, 9999))?;
+        rx.recv(&mut [0u8; 200])?;
+    }
+    let (_, after) = get(n, "/metrics")?;
+    let packets = redirected(&after).context("counter missing")?
+        - redirected(&before).context("counter missing")?;
+    let bytes = redirected_bytes(&after).unwrap() - redirected_bytes(&before).unwrap();
+    assert_eq!(
+        packets, SENT,
+        "every datagram and nothing else took the redirect path:\n{after}"
+    );
+    assert_eq!(bytes, SENT * (14 + 20 + 8 + 100), "bytes counted per frame");
+    assert_eq!(sample(&after, "netcore_pods", ""), Some(2));
+    assert_eq!(
+        sample(&after, "netcore_store_connected", "backend=\"etcd\""),
+        Some(1)
+    );
+    assert!(
+        after.contains("netcore_program_attached{"),
+        "attach state is exported"
+    );
+    Ok(())
+}
