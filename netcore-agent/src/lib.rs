@@ -12,6 +12,7 @@ pub mod masq;
 pub mod netlink;
 pub mod netns;
 pub mod pod;
+pub mod pod_check;
 pub mod reset;
 pub mod state;
 pub mod sysctl;
