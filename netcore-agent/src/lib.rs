@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod api;
 pub mod cli;
+pub mod cni;
 pub mod config;
 pub mod datapath;
 pub mod ipam;
