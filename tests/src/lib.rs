@@ -4,6 +4,7 @@
 
 pub mod capture;
 pub mod cluster;
+pub mod cni;
 pub mod flannel;
 pub mod netns;
 pub mod packets;

@@ -31,8 +31,9 @@ impl Agent {
     }
 
     /// ADD for an attachment that already has a pod: that pod when it is intact in the
-    /// same namespace (a repeated ADD must not take a second address). A pod left from
-    /// an earlier namespace of the container is removed, and the caller makes a new one.
+    /// same namespace (a repeated ADD must not take a second address). A pod that is
+    /// broken, or left from an earlier namespace of the container, is removed, and the
+    /// caller makes a new one.
     pub(super) async fn cni_readd(
         &mut self,
         container_id: Option<&str>,
@@ -46,15 +47,12 @@ impl Agent {
         let Some(rec) = self.attachment(cid, ifname).cloned() else {
             return Ok(None);
         };
-        let host_up = netlink::link(&self.nl, &rec.host_if).await?.is_some();
-        let intact = host_up
-            && netns::same(&rec.netns, netns)
-            && crate::pod::exists_inside(&rec.netns, &rec.ifname);
-        if intact {
+        let problems = self.problems(&rec, netns).await?;
+        if problems.is_empty() {
             info!(pod = %rec.name, container = cid, "repeated ADD: the attachment exists");
             return Ok(Some(self.pod_info(&rec)));
         }
-        warn!(pod = %rec.name, container = cid, "ADD for a broken or moved attachment: replacing it");
+        warn!(pod = %rec.name, container = cid, ?problems, "ADD for a broken or moved attachment: replacing it");
         self.pod_del(&rec.name).await?;
         Ok(None)
     }
@@ -105,6 +103,15 @@ impl Agent {
                 problems: Vec::new(),
             });
         };
+        let problems = self.problems(&rec, netns).await?;
+        Ok(CheckReport {
+            pod: Some(self.pod_info(&rec)),
+            problems,
+        })
+    }
+
+    /// Every way the attachment differs from what ADD made in `netns`.
+    async fn problems(&self, rec: &PodRecord, netns: &Path) -> Result<Vec<String>> {
         let mut problems = Vec::new();
         if !netns::same(&rec.netns, netns) {
             problems.push(format!(
@@ -113,12 +120,9 @@ impl Agent {
                 netns.display()
             ));
         }
-        problems.extend(self.check_host_side(&rec).await?);
-        problems.extend(pod_check::inside(&rec.netns, &self.expected(&rec)));
-        Ok(CheckReport {
-            pod: Some(self.pod_info(&rec)),
-            problems,
-        })
+        problems.extend(self.check_host_side(rec).await?);
+        problems.extend(pod_check::inside(&rec.netns, &self.expected(rec)));
+        Ok(problems)
     }
 
     fn expected<'a>(&self, rec: &'a PodRecord) -> Expected<'a> {
