@@ -12,6 +12,9 @@ PACKAGES=(
   iproute2 nftables util-linux
   # traffic, captures and benchmarks
   iperf3 socat iputils-ping tcpdump bpftool ethtool
+  # the CNI tests: a real runtime (podman's CNI backend with runc), the reference
+  # plugins (portmap, bandwidth, tuning) and a static busybox for container roots
+  podman runc containernetworking-plugins busybox-static iptables
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }

@@ -8,6 +8,7 @@ pub mod cni;
 pub mod flannel;
 pub mod netns;
 pub mod packets;
+pub mod podman;
 pub mod progtest;
 pub mod traffic;
 

@@ -14,6 +14,7 @@ use netcore_tests::{
     cluster::{Cluster, Node, Spec},
     cni::{self, Container, Runtime, REFERENCE_PLUGINS},
     netns::Netns,
+    podman::Podman,
     traffic,
 };
 use serde_json::{json, Value};
@@ -520,5 +521,152 @@ fn a_chain_with_tuning_bandwidth_and_portmap() -> Result<()> {
     let nat = n.ns.sh("iptables -t nat -S")?;
     assert!(!nat.contains("18080"), "portmap removed its rules: {nat}");
     assert!(n.status()?.pods.is_empty());
+    Ok(())
+}
+
+fn container_ip(node: &Node, id: &str) -> Result<Ipv4Addr> {
+    let pods = pods_of(node, id)?;
+    let pod = pods
+        .first()
+        .with_context(|| format!("no pod for container {id}"))?;
+    ensure!(pod.in_map, "container {id}'s pod is in the endpoint map");
+    Ok(pod.ip)
+}
+
+fn podman_ping(podman: &Podman, from: &str, dst: Ipv4Addr) -> Result<()> {
+    let out = podman.exec(from, &["ping", "-c", "3", "-W", "2", &dst.to_string()]);
+    ensure!(
+        out.status.success(),
+        "{from} cannot ping {dst}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[test]
+fn podman_containers_talk_on_a_netcore_network() -> Result<()> {
+    let c = Cluster::new(Spec {
+        nodes: 2,
+        ..Spec::default()
+    })?;
+    c.mesh()?;
+    let remote = c.node(2).add_pod(&c.pod_name("remote"))?;
+    let n = c.node(1);
+    let before = n.status()?;
+    let podman = Podman::new(n, &[])?;
+    let sleep = ["sleep", "600"];
+    let a = podman.start("a", &[], &[], &sleep)?;
+    let b = podman.start("b", &[], &[], &sleep)?;
+    let (ip_a, ip_b) = (container_ip(n, &a)?, container_ip(n, &b)?);
+    let listing = n.cli(&["pod", "list"])?;
+    assert!(
+        listing.contains(&a[..12]) && listing.contains(&b[..12]),
+        "`netcore pod list` shows podman's container IDs: {listing}"
+    );
+
+    let redirected = n.counter("redirected-local")?;
+    podman_ping(&podman, "a", ip_b)?;
+    podman_ping(&podman, "b", ip_a)?;
+    assert!(
+        n.counter("redirected-local")? >= redirected + 12,
+        "container to container takes the redirect path"
+    );
+    let encapsulated = n.counter("encapsulated")?;
+    podman_ping(&podman, "a", remote.ip)?;
+    assert!(
+        n.counter("encapsulated")? >= encapsulated + 3,
+        "container to a remote pod goes through VXLAN"
+    );
+
+    podman.run(&["rm", "--force", "--time", "0", "a", "b"])?;
+    let after = n.status()?;
+    assert!(
+        pods_of(n, &a)?.is_empty() && pods_of(n, &b)?.is_empty(),
+        "removing the containers removes their pods"
+    );
+    assert_eq!(
+        after.ips_in_use, before.ips_in_use,
+        "and frees their addresses"
+    );
+    let map = cni::endpoint_ips(n)?;
+    assert!(
+        !map.contains(&ip_a) && !map.contains(&ip_b),
+        "and their map entries: {map:?}"
+    );
+    let removed = podman.uninstall_cni()?;
+    assert_eq!(
+        removed.lines().count(),
+        2,
+        "uninstall removes the plugin and the conflist: {removed}"
+    );
+    Ok(())
+}
+
+fn http_get(from: &Netns, dst: SocketAddr) -> Result<String> {
+    let mut s: TcpStream = traffic::connect_tcp(&from.path, dst)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+    let mut got = String::new();
+    s.read_to_string(&mut got)?;
+    Ok(got)
+}
+
+#[test]
+fn podman_publishes_a_port_through_portmap() -> Result<()> {
+    let c = Cluster::new(Spec::default())?;
+    let n = c.node(1);
+    let podman = Podman::new(n, &["portmap"])?;
+    let page = ("/www/index.html", "served from a netcore container\n");
+    let httpd = ["httpd", "-f", "-p", "8080", "-h", "/www"];
+    let id = podman.start("web", &["--publish", "18081:8080"], &[page], &httpd)?;
+    let ip = container_ip(n, &id)?;
+
+    let dst = SocketAddr::from((n.ip, 18081));
+    let mut got = String::new();
+    netcore_tests::wait_until(
+        Duration::from_secs(10),
+        "the published port to answer",
+        || {
+            got = http_get(&c.outside, dst).unwrap_or_else(|e| e.to_string());
+            got.contains(page.1.trim())
+        },
+    )
+    .with_context(|| format!("{dst} -> {ip}:8080 last said: {got}"))?;
+
+    podman.run(&["rm", "--force", "--time", "0", "web"])?;
+    assert!(pods_of(n, &id)?.is_empty(), "the container's pod is gone");
+    let nat = n.ns.sh("iptables -t nat -S")?;
+    assert!(!nat.contains("18081"), "portmap removed its rules: {nat}");
+    Ok(())
+}
+
+#[test]
+fn status_and_add_report_an_exhausted_network() -> Result<()> {
+    let c = Cluster::new(Spec {
+        pod_prefix: 29,
+        ..Spec::default()
+    })?;
+    let n = c.node(1);
+    let rt = Runtime::new(n, "1.1.0");
+    let status = || rt.run(&[("CNI_COMMAND", "STATUS".into())], &rt.conf());
+    assert!(status().ok, "STATUS with addresses left");
+    for i in 0..5 {
+        n.add_pod(&c.pod_name(&format!("fill{i}")))?;
+    }
+    let reply = status();
+    assert_eq!(reply.code(), Some(50), "{reply:?}");
+    assert!(reply.json["details"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("in use"));
+    let ctr = Container::new()?;
+    let reply = rt.run(&rt.env("ADD", &ctr), &rt.conf());
+    assert_eq!(reply.code(), Some(100), "the agent's refusal: {reply:?}");
+    assert!(reply.json["details"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("exhausted"));
+    assert!(pods_of(n, &ctr.id)?.is_empty());
     Ok(())
 }
