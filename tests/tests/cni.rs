@@ -670,3 +670,26 @@ fn status_and_add_report_an_exhausted_network() -> Result<()> {
     assert!(pods_of(n, &ctr.id)?.is_empty());
     Ok(())
 }
+
+#[test]
+fn attachments_survive_an_agent_restart() -> Result<()> {
+    let mut c = Cluster::new(Spec::default())?;
+    let ctr = Container::new()?;
+    let result = Runtime::new(c.node(1), "1.0.0").add(&ctr)?;
+    c.node_mut(1).kill_agent();
+    c.node_mut(1).start_agent()?;
+    // The agent keys attachments by container ID and interface, not by network name.
+    let n = c.node(1);
+    let rt = Runtime::new(n, "1.0.0");
+    rt.run(&rt.env("CHECK", &ctr), &rt.with_prev(&result))
+        .ok()
+        .context("CHECK after the restart")?;
+    assert_eq!(
+        rt.add(&ctr)?,
+        result,
+        "ADD after the restart returns the same attachment"
+    );
+    rt.del(&ctr, &result)?;
+    assert!(pods_of(n, &ctr.id)?.is_empty());
+    Ok(())
+}

@@ -24,8 +24,11 @@ pub enum CniError {
     },
     #[error("invalid environment variable {var}: {reason}")]
     InvalidEnv { var: &'static str, reason: String },
-    #[error("reading the network config from stdin: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
     #[error("the network config is not valid JSON: {0}")]
     Decode(serde_json::Error),
     #[error("invalid network config: {0}")]
@@ -51,7 +54,7 @@ impl CniError {
         match self {
             CniError::IncompatibleVersion(_) | CniError::CommandTooNew { .. } => 1,
             CniError::InvalidEnv { .. } => 4,
-            CniError::Io(_) => 5,
+            CniError::Io { .. } => 5,
             CniError::Decode(_) => 6,
             CniError::InvalidConfig(_) => 7,
             CniError::AgentUnreachable { .. } => 11,

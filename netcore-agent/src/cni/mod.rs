@@ -35,7 +35,13 @@ pub fn main() -> ExitCode {
     let mut stdin = Vec::new();
     let reply = match std::io::stdin().read_to_end(&mut stdin) {
         Ok(_) => run(&|k| std::env::var(k).ok(), &stdin),
-        Err(e) => failure(&CniError::Io(e), version::LATEST),
+        Err(source) => {
+            let e = CniError::Io {
+                what: "reading the network config from stdin",
+                source,
+            };
+            failure(&e, version::LATEST)
+        }
     };
     if !reply.stdout.is_empty() {
         println!("{}", reply.stdout);
@@ -75,7 +81,11 @@ fn execute(env: &dyn Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Output,
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?;
+        .build()
+        .map_err(|source| CniError::Io {
+            what: "starting the plugin's event loop",
+            source,
+        })?;
     rt.block_on(commands::run(inv, &conf))
 }
 
