@@ -11,8 +11,8 @@ use crate::{
 
 /// What `pod::create` made inside the namespace.
 #[derive(Debug, Clone)]
-pub struct Expected<'a> {
-    pub ifname: &'a str,
+pub struct Expected {
+    pub ifname: String,
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
     pub gateway: Ipv4Addr,
@@ -41,9 +41,9 @@ pub fn inside(netns_path: &Path, want: &Expected) -> Vec<String> {
     }
 }
 
-async fn problems(want: &Expected<'_>) -> Result<Vec<String>, NetlinkError> {
+async fn problems(want: &Expected) -> Result<Vec<String>, NetlinkError> {
     let h = netlink::connect()?;
-    let Some(link) = netlink::link(&h, want.ifname).await? else {
+    let Some(link) = netlink::link(&h, &want.ifname).await? else {
         return Ok(vec![format!("interface {} is missing", want.ifname)]);
     };
     let mut out = Vec::new();

@@ -121,13 +121,18 @@ impl Agent {
             ));
         }
         problems.extend(self.check_host_side(rec).await?);
-        problems.extend(pod_check::inside(&rec.netns, &self.expected(rec)));
+        let (path, want) = (rec.netns.clone(), self.expected(rec));
+        let inside = tokio::task::spawn_blocking(move || pod_check::inside(&path, &want)).await;
+        match inside {
+            Ok(found) => problems.extend(found),
+            Err(e) => problems.push(format!("checking inside the namespace: {e}")),
+        }
         Ok(problems)
     }
 
-    fn expected<'a>(&self, rec: &'a PodRecord) -> Expected<'a> {
+    fn expected(&self, rec: &PodRecord) -> Expected {
         Expected {
-            ifname: &rec.ifname,
+            ifname: rec.ifname.clone(),
             ip: rec.ip,
             prefix_len: self.cfg.pod_cidr.prefix_len(),
             gateway: self.cfg.gateway(),
