@@ -15,6 +15,9 @@ PACKAGES=(
   iperf3 socat iputils-ping tcpdump bpftool ethtool
   # the lab's checks: Vagrantfile validation, shell linting
   vagrant shellcheck
+  # the CNI tests: a real runtime (podman's CNI backend with runc), the reference
+  # plugins (portmap, bandwidth, tuning) and a static busybox for container roots
+  podman runc containernetworking-plugins busybox-static iptables
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }

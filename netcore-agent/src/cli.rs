@@ -1,7 +1,11 @@
 //! The `netcore` command: the agent daemon, and thin clients of its API.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::{
@@ -63,6 +67,34 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Install the CNI plugin and a network config for container runtimes; the
+    /// config points the plugin at --socket.
+    InstallCni(InstallCniArgs),
+}
+
+#[derive(clap::Args)]
+pub struct InstallCniArgs {
+    /// Where runtimes look for plugins (repeat for several).
+    #[arg(long = "bin-dir", default_values = crate::cni::install::DEFAULT_BIN_DIRS)]
+    pub bin_dirs: Vec<PathBuf>,
+    /// Where runtimes read network configs.
+    #[arg(long, default_value = crate::cni::install::DEFAULT_CONF_DIR)]
+    pub conf_dir: PathBuf,
+    /// The network's name (the conflist is 10-NAME.conflist).
+    #[arg(long, default_value = "netcore")]
+    pub network: String,
+    /// cniVersion of the conflist (0.4.0, 1.0.0 or 1.1.0; 1.1.0 adds STATUS and GC).
+    #[arg(long, default_value = "1.0.0")]
+    pub cni_version: String,
+    /// A plugin to run after netcore-cni, e.g. portmap, bandwidth, tuning (repeat).
+    #[arg(long = "chain")]
+    pub chain: Vec<String>,
+    /// The netcore-cni binary to install (default: next to this netcore).
+    #[arg(long)]
+    pub plugin: Option<PathBuf>,
+    /// Remove what an install with the same options wrote.
+    #[arg(long)]
+    pub uninstall: bool,
 }
 
 #[derive(Subcommand)]
@@ -141,6 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::daemon::run(&config, bpf_log).await
         }
         Command::Reset { config } => crate::reset::reset(&AgentConfig::load(&config)?).await,
+        Command::InstallCni(args) => install_cni(args, sock),
         Command::Status { json } => {
             let st: Status = client::call(sock, &Request::Status).await?;
             print_or_json(json, &st, print_status)
@@ -220,6 +253,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+fn install_cni(args: InstallCniArgs, socket: &Path) -> anyhow::Result<()> {
+    let plugin = match args.plugin {
+        Some(p) => p,
+        None => std::env::current_exe()
+            .context("finding this executable")?
+            .with_file_name(crate::cni::install::PLUGIN),
+    };
+    let install = crate::cni::install::Install {
+        plugin,
+        bin_dirs: args.bin_dirs,
+        conf_dir: args.conf_dir,
+        network: args.network,
+        socket: socket.into(),
+        cni_version: crate::cni::version::Version::parse(&args.cni_version)
+            .map_err(|e| anyhow::anyhow!("--cni-version: {e}"))?,
+        chain: args.chain,
+    };
+    let (verb, paths) = if args.uninstall {
+        ("removed", install.uninstall()?)
+    } else {
+        ("installed", install.install()?)
+    };
+    for p in &paths {
+        println!("{verb} {}", p.display());
+    }
+    if paths.is_empty() {
+        println!("nothing to remove");
+    }
+    Ok(())
+}
+
 fn print_or_json<T: serde::Serialize>(json: bool, v: &T, human: impl Fn(&T)) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(v)?);
@@ -246,16 +310,21 @@ fn init_logging(json: bool, level: &str) {
 
 fn print_pods(pods: &[PodInfo]) {
     println!(
-        "{:<20} {:<16} {:<18} {:<11} NETNS",
-        "NAME", "IP", "MAC", "HOST-IF"
+        "{:<20} {:<16} {:<18} {:<11} {:<13} NETNS",
+        "NAME", "IP", "MAC", "HOST-IF", "CONTAINER"
     );
     for p in pods {
+        let container = p
+            .container_id
+            .as_deref()
+            .map_or("-", |c| &c[..c.len().min(12)]);
         println!(
-            "{:<20} {:<16} {:<18} {:<11} {}{}",
+            "{:<20} {:<16} {:<18} {:<11} {:<13} {}{}",
             p.name,
             p.ip,
             p.mac,
             p.host_interface,
+            container,
             p.netns.display(),
             if p.in_map { "" } else { "  (not in map!)" }
         );

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod api;
 pub mod cli;
+pub mod cni;
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod netlink;
 pub mod netns;
 pub mod pod;
+pub mod pod_check;
 pub mod reset;
 pub mod state;
 pub mod store;

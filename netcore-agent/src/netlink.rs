@@ -6,7 +6,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use futures::TryStreamExt;
 use netlink_packet_route::{
     address::AddressAttribute,
-    link::{LinkAttribute, LinkInfo, LinkMessage},
+    link::{LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
+    route::{RouteAddress, RouteAttribute},
 };
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -36,6 +37,8 @@ pub struct Link {
     pub mtu: u32,
     pub master: Option<u32>,
     pub kind: Option<String>,
+    /// Administratively up (IFF_UP).
+    pub up: bool,
 }
 
 impl From<&LinkMessage> for Link {
@@ -47,6 +50,7 @@ impl From<&LinkMessage> for Link {
             mtu: 0,
             master: None,
             kind: None,
+            up: msg.header.flags.contains(LinkFlags::Up),
         };
         for attr in &msg.attributes {
             match attr {
@@ -243,6 +247,25 @@ pub async fn add_default_route(h: &Handle, gateway: Ipv4Addr) -> Result<()> {
         .build();
     let add = h.route().add(msg).execute().await;
     exists_ok(add, &format!("default route via {gateway}"))
+}
+
+/// Gateways of the IPv4 default routes in the main table.
+pub async fn default_gateways(h: &Handle) -> Result<Vec<Ipv4Addr>> {
+    let filter = RouteMessageBuilder::<Ipv4Addr>::new().build();
+    let mut stream = h.route().get(filter).execute();
+    let mut out = Vec::new();
+    while let Some(msg) = stream.try_next().await.map_err(op("list routes"))? {
+        let main = msg.header.table == libc::RT_TABLE_MAIN;
+        if !main || msg.header.destination_prefix_length != 0 {
+            continue;
+        }
+        for attr in &msg.attributes {
+            if let RouteAttribute::Gateway(RouteAddress::Inet(gw)) = attr {
+                out.push(*gw);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// `ip route replace NET via NH dev INDEX onlink src SRC`.

@@ -121,6 +121,16 @@ pub fn is_netns(path: &Path) -> bool {
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
 }
 
+/// Whether two paths refer to the same namespace (same nsfs inode); two paths that
+/// cannot be read are the same only when they are equal.
+pub fn same(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => (x.dev(), x.ino()) == (y.dev(), y.ino()),
+        _ => a == b,
+    }
+}
+
 /// Runs `f` on a new thread that has joined the namespace at `path`.
 pub fn run_in<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
     let file = File::open(path).map_err(|source| NetnsError::Io {

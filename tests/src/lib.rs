@@ -4,10 +4,12 @@
 
 pub mod capture;
 pub mod cluster;
+pub mod cni;
 pub mod etcd;
 pub mod flannel;
 pub mod netns;
 pub mod packets;
+pub mod podman;
 pub mod progtest;
 pub mod traffic;
 

@@ -13,6 +13,7 @@ use netcore_common::{
 use rtnetlink::Handle;
 use tracing::{info, warn};
 
+mod cni;
 mod nodes;
 mod pods;
 
@@ -327,6 +328,19 @@ impl Agent {
             Request::Leave => Err(AgentError::BadNode(
                 "leave is served by the control plane".into(),
             )),
+            Request::CniDel {
+                container_id,
+                ifname,
+            } => self.cni_del(&container_id, &ifname).await.map(json),
+            Request::CniCheck {
+                container_id,
+                ifname,
+                netns,
+            } => self
+                .cni_check(&container_id, &ifname, &netns)
+                .await
+                .map(json),
+            Request::CniGc { valid } => self.cni_gc(&valid).await.map(json),
         };
         match result {
             Ok(data) => Reply::Ok { data },

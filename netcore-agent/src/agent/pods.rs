@@ -21,6 +21,10 @@ impl Agent {
         ifname: Option<String>,
         container_id: Option<String>,
     ) -> Result<PodInfo> {
+        let (cid, ns) = (container_id.as_deref(), netns.as_deref());
+        if let Some(pod) = self.cni_readd(cid, ifname.as_deref(), ns).await? {
+            return Ok(pod);
+        }
         if name.is_empty()
             || name.len() > 64
             || !name
@@ -117,7 +121,7 @@ impl Agent {
         Ok(true)
     }
 
-    fn pod_info(&self, rec: &PodRecord) -> PodInfo {
+    pub(super) fn pod_info(&self, rec: &PodRecord) -> PodInfo {
         PodInfo {
             name: rec.name.clone(),
             netns: rec.netns.clone(),

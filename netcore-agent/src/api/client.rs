@@ -50,7 +50,13 @@ async fn exchange<T: DeserializeOwned>(socket: &Path, req: &Request) -> Result<T
     line.push(b'\n');
     write.write_all(&line).await?;
     let mut reply = String::new();
-    BufReader::new(read).read_line(&mut reply).await?;
+    if BufReader::new(read).read_line(&mut reply).await? == 0 {
+        let eof = std::io::ErrorKind::UnexpectedEof;
+        return Err(ClientError::Io(std::io::Error::new(
+            eof,
+            "the agent closed the connection without replying",
+        )));
+    }
     match serde_json::from_str::<Reply>(&reply).map_err(|e| ClientError::BadReply(e.to_string()))? {
         Reply::Ok { data } => {
             serde_json::from_value(data).map_err(|e| ClientError::BadReply(e.to_string()))

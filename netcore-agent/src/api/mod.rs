@@ -2,6 +2,7 @@
 //! per line. The CLI and the CNI plugin are its only clients.
 
 pub mod client;
+pub mod cni;
 pub mod server;
 
 use std::{net::Ipv4Addr, path::PathBuf};
@@ -36,6 +37,21 @@ pub enum Request {
     NodeList,
     /// Release this node's lease and stop the agent (a clean leave).
     Leave,
+    /// CNI DEL: removes the pod of this attachment; succeeds when there is none.
+    CniDel {
+        container_id: String,
+        ifname: String,
+    },
+    /// CNI CHECK: verifies the attachment's pod inside and outside its namespace.
+    CniCheck {
+        container_id: String,
+        ifname: String,
+        netns: PathBuf,
+    },
+    /// CNI GC: removes every CNI pod whose attachment is not in `valid`.
+    CniGc {
+        valid: Vec<cni::Attachment>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
