@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::{
+    api::service::{Endpoint, Frontend, ServiceSpec, ServiceStatus},
     api::{client, NodeInfo, NodeSpec, PodInfo, Request, Status},
     config::AgentConfig,
     mac::Mac,
@@ -52,6 +53,9 @@ pub enum Command {
     /// Pods on this node.
     #[command(subcommand)]
     Pod(PodCmd),
+    /// Services: a virtual address balanced over backends (ClusterIP, NodePort).
+    #[command(subcommand)]
+    Service(ServiceCmd),
     /// Remote nodes in the overlay map.
     #[command(subcommand)]
     Node(NodeCmd),
@@ -107,6 +111,38 @@ pub enum PodCmd {
     },
     /// Delete a pod (deleting a pod that does not exist is not an error).
     Del { name: String },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ServiceCmd {
+    /// Add a service (or change one with --replace).
+    Add {
+        name: String,
+        /// The service address: IP:PORT/PROTO (tcp or udp; tcp if left out).
+        #[arg(long)]
+        vip: Frontend,
+        /// A backend IP:PORT (repeat for more).
+        #[arg(long = "backend")]
+        backends: Vec<Endpoint>,
+        /// Also reachable on this port of every node's uplink address.
+        #[arg(long)]
+        node_port: Option<u16>,
+        /// NodePort: keep the client's address when the backend is on the node.
+        #[arg(long)]
+        keep_source: bool,
+        /// Change an existing service instead of refusing.
+        #[arg(long)]
+        replace: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    Del {
+        name: String,
+    },
     List {
         #[arg(long)]
         json: bool,
@@ -246,6 +282,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("left the cluster: the lease is released and the agent stopped");
             Ok(())
         }
+        Command::Service(cmd) => service_cmd(sock, cmd).await,
         Command::Node(NodeCmd::List { json }) => {
             let nodes: Vec<NodeInfo> = client::call(sock, &Request::NodeList).await?;
             print_or_json(json, &nodes, |n| print_nodes(n))
@@ -282,6 +319,77 @@ fn install_cni(args: InstallCniArgs, socket: &Path) -> anyhow::Result<()> {
         println!("nothing to remove");
     }
     Ok(())
+}
+
+async fn service_cmd(sock: &Path, cmd: ServiceCmd) -> anyhow::Result<()> {
+    match cmd {
+        ServiceCmd::Add {
+            name,
+            vip,
+            backends,
+            node_port,
+            keep_source,
+            replace,
+            json,
+        } => {
+            let spec = ServiceSpec {
+                name,
+                vip: vip.vip,
+                proto: vip.proto,
+                backends,
+                node_port,
+                keep_source,
+            };
+            let st: ServiceStatus =
+                client::call(sock, &Request::ServiceAdd { spec, replace }).await?;
+            print_or_json(json, &st, |s| {
+                println!(
+                    "service {} {}/{} -> {} backends",
+                    s.spec.name,
+                    s.spec.vip,
+                    s.spec.proto,
+                    s.spec.backends.len()
+                )
+            })
+        }
+        ServiceCmd::Del { name } => {
+            let existed: bool =
+                client::call(sock, &Request::ServiceDel { name: name.clone() }).await?;
+            println!(
+                "{}",
+                if existed {
+                    format!("service {name} deleted")
+                } else {
+                    format!("service {name} does not exist")
+                }
+            );
+            Ok(())
+        }
+        ServiceCmd::List { json } => {
+            let list: Vec<ServiceStatus> = client::call(sock, &Request::ServiceList).await?;
+            print_or_json(json, &list, |l| {
+                println!(
+                    "{:<16} {:<22} {:<9} {:>8} {:>10} {:>8}  BACKENDS",
+                    "NAME", "VIP", "NODEPORT", "CONNS", "PACKETS", "REJECTED"
+                );
+                for v in l {
+                    let backends: Vec<String> =
+                        v.spec.backends.iter().map(|b| b.to_string()).collect();
+                    let np = v.spec.node_port.map_or("-".to_string(), |p| p.to_string());
+                    println!(
+                        "{:<16} {:<22} {:<9} {:>8} {:>10} {:>8}  {}",
+                        v.spec.name,
+                        format!("{}/{}", v.spec.vip, v.spec.proto),
+                        np,
+                        v.connections,
+                        v.packets,
+                        v.rejected,
+                        backends.join(" ")
+                    );
+                }
+            })
+        }
+    }
 }
 
 fn print_or_json<T: serde::Serialize>(json: bool, v: &T, human: impl Fn(&T)) -> anyhow::Result<()> {
@@ -388,6 +496,19 @@ fn print_status(s: &Status) {
             n.spec.pod_cidr,
             n.spec.underlay_ip,
             if n.in_map { "in map" } else { "NOT IN MAP" }
+        );
+    }
+    println!("services  {}", s.services.len());
+    for v in &s.services {
+        println!(
+            "  {:<16} {}/{} -> {} backends  {} conns  {} pkts  {} rejected",
+            v.spec.name,
+            v.spec.vip,
+            v.spec.proto,
+            v.spec.backends.len(),
+            v.connections,
+            v.packets,
+            v.rejected
         );
     }
     println!("programs  {}", s.programs.len());

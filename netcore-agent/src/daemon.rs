@@ -152,8 +152,8 @@ async fn start_control(
         lease_key: lease.key.clone(),
     }));
     agent.lock().await.set_store_health(health.clone());
-    let (leave_tx, leave_rx) = mpsc::channel(1);
+    let (tx, rx) = mpsc::channel(8);
     let sync = Sync::new(store, lease, cfg.store_prefix.clone(), agent, health);
-    tokio::spawn(sync.run(leave_rx));
-    ControlHandle { leave: leave_tx }
+    tokio::spawn(sync.run(rx));
+    ControlHandle { requests: tx }
 }

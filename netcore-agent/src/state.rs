@@ -75,6 +75,15 @@ pub struct NodeState {
     /// them across a restart until the store answers again.
     #[serde(default)]
     pub store_nodes: BTreeMap<String, NodeRecord>,
+    /// Services by name, with the id their maps and counters use.
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceRecord {
+    pub id: u32,
+    pub spec: crate::api::service::ServiceSpec,
 }
 
 impl NodeState {
@@ -88,6 +97,7 @@ impl NodeState {
             pods: BTreeMap::new(),
             nodes: BTreeMap::new(),
             store_nodes: BTreeMap::new(),
+            services: BTreeMap::new(),
         }
     }
 

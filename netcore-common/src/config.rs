@@ -28,5 +28,7 @@ const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 32);
 
 /// The config entry has been written (an all-zero entry means "agent not ready").
 pub const FLAG_READY: u16 = 1;
+/// At least one service exists: the programs look flows up (no cost without).
+pub const FLAG_SERVICES: u16 = 2;
 
 crate::user_pod!(DatapathConfig);

@@ -38,6 +38,7 @@ reasons! {
     Encapsulated = 2, "encapsulated";
     Decapsulated = 3, "decapsulated";
     DecapsulatedToHost = 4, "decapsulated-to-host";
+    NodePortReply = 5, "nodeport-reply";
     DropMalformed = 16, "dropped-malformed";
     DropIpOptions = 17, "dropped-ip-options";
     DropFragment = 18, "dropped-fragment";
@@ -49,6 +50,8 @@ reasons! {
     DropEncapFailed = 24, "dropped-encap-failed";
     DropDecapFailed = 25, "dropped-decap-failed";
     DropRedirectFailed = 26, "dropped-redirect-failed";
+    DropNatFailed = 27, "dropped-nat-failed";
+    RejectedNoBackend = 28, "rejected-no-backend";
 }
 
 /// Reasons numbered from here on are drops.

@@ -4,10 +4,12 @@
 #![no_std]
 
 pub mod config;
+pub mod conntrack;
 pub mod counters;
 pub mod endpoint;
 pub mod node;
 pub mod pin;
+pub mod service;
 pub mod wire;
 
 /// Implements `aya::Pod` for map types on the userspace side only.

@@ -5,6 +5,10 @@ pub const MAP_ENDPOINTS: &str = "NC_ENDPOINTS";
 pub const MAP_NODES: &str = "NC_NODES";
 pub const MAP_CONFIG: &str = "NC_CONFIG";
 pub const MAP_COUNTERS: &str = "NC_COUNTERS";
+pub const MAP_SERVICES: &str = "NC_SERVICES";
+pub const MAP_BACKENDS: &str = "NC_BACKENDS";
+pub const MAP_CONNTRACK: &str = "NC_CONNTRACK";
+pub const MAP_SVC_COUNTERS: &str = "NC_SVC_COUNTERS";
 
 /// Programs, one per attach point.
 /// TCX ingress of a pod's host veth: what a pod sends.

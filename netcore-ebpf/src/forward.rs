@@ -78,3 +78,16 @@ pub fn to_remote_node(
     let ret = unsafe { bpf_redirect_neigh(cfg.uplink_ifindex, core::ptr::null_mut(), 0, 0) };
     Verdict::redirected(Reason::Encapsulated, ret)
 }
+
+#[inline(always)]
+pub fn is_local(ip: u32) -> bool {
+    unsafe { NC_ENDPOINTS.get(&ip) }.is_some()
+}
+
+/// Sends the frame out of the uplink as it is (a NodePort reply); the kernel resolves
+/// the next hop.
+#[inline(always)]
+pub fn to_uplink(_ctx: &TcContext, cfg: &DatapathConfig) -> Result<Verdict, Reason> {
+    let ret = unsafe { bpf_redirect_neigh(cfg.uplink_ifindex, core::ptr::null_mut(), 0, 0) };
+    Verdict::redirected(Reason::NodePortReply, ret)
+}

@@ -1,11 +1,12 @@
-//! TCX ingress of the uplink: VXLAN from known nodes is decapsulated and handed
-//! straight to the destination pod; whatever claims to be our VXLAN but is not from a
+//! TCX ingress of the uplink: NodePort flows are translated to a backend; VXLAN from
+//! known nodes is decapsulated (replies of translated flows get the service address
+//! back) and handed straight to the destination pod; whatever claims to be our VXLAN but is not from a
 //! node, not our VNI or not deliverable is dropped and counted; the node's own traffic
 //! passes untouched.
 
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use netcore_common::{
-    config::DatapathConfig,
+    config::{DatapathConfig, FLAG_SERVICES},
     counters::Reason,
     wire::{ETH_HLEN, IPV4_HLEN, VXLAN_FLAG_VNI, VXLAN_OVERHEAD},
 };
@@ -14,6 +15,7 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr};
 use crate::{
     forward::{self, Dest},
     packet::{dst_ip, ipv4_frame, ptr_at, pull, src_ip, ETH_P_IPV4, IPPROTO_UDP, IP_MF_OFFSET_MASK},
+    service,
     verdict::Verdict,
     vxlan::{self, VxlanHdr, OUTER_UDP_END},
 };
@@ -29,12 +31,21 @@ pub fn run(ctx: &TcContext) -> Result<Verdict, Reason> {
     let Some(cfg) = forward::config() else {
         return Ok(Verdict::pass());
     };
-    if unsafe { (*ip).proto } != IPPROTO_UDP || dst_ip(ip) != cfg.node_ip {
-        return Ok(Verdict::pass());
-    }
-    let outer_src = src_ip(ip);
+    // Everything needed from the outer header, read before anything may move it.
+    let (proto, dst, outer_src) = unsafe { ((*ip).proto, dst_ip(ip), src_ip(ip)) };
     let vihl = unsafe { (*ip).vihl };
     let frags = u16::from_be_bytes(unsafe { (*ip).frags });
+    if dst != cfg.node_ip {
+        return Ok(Verdict::pass());
+    }
+    if cfg.flags & FLAG_SERVICES != 0 {
+        if let Some(verdict) = service::nodeport(ctx, &cfg)? {
+            return Ok(verdict);
+        }
+    }
+    if proto != IPPROTO_UDP {
+        return Ok(Verdict::pass());
+    }
     if vihl != 0x45 || frags & IP_MF_OFFSET_MASK != 0 {
         return unusual_udp(ctx, &cfg, vihl, frags);
     }
@@ -74,10 +85,18 @@ fn receive(ctx: &TcContext, cfg: &DatapathConfig, outer_src: u32) -> Result<Verd
     match forward::lookup(inner_dst) {
         Dest::Local(ep) => {
             vxlan::decap(ctx)?;
+            if cfg.flags & FLAG_SERVICES != 0 {
+                service::reply_from_remote(ctx)?;
+            }
             forward::to_local_pod(ctx, cfg, &ep, Reason::Decapsulated)
         }
         Dest::Elsewhere if inner_dst == cfg.node_ip || inner_dst == cfg.gateway_ip => {
             vxlan::decap(ctx)?;
+            if cfg.flags & FLAG_SERVICES != 0 && inner_dst == cfg.node_ip {
+                if let Some(verdict) = service::nodeport_reply(ctx, cfg)? {
+                    return Ok(verdict);
+                }
+            }
             Ok(Verdict { reason: Reason::DecapsulatedToHost, action: TC_ACT_OK as i32 })
         }
         _ => Err(Reason::DropNoRoute),

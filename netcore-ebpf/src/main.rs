@@ -9,12 +9,17 @@
 #![no_std]
 #![no_main]
 
+mod conntrack;
 mod forward;
 mod from_host;
 mod from_overlay;
 mod from_pod;
+mod l4;
 mod maps;
+mod nat;
 mod packet;
+mod reject;
+mod service;
 mod verdict;
 mod vxlan;
 

@@ -3,10 +3,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use netcore_common::{
     config::DatapathConfig,
+    conntrack::{CtEntry, CtKey, MAX_CT_ENTRIES},
+    service::{
+        Backend, BackendKey, ServiceCounter, ServiceInfo, ServiceKey, MAX_BACKENDS, MAX_SERVICES,
+    },
     counters::{Counter, MAX_REASONS},
     endpoint::{EndpointInfo, MAX_ENDPOINTS},
     node::{RemoteNode, MAX_NODE_PREFIXES},
@@ -27,3 +31,19 @@ pub static NC_CONFIG: Array<DatapathConfig> = Array::pinned(1, 0);
 /// Packets and bytes by `Reason`.
 #[map]
 pub static NC_COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_REASONS, 0);
+
+/// Services by virtual address, port and protocol.
+#[map]
+pub static NC_SERVICES: HashMap<ServiceKey, ServiceInfo> = HashMap::pinned(MAX_SERVICES, 0);
+
+/// Each service's backends, by slot.
+#[map]
+pub static NC_BACKENDS: HashMap<BackendKey, Backend> = HashMap::pinned(MAX_BACKENDS, 0);
+
+/// Translated flows, both directions.
+#[map]
+pub static NC_CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(MAX_CT_ENTRIES, 0);
+
+/// Per-service counters, by service id.
+#[map]
+pub static NC_SVC_COUNTERS: PerCpuArray<ServiceCounter> = PerCpuArray::pinned(MAX_SERVICES, 0);

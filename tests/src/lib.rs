@@ -5,6 +5,7 @@
 pub mod capture;
 pub mod cluster;
 pub mod cni;
+pub mod echo;
 pub mod etcd;
 pub mod flannel;
 pub mod netns;

@@ -24,6 +24,15 @@ impl Netns {
         Ok(ns)
     }
 
+    /// A handle on a namespace someone else owns (a pod's, which its agent removes):
+    /// dropping it deletes nothing.
+    pub fn borrowed(name: &str, path: &std::path::Path) -> std::mem::ManuallyDrop<Netns> {
+        std::mem::ManuallyDrop::new(Netns {
+            name: name.into(),
+            path: path.into(),
+        })
+    }
+
     /// Runs a shell script inside the namespace; fails with its output when it fails.
     pub fn sh(&self, script: &str) -> Result<String> {
         let out = run(Command::new("ip").args(["netns", "exec", &self.name, "sh", "-ec", script]))?;

@@ -24,15 +24,8 @@ fn cluster(store: StoreSpec, nodes: usize) -> Result<Cluster> {
     })
 }
 
-struct PodNs(std::mem::ManuallyDrop<Netns>);
-
-impl PodNs {
-    fn of(p: &PodInfo) -> Self {
-        PodNs(std::mem::ManuallyDrop::new(Netns {
-            name: p.name.clone(),
-            path: p.netns.clone(),
-        }))
-    }
+fn pod_ns(p: &PodInfo) -> std::mem::ManuallyDrop<Netns> {
+    Netns::borrowed(&p.name, &p.netns)
 }
 
 fn nodes_of(n: &Node) -> Vec<NodeInfo> {
@@ -134,7 +127,7 @@ fn restart_keeps_identity(store: StoreSpec) -> Result<()> {
         true,
         Duration::from_secs(5),
     )?;
-    let stream = Stream::start(&PodNs::of(&a).0, &PodNs::of(&b).0, b.ip)?;
+    let stream = Stream::start(&pod_ns(&a), &pod_ns(&b), b.ip)?;
     stream.wait_progress(1 << 20, Duration::from_secs(10))?;
     let before = c.node(1).status()?;
     c.node_mut(1).kill_agent();
@@ -237,7 +230,7 @@ fn with_etcd_gone_traffic_flows_and_the_agents_catch_up() -> Result<()> {
         traffic::ping(&a.name, b.ip, 3),
         "pods keep talking with etcd down"
     );
-    traffic::tcp_transfer(&PodNs::of(&a).0, &PodNs::of(&b).0, b.ip, 4 << 20)?;
+    traffic::tcp_transfer(&pod_ns(&a), &pod_ns(&b), b.ip, 4 << 20)?;
 
     c.etcd.as_mut().unwrap().start_member(0, "existing")?;
     let etcd = c.etcd.as_ref().unwrap();

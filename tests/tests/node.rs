@@ -10,16 +10,8 @@ use netcore_tests::{
     traffic::{self, Stream},
 };
 
-fn pod_ns(p: &PodInfo) -> Netns {
-    // The agent owns these namespaces; this handle must not delete them.
-    Netns {
-        name: p.name.clone(),
-        path: p.netns.clone(),
-    }
-}
-
-fn leak(ns: Netns) {
-    std::mem::forget(ns);
+fn pod_ns(p: &PodInfo) -> std::mem::ManuallyDrop<Netns> {
+    Netns::borrowed(&p.name, &p.netns)
 }
 
 #[test]
@@ -57,8 +49,6 @@ fn two_pods_talk_through_the_redirect_path() -> Result<()> {
     let bytes_before = n.counter_bytes("redirected-local")?;
     let (na, nb) = (pod_ns(&a), pod_ns(&b));
     let result = traffic::tcp_transfer(&na, &nb, b.ip, 10 << 20);
-    leak(na);
-    leak(nb);
     result?;
     let grew = n.counter_bytes("redirected-local")? - bytes_before;
     assert!(
@@ -77,7 +67,6 @@ fn pods_reach_the_outside_through_masquerade() -> Result<()> {
     let port = listener.local_addr()?.port();
     let pns = pod_ns(&p);
     let conn = traffic::connect_tcp(&pns.path, SocketAddr::from((OUTSIDE_IP, port)));
-    leak(pns);
     let _conn = conn?;
     let (_s, peer) = listener.accept()?;
     assert_eq!(
@@ -157,8 +146,6 @@ fn a_killed_agent_leaves_traffic_flowing_and_comes_back_to_the_same_state() -> R
     let b = c.node(1).add_pod(&c.pod_name("kb"))?;
     let (na, nb) = (pod_ns(&a), pod_ns(&b));
     let stream = Stream::start(&na, &nb, b.ip);
-    leak(na);
-    leak(nb);
     let stream = stream?;
     stream.wait_progress(1 << 20, Duration::from_secs(10))?;
     let before = c.node(1).status()?;
@@ -197,7 +184,6 @@ fn a_crash_mid_pod_add_is_cleaned_up_at_restart() -> Result<()> {
     // exists, but its interface is gone, plus a stray host veth no pod owns.
     let pns = pod_ns(&p);
     let r = pns.sh("ip link del eth0");
-    leak(pns);
     r?;
     c.node(1)
         .ns

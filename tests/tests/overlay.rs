@@ -19,22 +19,8 @@ use netcore_tests::{
 };
 
 /// A handle on a pod's namespace that leaves it to the agent.
-struct PodNs(std::mem::ManuallyDrop<Netns>);
-
-impl PodNs {
-    fn of(p: &PodInfo) -> Self {
-        PodNs(std::mem::ManuallyDrop::new(Netns {
-            name: p.name.clone(),
-            path: p.netns.clone(),
-        }))
-    }
-}
-
-impl std::ops::Deref for PodNs {
-    type Target = Netns;
-    fn deref(&self) -> &Netns {
-        &self.0
-    }
+fn pod_ns(p: &PodInfo) -> std::mem::ManuallyDrop<Netns> {
+    Netns::borrowed(&p.name, &p.netns)
 }
 
 fn meshed(nodes: usize) -> Result<Cluster> {
@@ -74,12 +60,7 @@ fn six_pods_on_three_nodes_reach_each_other_and_move_100_mb() -> Result<()> {
         }
     }
     let encap_before = c.node(1).counter_bytes("encapsulated")?;
-    traffic::tcp_transfer(
-        &PodNs::of(&pods[0]),
-        &PodNs::of(&pods[2]),
-        pods[2].ip,
-        100 << 20,
-    )?;
+    traffic::tcp_transfer(&pod_ns(&pods[0]), &pod_ns(&pods[2]), pods[2].ip, 100 << 20)?;
     let grew = c.node(1).counter_bytes("encapsulated")? - encap_before;
     assert!(
         grew >= 100 << 20,
@@ -101,7 +82,7 @@ fn nodes_and_pods_reach_each_other_without_nat() -> Result<()> {
     // must see the pod's own address.
     let listener = traffic::listen_tcp(&c.node(2).ns.path, 0)?;
     let port = listener.local_addr()?.port();
-    let _conn = traffic::connect_tcp(&PodNs::of(&a).path, SocketAddr::from((c.node(2).ip, port)))?;
+    let _conn = traffic::connect_tcp(&pod_ns(&a).path, SocketAddr::from((c.node(2).ip, port)))?;
     let (_s, peer) = listener.accept()?;
     assert_eq!(
         peer.ip(),
@@ -122,7 +103,7 @@ fn the_underlay_carries_only_vxlan_between_pod_networks() -> Result<()> {
         traffic::ping(&a.name, b.ip, 3),
         "pods on two nodes ping each other"
     );
-    traffic::tcp_transfer(&PodNs::of(&a), &PodNs::of(&b), b.ip, 1 << 20)?;
+    traffic::tcp_transfer(&pod_ns(&a), &pod_ns(&b), b.ip, 1 << 20)?;
     let seen: Vec<Seen> = cap.finish().iter().map(|f| packets::parse(f)).collect();
     let pod_net = |ip: &Ipv4Addr| ip.octets()[0] == 10 && ip.octets()[1] == 244;
     let plain: Vec<&Seen> = seen
@@ -194,9 +175,9 @@ fn a_flannel_kernel_vxlan_node_interoperates_both_ways() -> Result<()> {
         traffic::ping(&a.name, fl.pod_ip, 3),
         "a netcore pod reaches the flannel pod"
     );
-    traffic::tcp_transfer(&PodNs::of(&a), &fl.pod, fl.pod_ip, 20 << 20)
+    traffic::tcp_transfer(&pod_ns(&a), &fl.pod, fl.pod_ip, 20 << 20)
         .context("netcore -> flannel")?;
-    traffic::tcp_transfer(&fl.pod, &PodNs::of(&a), a.ip, 20 << 20).context("flannel -> netcore")?;
+    traffic::tcp_transfer(&fl.pod, &pod_ns(&a), a.ip, 20 << 20).context("flannel -> netcore")?;
     Ok(())
 }
 
@@ -219,7 +200,7 @@ fn nothing_arrived(sock: &UdpSocket) -> bool {
 fn vxlan_from_an_unknown_underlay_address_never_reaches_a_pod() -> Result<()> {
     let c = meshed(2)?;
     let a = c.node(1).add_pod(&c.pod_name("a"))?;
-    let pod_sock = traffic::udp_socket(&PodNs::of(&a).path, 7777)?;
+    let pod_sock = traffic::udp_socket(&pod_ns(&a).path, 7777)?;
     let inner_src: Ipv4Addr = "10.244.2.77".parse()?; // inside node 2's subnet
     let payload = packets::vxlan_udp(1, vtep(c.node(1))?, inner_src, a.ip, 7777, b"spoofed");
 
@@ -261,7 +242,7 @@ fn removing_a_node_cuts_its_pods_at_once_and_spares_other_flows() -> Result<()> 
     let a = c.node(1).add_pod(&c.pod_name("a"))?;
     let b = c.node(2).add_pod(&c.pod_name("b"))?;
     let d = c.node(3).add_pod(&c.pod_name("d"))?;
-    let stream = Stream::start(&PodNs::of(&a), &PodNs::of(&d), d.ip)?;
+    let stream = Stream::start(&pod_ns(&a), &pod_ns(&d), d.ip)?;
     stream.wait_progress(1 << 20, Duration::from_secs(10))?;
     assert!(traffic::ping(&a.name, b.ip, 1));
 
@@ -300,7 +281,7 @@ fn malformed_packets_at_the_uplink_are_dropped_and_counted() -> Result<()> {
     let c = meshed(2)?;
     let a = c.node(1).add_pod(&c.pod_name("a"))?;
     let b = c.node(2).add_pod(&c.pod_name("b"))?;
-    let pod_sock = traffic::udp_socket(&PodNs::of(&a).path, 7777)?;
+    let pod_sock = traffic::udp_socket(&pod_ns(&a).path, 7777)?;
     let n1 = c.node(1);
     let mac = vtep(n1)?;
     let src: Ipv4Addr = "10.244.2.77".parse()?;

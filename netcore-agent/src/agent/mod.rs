@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use aya::programs::TcAttachType;
 use netcore_common::{
-    config::{DatapathConfig, FLAG_READY},
+    config::{DatapathConfig, FLAG_READY, FLAG_SERVICES},
     pin::{PROG_FROM_HOST, PROG_FROM_OVERLAY, PROG_FROM_POD},
     wire::VXLAN_OVERHEAD,
 };
@@ -16,6 +16,7 @@ use tracing::{info, warn};
 mod cni;
 mod nodes;
 mod pods;
+mod services;
 
 use crate::{
     api::{Reply, Request, Status},
@@ -44,6 +45,8 @@ pub enum AgentError {
     NotNetns(String),
     #[error("invalid node: {0}")]
     BadNode(String),
+    #[error("invalid service: {0}")]
+    BadService(String),
     #[error("uplink {0} has no IPv4 address")]
     UplinkNoAddress(String),
     #[error("uplink {name} has MTU {mtu}: too small for VXLAN")]
@@ -194,6 +197,7 @@ impl Agent {
             .attach(PROG_FROM_HOST, &agent.cfg.bridge, TcAttachType::Egress)?;
         agent.reconcile_pods().await?;
         agent.apply_nodes()?;
+        agent.apply_services()?;
         agent.route_cluster_via_overlay().await?;
         if agent.cfg.masquerade {
             masq::apply(
@@ -242,7 +246,12 @@ impl Agent {
             uplink_ifindex: self.uplink.index,
             vni: self.cfg.vni,
             vxlan_port: self.cfg.vxlan_port,
-            flags: FLAG_READY,
+            flags: FLAG_READY
+                | if self.state.services.is_empty() {
+                    0
+                } else {
+                    FLAG_SERVICES
+                },
             gateway_mac: self.state.gateway_mac.0,
             vtep_mac: self.state.vtep_mac.0,
         };
@@ -325,6 +334,9 @@ impl Agent {
             Request::NodeAdd(spec) => self.node_add(spec).map(json),
             Request::NodeDel { name } => self.node_del(&name).map(json),
             Request::NodeList => Ok(json(self.node_list())),
+            Request::ServiceAdd { spec, replace } => self.service_add(spec, replace).map(json),
+            Request::ServiceDel { name } => self.service_del(&name).map(json),
+            Request::ServiceList => Ok(json(self.service_list())),
             Request::Leave => Err(AgentError::BadNode(
                 "leave is served by the control plane".into(),
             )),
@@ -369,6 +381,7 @@ impl Agent {
             nodes: self.node_list(),
             programs: self.dp.attachments(),
             counters: self.maps.counters.read(),
+            services: self.service_list(),
             store: self
                 .store_health
                 .as_ref()

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod cni;
 pub mod server;
+pub mod service;
 
 use std::{net::Ipv4Addr, path::PathBuf};
 
@@ -35,6 +36,16 @@ pub enum Request {
         name: String,
     },
     NodeList,
+    /// Add a service; with `replace`, change an existing one (its backends above all).
+    ServiceAdd {
+        spec: service::ServiceSpec,
+        #[serde(default)]
+        replace: bool,
+    },
+    ServiceDel {
+        name: String,
+    },
+    ServiceList,
     /// Release this node's lease and stop the agent (a clean leave).
     Leave,
     /// CNI DEL: removes the pod of this attachment; succeeds when there is none.
@@ -114,6 +125,7 @@ pub struct Status {
     pub nodes: Vec<NodeInfo>,
     pub programs: Vec<Attachment>,
     pub counters: Vec<CounterValue>,
+    pub services: Vec<service::ServiceStatus>,
     /// The cluster store, when there is one.
     pub store: Option<crate::control::StoreHealth>,
 }

@@ -11,7 +11,10 @@ use tokio::{
 };
 
 use super::{Reply, Request};
-use crate::{agent::Agent, control::ControlHandle};
+use crate::{
+    agent::Agent,
+    control::{ControlHandle, ControlRequest},
+};
 
 /// Longest request line accepted (a request is a few hundred bytes).
 const MAX_REQUEST: usize = 64 * 1024;
@@ -60,27 +63,46 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// Requests that change cluster-wide state go through the control plane when
+    /// there is a store; everything else is the agent's.
     async fn handle(&self, req: Request) -> Reply {
-        if !matches!(req, Request::Leave) {
-            return self.agent.lock().await.handle(req).await;
-        }
-        let Some(control) = &self.control else {
-            return Reply::Error {
-                message: "this node has no cluster store: nothing to leave".into(),
-            };
-        };
-        match control.leave().await {
-            Ok(()) => {
-                let _ = self.stop.send(()).await;
-                Reply::Ok {
-                    data: serde_json::Value::Null,
-                }
+        let (Some(control), true) = (&self.control, is_cluster_wide(&req)) else {
+            if matches!(req, Request::Leave) {
+                return Reply::Error {
+                    message: "this node has no cluster store: nothing to leave".into(),
+                };
             }
-            Err(message) => Reply::Error {
-                message: format!("releasing the lease: {message}"),
-            },
+            return self.agent.lock().await.handle(req).await;
+        };
+        let leave = matches!(req, Request::Leave);
+        let result = control
+            .ask(|reply| match req {
+                Request::ServiceAdd { spec, replace } => ControlRequest::PutService {
+                    spec,
+                    replace,
+                    reply,
+                },
+                Request::ServiceDel { name } => ControlRequest::DelService { name, reply },
+                _ => ControlRequest::Leave(reply),
+            })
+            .await;
+        match result {
+            Ok(data) => {
+                if leave {
+                    let _ = self.stop.send(()).await;
+                }
+                Reply::Ok { data }
+            }
+            Err(message) => Reply::Error { message },
         }
     }
+}
+
+fn is_cluster_wide(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::Leave | Request::ServiceAdd { .. } | Request::ServiceDel { .. }
+    )
 }
 
 async fn connection(stream: UnixStream, ctx: Ctx) -> std::io::Result<()> {

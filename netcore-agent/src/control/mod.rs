@@ -54,23 +54,39 @@ impl StoreHealth {
     }
 }
 
-/// A request to release the lease; answered once it is gone.
-pub type LeaveRequest = oneshot::Sender<Result<(), String>>;
+type Reply = oneshot::Sender<Result<serde_json::Value, String>>;
+
+/// What the API asks of the control plane; each is answered once done.
+pub enum ControlRequest {
+    /// Release the lease (a clean leave).
+    Leave(Reply),
+    /// Install a service and write it to the store, so every node gets it.
+    PutService {
+        spec: crate::api::service::ServiceSpec,
+        replace: bool,
+        reply: Reply,
+    },
+    DelService {
+        name: String,
+        reply: Reply,
+    },
+}
 
 /// What the API server holds of the control plane.
 #[derive(Clone)]
 pub struct ControlHandle {
-    pub leave: mpsc::Sender<LeaveRequest>,
+    pub requests: mpsc::Sender<ControlRequest>,
 }
 
 impl ControlHandle {
-    pub async fn leave(&self) -> Result<(), String> {
+    /// Sends a request built around its reply channel and waits for the answer.
+    pub async fn ask(
+        &self,
+        make: impl FnOnce(Reply) -> ControlRequest,
+    ) -> Result<serde_json::Value, String> {
         let (tx, rx) = oneshot::channel();
-        self.leave
-            .send(tx)
-            .await
-            .map_err(|_| "the control plane has stopped".to_string())?;
-        rx.await
-            .map_err(|_| "the control plane has stopped".to_string())?
+        let stopped = || "the control plane has stopped".to_string();
+        self.requests.send(make(tx)).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 }

@@ -14,9 +14,10 @@ use tokio::{
 };
 use tracing::warn;
 
-use super::{lease::OwnLease, LeaveRequest, SharedHealth};
+use super::{lease::OwnLease, ControlRequest, SharedHealth};
 use crate::{
     agent::Agent,
+    api::service::ServiceSpec,
     state::NodeRecord,
     store::{
         flannel::{self, LeaseValue},
@@ -59,64 +60,153 @@ impl Sync {
     }
 
     /// Runs until a leave request has been served.
-    pub async fn run(mut self, mut leave: mpsc::Receiver<LeaveRequest>) {
+    pub async fn run(mut self, mut requests: mpsc::Receiver<ControlRequest>) {
         let renew_every = self.lease.ttl / 3;
         let mut renew_at = Instant::now() + renew_every;
         let mut backoff = BACKOFF_MIN;
-        let subnets = flannel::subnets_prefix(&self.prefix);
+        let watched = format!("{}/", self.prefix.trim_end_matches('/'));
         loop {
             if Instant::now() >= renew_at {
                 let r = self.lease.renew(&mut self.store).await;
                 renew_at = Instant::now() + if r.is_ok() { renew_every } else { backoff };
                 self.record(r.map_err(|e| format!("renewing {}: {e}", self.lease.key)));
             }
-            let listed = self.store.list(&subnets).await;
-            let ok = listed.is_ok();
-            match listed {
-                Ok(entries) => self.apply(entries).await,
-                Err(e) => self.record(Err(format!("listing leases: {e}"))),
-            }
+            let ok = self.sync().await;
             let wait = async {
-                if ok {
-                    self.store
-                        .changed(&subnets)
-                        .await
-                        .map_err(|e| e.to_string())
-                } else {
+                if !ok {
                     tokio::time::sleep(backoff).await;
-                    Ok(())
+                    return Ok(());
                 }
+                self.store
+                    .changed(&watched)
+                    .await
+                    .map_err(|e| e.to_string())
             };
             tokio::select! {
                 r = wait => {
                     backoff = if ok && r.is_ok() { BACKOFF_MIN } else { (backoff * 2).min(BACKOFF_MAX) };
                     if let Err(e) = r {
-                        self.record(Err(format!("watching leases: {e}")));
+                        self.record(Err(format!("watching the store: {e}")));
                         tokio::time::sleep(backoff).await;
                     }
                 }
                 _ = tokio::time::sleep_until(renew_at) => {}
-                req = leave.recv() => {
-                    if let Some(reply) = req {
-                        let r = self.lease.release(&mut self.store).await.map_err(|e| e.to_string());
-                        let _ = reply.send(r);
+                req = requests.recv() => match req {
+                    Some(ControlRequest::Leave(reply)) => {
+                        let r = self.lease.release(&mut self.store).await;
+                        let _ = reply.send(r.map(|()| serde_json::Value::Null).map_err(|e| format!("releasing the lease: {e}")));
                         return;
                     }
+                    Some(req) => self.serve(req).await,
+                    None => return,
                 }
             }
         }
     }
 
-    fn record(&self, r: Result<(), String>) {
-        self.health.lock().expect("health lock").record(r);
+    /// Lists leases and services and applies them; false when the store failed.
+    async fn sync(&mut self) -> bool {
+        let leases = self
+            .store
+            .list(&flannel::subnets_prefix(&self.prefix))
+            .await;
+        let services = self
+            .store
+            .list(&flannel::services_prefix(&self.prefix))
+            .await;
+        match (leases, services) {
+            (Ok(leases), Ok(services)) => {
+                self.record(Ok(()));
+                let nodes = self.nodes(leases);
+                let services = self.services(services);
+                let mut agent = self.agent.lock().await;
+                if let Err(e) = agent.set_store_nodes(nodes) {
+                    warn!("applying leases to the node map: {e}");
+                }
+                if let Err(e) = agent.set_store_services(services) {
+                    warn!("applying services: {e}");
+                }
+                true
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                self.record(Err(format!("listing the store: {e}")));
+                false
+            }
+        }
     }
 
-    async fn apply(&mut self, entries: Vec<Entry>) {
-        self.record(Ok(()));
-        let nodes = self.nodes(entries);
-        if let Err(e) = self.agent.lock().await.set_store_nodes(nodes) {
-            warn!("applying leases to the node map: {e}");
+    /// A service change: applied here first (which validates it), then written to the
+    /// store for every other node.
+    async fn serve(&mut self, req: ControlRequest) {
+        let (result, reply) = match req {
+            ControlRequest::PutService {
+                spec,
+                replace,
+                reply,
+            } => {
+                let key = flannel::service_key(&self.prefix, &spec.name);
+                let json = serde_json::to_string(&spec).expect("services serialize");
+                let added = self
+                    .agent
+                    .lock()
+                    .await
+                    .service_add(spec, replace)
+                    .map_err(|e| e.to_string());
+                let stored = match added {
+                    Ok(status) => self
+                        .store
+                        .put(&key, &json, None)
+                        .await
+                        .map(|()| serde_json::to_value(status).expect("serializes"))
+                        .map_err(|e| format!("writing {key}: {e}")),
+                    Err(e) => Err(e),
+                };
+                (stored, reply)
+            }
+            ControlRequest::DelService { name, reply } => {
+                let key = flannel::service_key(&self.prefix, &name);
+                let existed = self
+                    .agent
+                    .lock()
+                    .await
+                    .service_del(&name)
+                    .map_err(|e| e.to_string());
+                let deleted = match existed {
+                    Ok(existed) => self
+                        .store
+                        .delete(&key)
+                        .await
+                        .map(|()| serde_json::Value::Bool(existed))
+                        .map_err(|e| format!("deleting {key}: {e}")),
+                    Err(e) => Err(e),
+                };
+                (deleted, reply)
+            }
+            ControlRequest::Leave(reply) => (Err("leave is handled by the loop".into()), reply),
+        };
+        let _ = reply.send(result);
+    }
+
+    /// Services from the store, by name; unparseable ones are reported once and skipped.
+    fn services(&mut self, entries: Vec<Entry>) -> BTreeMap<String, ServiceSpec> {
+        let mut out = BTreeMap::new();
+        for e in entries {
+            match serde_json::from_str::<ServiceSpec>(&e.value) {
+                Ok(spec) if e.key.ends_with(&format!("/{}", spec.name)) => {
+                    out.insert(spec.name.clone(), spec);
+                }
+                Ok(_) | Err(_) => {
+                    if self.reported.insert((e.key.clone(), e.value.clone())) {
+                        warn!(key = %e.key, "skipping a service netcore cannot use");
+                    }
+                }
+            }
         }
+        out
+    }
+
+    fn record(&self, r: Result<(), String>) {
+        self.health.lock().expect("health lock").record(r);
     }
 
     /// Turns a listing into the other nodes, by lease key.

@@ -4,6 +4,7 @@ pub mod config;
 pub mod counters;
 pub mod endpoint;
 pub mod node;
+pub mod service;
 
 use aya::{maps::Map, Ebpf};
 
@@ -14,6 +15,7 @@ pub struct Maps {
     pub nodes: node::NodeMap,
     pub config: config::ConfigMap,
     pub counters: counters::CounterMap,
+    pub services: service::ServiceMaps,
 }
 
 impl Maps {
@@ -23,6 +25,11 @@ impl Maps {
             nodes: node::NodeMap::new(take(ebpf, netcore_common::pin::MAP_NODES)?)?,
             config: config::ConfigMap::new(take(ebpf, netcore_common::pin::MAP_CONFIG)?)?,
             counters: counters::CounterMap::new(take(ebpf, netcore_common::pin::MAP_COUNTERS)?)?,
+            services: service::ServiceMaps::new(
+                take(ebpf, netcore_common::pin::MAP_SERVICES)?,
+                take(ebpf, netcore_common::pin::MAP_BACKENDS)?,
+                take(ebpf, netcore_common::pin::MAP_SVC_COUNTERS)?,
+            )?,
         })
     }
 }

@@ -186,6 +186,15 @@ pub fn subnets_prefix(prefix: &str) -> String {
     format!("{}/subnets/", prefix.trim_end_matches('/'))
 }
 
+/// netcore's services live next to the leases: `<prefix>/services/<name>`.
+pub fn services_prefix(prefix: &str) -> String {
+    format!("{}/services/", prefix.trim_end_matches('/'))
+}
+
+pub fn service_key(prefix: &str, name: &str) -> String {
+    format!("{}{name}", services_prefix(prefix))
+}
+
 pub fn subnet_key(prefix: &str, net: Ipv4Net) -> String {
     format!(
         "{}{}-{}",

@@ -1,0 +1,112 @@
+//! The service maps: services by (address, port, protocol), their backends by slot,
+//! and their per-CPU counters.
+
+use std::net::Ipv4Addr;
+
+use aya::maps::{HashMap, Map, MapData, PerCpuArray};
+use netcore_common::service::{Backend, BackendKey, ServiceCounter, ServiceInfo, ServiceKey};
+
+use super::{err, is_not_found};
+use crate::datapath::DatapathError;
+
+pub struct ServiceMaps {
+    services: HashMap<MapData, ServiceKey, ServiceInfo>,
+    backends: HashMap<MapData, BackendKey, Backend>,
+    counters: PerCpuArray<MapData, ServiceCounter>,
+}
+
+/// A service's frontend as the maps key it.
+pub fn key(vip: Ipv4Addr, port: u16, proto: u8) -> ServiceKey {
+    ServiceKey {
+        vip: u32::from_ne_bytes(vip.octets()),
+        port: port.to_be(),
+        proto,
+        _pad: 0,
+    }
+}
+
+pub fn backend(ip: Ipv4Addr, port: u16) -> Backend {
+    Backend {
+        ip: u32::from_ne_bytes(ip.octets()),
+        port: port.to_be(),
+        _pad: 0,
+    }
+}
+
+impl ServiceMaps {
+    pub fn new(
+        services: (Map, &'static str),
+        backends: (Map, &'static str),
+        counters: (Map, &'static str),
+    ) -> Result<Self, DatapathError> {
+        Ok(Self {
+            services: HashMap::try_from(services.0).map_err(err(services.1))?,
+            backends: HashMap::try_from(backends.0).map_err(err(backends.1))?,
+            counters: PerCpuArray::try_from(counters.0).map_err(err(counters.1))?,
+        })
+    }
+
+    /// Writes service `id`'s backends into slots `0..n`.
+    pub fn write_backends(&mut self, id: u32, backends: &[Backend]) -> Result<(), DatapathError> {
+        for (slot, b) in backends.iter().enumerate() {
+            let k = BackendKey {
+                service_id: id,
+                slot: slot as u32,
+            };
+            self.backends.insert(k, b, 0).map_err(err("NC_BACKENDS"))?;
+        }
+        Ok(())
+    }
+
+    /// Removes slots `from..to` of service `id`.
+    pub fn trim_backends(&mut self, id: u32, from: u32, to: u32) -> Result<(), DatapathError> {
+        for slot in from..to {
+            match self.backends.remove(&BackendKey {
+                service_id: id,
+                slot,
+            }) {
+                Err(e) if !is_not_found(&e) => return Err(err("NC_BACKENDS")(e)),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub fn set_frontend(
+        &mut self,
+        key: ServiceKey,
+        info: ServiceInfo,
+    ) -> Result<(), DatapathError> {
+        self.services
+            .insert(key, info, 0)
+            .map_err(err("NC_SERVICES"))
+    }
+
+    pub fn remove_frontend(&mut self, key: ServiceKey) -> Result<(), DatapathError> {
+        match self.services.remove(&key) {
+            Err(e) if !is_not_found(&e) => Err(err("NC_SERVICES")(e)),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn frontends(&self) -> Vec<(ServiceKey, ServiceInfo)> {
+        self.services.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Counters of service `id`, summed over CPUs.
+    pub fn counters(&self, id: u32) -> ServiceCounter {
+        self.counters.get(&id, 0).map_or_else(
+            |_| ServiceCounter::default(),
+            |per_cpu| {
+                per_cpu
+                    .iter()
+                    .fold(ServiceCounter::default(), |a, c| ServiceCounter {
+                        packets: a.packets + c.packets,
+                        bytes: a.bytes + c.bytes,
+                        connections: a.connections + c.connections,
+                        rejected: a.rejected + c.rejected,
+                    })
+            },
+        )
+    }
+}

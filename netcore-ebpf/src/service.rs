@@ -1,0 +1,200 @@
+//! Service load balancing: a flow to a service address gets one backend, picked at
+//! random among the service's backends when the flow starts and kept for its life
+//! (also when backends are added later). Both directions are tracked so replies get
+//! the service address back.
+
+use aya_ebpf::{helpers::bpf_get_prandom_u32, programs::TcContext};
+use netcore_common::{
+    config::DatapathConfig,
+    conntrack::{CtEntry, CT_FORWARD, CT_NODEPORT, CT_REVERSE, CT_SNAT},
+    counters::Reason,
+    service::{BackendKey, ServiceInfo, ServiceKey, MAX_BACKENDS_PER_SERVICE, SVC_LOCAL_KEEPS_SOURCE},
+};
+
+use crate::{
+    conntrack,
+    forward::{self, Dest},
+    l4::{self, Flow},
+    maps::{NC_BACKENDS, NC_SERVICES, NC_SVC_COUNTERS},
+    nat, reject,
+    verdict::Verdict,
+};
+
+pub enum Lb {
+    /// Translated: the packet now goes to `dst`.
+    To { dst: u32 },
+    /// The service has no backend.
+    NoBackend,
+}
+
+/// How a service flow is to be translated.
+pub struct Translation {
+    /// NodePort traffic: match any address of the node, reply through the uplink.
+    pub nodeport: bool,
+    /// Source address to put on forwarded packets (masquerade), if any; not used for
+    /// a local backend of a service that keeps the client's address.
+    pub snat: Option<u32>,
+}
+
+/// What service handling decided for a pod's packet.
+pub enum Svc {
+    /// Not a service flow: route the packet as it is.
+    Pass,
+    /// Translated: route to this destination.
+    Dst(u32),
+    /// Handled entirely (refused, or a NodePort reply sent out).
+    Done(Verdict),
+}
+
+/// A pod's packet: a reply of a local backend gets the service address back, a flow
+/// to a service gets a backend.
+#[inline(always)]
+pub fn from_pod(ctx: &TcContext, cfg: &DatapathConfig) -> Result<Svc, Reason> {
+    let Some(flow) = l4::flow(ctx)? else { return Ok(Svc::Pass) };
+    if let Some(rev) = reverse(ctx, &flow)? {
+        if rev.flags & CT_NODEPORT != 0 {
+            return forward::to_uplink(ctx, cfg).map(Svc::Done);
+        }
+        return Ok(Svc::Dst(if rev.flags & CT_SNAT != 0 { rev.b_ip } else { flow.dst }));
+    }
+    let Some(svc) = service(flow.dst, &flow) else { return Ok(Svc::Pass) };
+    match balance(ctx, &svc, &flow, &Translation { nodeport: false, snat: None })? {
+        Lb::To { dst } => Ok(Svc::Dst(dst)),
+        Lb::NoBackend => reject::refuse(ctx, &flow).map(Svc::Done),
+    }
+}
+
+#[inline(always)]
+pub fn service(vip: u32, flow: &Flow) -> Option<ServiceInfo> {
+    let key = ServiceKey { vip, port: flow.dport, proto: flow.proto, _pad: 0 };
+    unsafe { NC_SERVICES.get(&key) }.copied()
+}
+
+#[inline(always)]
+fn count(id: u32, bytes: u32, new_connection: bool, rejected: bool) {
+    if let Some(c) = NC_SVC_COUNTERS.get_ptr_mut(id) {
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes as u64;
+            (*c).connections += new_connection as u64;
+            (*c).rejected += rejected as u64;
+        }
+    }
+}
+
+/// Translates the packet of `flow` if it belongs to `svc` (found under `vip`).
+#[inline(always)]
+pub fn balance(ctx: &TcContext, svc: &ServiceInfo, flow: &Flow, how: &Translation) -> Result<Lb, Reason> {
+    let fwd = match conntrack::lookup(&flow.key()) {
+        Some(e) if e.flags & CT_FORWARD != 0 => {
+            count(svc.id, ctx.len(), false, false);
+            e
+        }
+        _ => {
+            let Some(e) = new_flow(svc, flow, how) else {
+                count(svc.id, ctx.len(), false, true);
+                return Ok(Lb::NoBackend);
+            };
+            count(svc.id, ctx.len(), true, false);
+            e
+        }
+    };
+    nat::set_dst(ctx, flow, fwd.a_ip, fwd.a_port)?;
+    if fwd.flags & CT_SNAT != 0 {
+        let after = Flow { dst: fwd.a_ip, dport: fwd.a_port, ..*flow };
+        nat::set_src(ctx, &after, fwd.b_ip, fwd.b_port)?;
+    }
+    Ok(Lb::To { dst: fwd.a_ip })
+}
+
+/// Picks a backend and records both directions of the new flow.
+#[inline(always)]
+fn new_flow(svc: &ServiceInfo, flow: &Flow, how: &Translation) -> Option<CtEntry> {
+    if svc.count == 0 || svc.count > MAX_BACKENDS_PER_SERVICE {
+        return None;
+    }
+    let slot = unsafe { bpf_get_prandom_u32() } % svc.count;
+    let backend = *unsafe { NC_BACKENDS.get(&BackendKey { service_id: svc.id, slot }) }?;
+    let nodeport = if how.nodeport { CT_NODEPORT } else { 0 };
+    let keep_source = svc.flags & SVC_LOCAL_KEEPS_SOURCE != 0 && forward::is_local(backend.ip);
+    let (snat, src_ip) = match how.snat {
+        Some(ip) if !keep_source => (CT_SNAT, ip),
+        _ => (0, flow.src),
+    };
+    let fwd = CtEntry {
+        a_ip: backend.ip,
+        a_port: backend.port,
+        b_ip: src_ip,
+        b_port: flow.sport,
+        service_id: svc.id,
+        flags: CT_FORWARD | snat | nodeport,
+        ..CtEntry::default()
+    };
+    // Replies come from the backend to the (translated) source.
+    let reply = Flow { src: backend.ip, dst: src_ip, sport: backend.port, dport: flow.sport, proto: flow.proto };
+    let rev = CtEntry {
+        a_ip: flow.dst,
+        a_port: flow.dport,
+        b_ip: flow.src,
+        b_port: flow.sport,
+        service_id: svc.id,
+        flags: CT_REVERSE | snat | nodeport,
+        ..CtEntry::default()
+    };
+    conntrack::insert(&flow.key(), fwd);
+    conntrack::insert(&reply.key(), rev);
+    Some(fwd)
+}
+
+/// A reply of a translated flow: the source becomes the service again (and the
+/// destination the original client, after masquerade). Returns the reverse entry.
+#[inline(always)]
+pub fn reverse(ctx: &TcContext, flow: &Flow) -> Result<Option<CtEntry>, Reason> {
+    let Some(rev) = conntrack::lookup(&flow.key()) else { return Ok(None) };
+    if rev.flags & CT_REVERSE == 0 {
+        return Ok(None);
+    }
+    nat::set_src(ctx, flow, rev.a_ip, rev.a_port)?;
+    if rev.flags & CT_SNAT != 0 {
+        let after = Flow { src: rev.a_ip, sport: rev.a_port, ..*flow };
+        nat::set_dst(ctx, &after, rev.b_ip, rev.b_port)?;
+    }
+    Ok(Some(rev))
+}
+
+/// A reply of a remote backend, just decapsulated for a local client.
+#[inline(always)]
+pub fn reply_from_remote(ctx: &TcContext) -> Result<(), Reason> {
+    if let Some(flow) = l4::flow(ctx)? {
+        reverse(ctx, &flow)?;
+    }
+    Ok(())
+}
+
+/// A reply of a remote backend to a masqueraded NodePort flow: back out of the uplink
+/// to the client.
+#[inline(always)]
+pub fn nodeport_reply(ctx: &TcContext, cfg: &DatapathConfig) -> Result<Option<Verdict>, Reason> {
+    let Some(flow) = l4::flow(ctx)? else { return Ok(None) };
+    match reverse(ctx, &flow)? {
+        Some(rev) if rev.flags & CT_NODEPORT != 0 => forward::to_uplink(ctx, cfg).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// Traffic from outside to a NodePort of this node: to a backend, masqueraded as this
+/// node unless the backend is local and the service keeps the client's address.
+#[inline(always)]
+pub fn nodeport(ctx: &TcContext, cfg: &DatapathConfig) -> Result<Option<Verdict>, Reason> {
+    let Some(flow) = l4::flow(ctx)? else { return Ok(None) };
+    let Some(svc) = service(0, &flow) else { return Ok(None) };
+    let how = Translation { nodeport: true, snat: Some(cfg.node_ip) };
+    match balance(ctx, &svc, &flow, &how)? {
+        Lb::To { dst } => match forward::lookup(dst) {
+            Dest::Local(ep) => forward::to_local_pod(ctx, cfg, &ep, Reason::RedirectedLocal).map(Some),
+            Dest::Remote(node) => forward::to_remote_node(ctx, cfg, &node).map(Some),
+            Dest::Elsewhere => Err(Reason::DropNoRoute),
+        },
+        Lb::NoBackend => Err(Reason::RejectedNoBackend),
+    }
+}

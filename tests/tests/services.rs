@@ -1,0 +1,426 @@
+//! Services in eBPF: ClusterIP (TCP and UDP) balanced per connection, NodePort from
+//! outside, backends changing under load, and bad input.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use netcore_agent::api::{service::ServiceStatus, PodInfo};
+use netcore_tests::{
+    capture::Capture,
+    cluster::{Cluster, Node, Spec, StoreSpec, OUTSIDE_IP},
+    echo,
+    netns::Netns,
+    packets::{self, Seen},
+    wait_until,
+};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+
+fn cluster(nodes: usize) -> Result<Cluster> {
+    Cluster::new(Spec {
+        nodes,
+        store: StoreSpec::File,
+        ..Spec::default()
+    })
+}
+
+/// A pod on `node` with echo servers (TCP and UDP) on `port` answering `name`.
+fn backend(c: &Cluster, node: usize, name: &str, port: u16) -> Result<PodInfo> {
+    let p = c.node(node).add_pod(&c.pod_name(name))?;
+    echo::tcp_server(&p.netns, port, name)?;
+    echo::udp_server(&p.netns, port, name)?;
+    Ok(p)
+}
+
+fn add_service(
+    n: &Node,
+    name: &str,
+    vip: &str,
+    backends: &[&PodInfo],
+    port: u16,
+    extra: &[&str],
+) -> Result<ServiceStatus> {
+    let mut args = vec![
+        "service".to_string(),
+        "add".into(),
+        name.into(),
+        "--vip".into(),
+        vip.into(),
+    ];
+    for b in backends {
+        args.push("--backend".into());
+        args.push(format!("{}:{port}", b.ip));
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    n.cli_json(&refs)
+}
+
+fn wait_routes(c: &Cluster) -> Result<()> {
+    for n in &c.nodes {
+        wait_until(
+            Duration::from_secs(5),
+            "every node to route to every other",
+            || {
+                n.status()
+                    .is_ok_and(|s| s.nodes.iter().filter(|x| x.in_map).count() == c.nodes.len() - 1)
+            },
+        )?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_clusterip_spreads_connections_over_backends_on_three_nodes() -> Result<()> {
+    let c = cluster(3)?;
+    wait_routes(&c)?;
+    let backends: Vec<PodInfo> = (1..=3)
+        .map(|i| backend(&c, i, &format!("be{i}"), 8080))
+        .collect::<Result<_>>()?;
+    let client = c.node(1).add_pod(&c.pod_name("client"))?;
+    add_service(
+        c.node(1),
+        "web",
+        "10.96.0.10:80/tcp",
+        &backends.iter().collect::<Vec<_>>(),
+        8080,
+        &[],
+    )?;
+    wait_until(
+        Duration::from_secs(5),
+        "the service to reach node 3 through the store",
+        || {
+            c.node(3)
+                .cli_json::<Vec<ServiceStatus>>(&["service", "list"])
+                .is_ok_and(|l| l.len() == 1)
+        },
+    )?;
+
+    let cap = Capture::start(&Netns::borrowed(&client.name, &client.netns), "eth0");
+    let mut hits: HashMap<String, u32> = HashMap::new();
+    for i in 0..300u32 {
+        let data = format!("connection {i} {}", "x".repeat((i % 7) as usize * 100));
+        let who = echo::tcp_exchange(&client.netns, SocketAddr::from((VIP, 80)), data.as_bytes())
+            .with_context(|| format!("connection {i} through the VIP"))?;
+        *hits.entry(who).or_default() += 1;
+    }
+    for be in ["be1", "be2", "be3"] {
+        let share = *hits.get(be).unwrap_or(&0) as f64 / 300.0;
+        assert!(
+            (0.20..=0.47).contains(&share),
+            "backend {be} got {:.0}% of 300 connections: {hits:?}",
+            share * 100.0
+        );
+    }
+    let frames = cap?.finish();
+    let from_others: Vec<Seen> = frames
+        .iter()
+        .map(|f| packets::parse(f))
+        .filter(
+            |s| matches!(s, Seen::Ipv4 { dst, proto: 6, src } if *dst == client.ip && *src != VIP),
+        )
+        .collect();
+    assert!(
+        frames.len() > 300,
+        "the capture saw the traffic ({} frames)",
+        frames.len()
+    );
+    assert!(
+        from_others.is_empty(),
+        "the client must only see the service address: {:?}",
+        &from_others[..from_others.len().min(5)]
+    );
+    let st: Vec<ServiceStatus> = c.node(1).cli_json(&["service", "list"])?;
+    assert_eq!(
+        st[0].connections, 300,
+        "the service counted every connection: {st:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_udp_service_answers_from_its_address() -> Result<()> {
+    let c = cluster(2)?;
+    wait_routes(&c)?;
+    let b = backend(&c, 2, "dns", 5353)?;
+    let client = c.node(1).add_pod(&c.pod_name("client"))?;
+    add_service(c.node(1), "dns", "10.96.0.10:53/udp", &[&b], 5353, &[])?;
+    let (who, from) = echo::udp_exchange(&client.netns, SocketAddr::from((VIP, 53)), b"query")?;
+    assert_eq!(who, "dns");
+    assert_eq!(
+        from,
+        SocketAddr::from((VIP, 53)),
+        "the reply comes from the service address"
+    );
+    Ok(())
+}
+
+#[test]
+fn nodeports_reach_local_and_remote_backends_from_outside() -> Result<()> {
+    let c = cluster(2)?;
+    wait_routes(&c)?;
+    let local = backend(&c, 1, "local", 8080)?;
+    let remote = backend(&c, 2, "remote", 8080)?;
+    let n1 = c.node(1);
+    add_service(
+        n1,
+        "to-local",
+        "10.96.0.20:80/tcp",
+        &[&local],
+        8080,
+        &["--node-port", "30080"],
+    )?;
+    add_service(
+        n1,
+        "to-remote",
+        "10.96.0.21:80/tcp",
+        &[&remote],
+        8080,
+        &["--node-port", "30081"],
+    )?;
+    add_service(
+        n1,
+        "keep",
+        "10.96.0.22:80/tcp",
+        &[&local],
+        8080,
+        &["--node-port", "30082", "--keep-source"],
+    )?;
+    for (port, who) in [(30080, "local"), (30081, "remote"), (30082, "local")] {
+        let got = echo::tcp_exchange(
+            &c.outside.path,
+            SocketAddr::from((n1.ip, port)),
+            b"from outside",
+        )
+        .with_context(|| format!("NodePort {port}"))?;
+        assert_eq!(got, who, "NodePort {port} reaches the {who} backend");
+    }
+    // Which client address each backend saw: masqueraded, or kept.
+    let seen = |port: u16| -> Result<IpAddr> {
+        let l = netcore_tests::traffic::listen_tcp(&local.netns, port)?;
+        let _c = netcore_tests::traffic::connect_tcp(
+            &c.outside.path,
+            SocketAddr::from((n1.ip, port + 22000)),
+        )?;
+        Ok(l.accept()?.1.ip())
+    };
+    add_service(
+        n1,
+        "masq-probe",
+        "10.96.0.23:80/tcp",
+        &[&local],
+        9090,
+        &["--node-port", "31090"],
+    )?;
+    add_service(
+        n1,
+        "keep-probe",
+        "10.96.0.24:80/tcp",
+        &[&local],
+        9091,
+        &["--node-port", "31091", "--keep-source"],
+    )?;
+    assert_eq!(
+        seen(9090)?,
+        IpAddr::V4(n1.ip),
+        "masqueraded like KUBE-MARK-MASQ"
+    );
+    assert_eq!(
+        seen(9091)?,
+        IpAddr::V4(OUTSIDE_IP),
+        "--keep-source keeps the client's address"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_removed_backend_gets_no_new_flows_and_others_keep_theirs() -> Result<()> {
+    let c = cluster(1)?;
+    let bs: Vec<PodInfo> = (1..=3)
+        .map(|i| backend(&c, 1, &format!("b{i}"), 7000))
+        .collect::<Result<_>>()?;
+    let client = c.node(1).add_pod(&c.pod_name("client"))?;
+    let n = c.node(1);
+    add_service(
+        n,
+        "svc",
+        "10.96.0.30:80/tcp",
+        &bs.iter().collect::<Vec<_>>(),
+        7000,
+        &[],
+    )?;
+    let vip = SocketAddr::from((Ipv4Addr::new(10, 96, 0, 30), 80));
+    // Long-lived connections: opened now, answered after the change.
+    let open: Vec<std::net::TcpStream> = (0..30)
+        .map(|_| netcore_tests::traffic::connect_tcp(&client.netns, vip))
+        .collect::<Result<_>>()?;
+    add_service(
+        n,
+        "svc",
+        "10.96.0.30:80/tcp",
+        &[&bs[0], &bs[1]],
+        7000,
+        &["--replace"],
+    )?;
+    let mut survivors = 0;
+    for (i, mut s) in open.into_iter().enumerate() {
+        use std::io::{Read, Write};
+        let data = format!("still here {i}");
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(data.as_bytes())?;
+        s.shutdown(std::net::Shutdown::Write)?;
+        let mut reply = String::new();
+        s.read_to_string(&mut reply)?;
+        if reply.starts_with("b1:") || reply.starts_with("b2:") {
+            assert!(
+                reply.ends_with(&data),
+                "an established connection keeps echoing: {reply}"
+            );
+            survivors += 1;
+        }
+    }
+    assert!(
+        survivors >= 10,
+        "connections to the remaining backends continue ({survivors} of 30)"
+    );
+    for i in 0..60 {
+        let who = echo::tcp_exchange(&client.netns, vip, format!("new {i}").as_bytes())?;
+        assert_ne!(who, "b3", "new connection {i} went to the removed backend");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_service_without_backends_refuses_at_once() -> Result<()> {
+    let c = cluster(1)?;
+    let client = c.node(1).add_pod(&c.pod_name("client"))?;
+    add_service(c.node(1), "empty", "10.96.0.40:80/tcp", &[], 80, &[])?;
+    let err = netcore_tests::traffic::connect_tcp(
+        &client.netns,
+        SocketAddr::from((Ipv4Addr::new(10, 96, 0, 40), 80)),
+    )
+    .expect_err("nothing can accept");
+    let refused = err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    });
+    assert!(
+        refused,
+        "the client gets a reset (connection refused), not a time-out: {err:#}"
+    );
+    let st: Vec<ServiceStatus> = c.node(1).cli_json(&["service", "list"])?;
+    assert!(st[0].rejected >= 1, "the refusal is counted: {st:?}");
+    Ok(())
+}
+
+#[test]
+fn bad_services_are_refused_and_nothing_is_half_installed() -> Result<()> {
+    let c = cluster(1)?;
+    let n = c.node(1);
+    n.cli(&[
+        "service",
+        "add",
+        "ok",
+        "--vip",
+        "10.96.0.50:80/tcp",
+        "--backend",
+        "10.244.1.9:80",
+    ])?;
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &[
+                "service",
+                "add",
+                "inpod",
+                "--vip",
+                "10.244.1.50:80/tcp",
+                "--backend",
+                "10.244.1.9:80",
+            ],
+            "pod network",
+        ),
+        (
+            &[
+                "service",
+                "add",
+                "zero",
+                "--vip",
+                "10.96.0.51:0/tcp",
+                "--backend",
+                "10.244.1.9:80",
+            ],
+            "port 0",
+        ),
+        (
+            &[
+                "service",
+                "add",
+                "ok",
+                "--vip",
+                "10.96.0.52:80/tcp",
+                "--backend",
+                "10.244.1.9:80",
+            ],
+            "already exists",
+        ),
+        (
+            &[
+                "service",
+                "add",
+                "same",
+                "--vip",
+                "10.96.0.50:80/tcp",
+                "--backend",
+                "10.244.1.9:80",
+            ],
+            "already service ok",
+        ),
+        (
+            &[
+                "service",
+                "add",
+                "word",
+                "--vip",
+                "10.96.0.53:80/tcp",
+                "--backend",
+                "backend-a:80",
+            ],
+            "is not IP:PORT",
+        ),
+        (
+            &[
+                "service",
+                "add",
+                "twice",
+                "--vip",
+                "10.96.0.54:80/tcp",
+                "--backend",
+                "10.244.1.9:80",
+                "--backend",
+                "10.244.1.9:80",
+            ],
+            "twice",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = n.cli_output(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} must be refused");
+        assert!(
+            err.contains(want),
+            "{args:?}: expected an error mentioning {want:?}, got {err}"
+        );
+    }
+    let list: Vec<ServiceStatus> = n.cli_json(&["service", "list"])?;
+    assert_eq!(list.len(), 1, "only the good service exists: {list:?}");
+    assert_eq!(
+        list[0].spec.vip.to_string(),
+        "10.96.0.50:80",
+        "and it is unchanged"
+    );
+    Ok(())
+}
