@@ -18,6 +18,8 @@ use crate::{etcd::Etcd, netcore_bin, netns::Netns, unique, wait_until};
 /// Underlay addresses: node i is 192.168.50.(10+i), the outside host .200.
 pub const UNDERLAY_PREFIX: &str = "192.168.50";
 pub const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 200);
+/// The network config the test bed writes into a store.
+pub const NETWORK_CONFIG: &str = r#"{"Network":"10.244.0.0/16","SubnetLen":24,"SubnetMax":"10.244.63.0","Backend":{"Type":"vxlan"}}"#;
 /// How long an agent may take to come up.
 const AGENT_READY: Duration = Duration::from_secs(30);
 
@@ -89,19 +91,35 @@ impl Cluster {
             switch,
             spec: spec.clone(),
         };
-        if let StoreSpec::Etcd(members) = spec.store {
-            let dir = cluster.dir().join("etcd");
-            cluster.etcd = Some(Etcd::start(
-                &cluster.outside,
-                &OUTSIDE_IP.to_string(),
-                members,
-                dir,
-            )?);
-        }
+        cluster.seed_store()?;
         for i in 1..=spec.nodes {
             cluster.add_node(i)?;
         }
         Ok(cluster)
+    }
+
+    /// Starts etcd if asked for, and writes the network config: nodes lease subnets
+    /// 10.244.1.0 to 10.244.63.0, so tests can announce fake nodes above that.
+    fn seed_store(&mut self) -> Result<()> {
+        match self.spec.store {
+            StoreSpec::None => {}
+            StoreSpec::File => {
+                let dir = self.dir().join("store/coreos.com/network");
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(dir.join("config"), NETWORK_CONFIG)?;
+            }
+            StoreSpec::Etcd(members) => {
+                let etcd = Etcd::start(
+                    &self.outside,
+                    &OUTSIDE_IP.to_string(),
+                    members,
+                    self.dir().join("etcd"),
+                )?;
+                etcd.put("/coreos.com/network/config", NETWORK_CONFIG)?;
+                self.etcd = Some(etcd);
+            }
+        }
+        Ok(())
     }
 
     /// The cluster's directory for configs, state and the file store.

@@ -269,7 +269,7 @@ fn flannel_format_leases_in_etcd_interoperate() -> Result<()> {
     );
 
     // A flannel node announces itself the way flannel does, with etcdctl.
-    let fl = FlannelNode::new(&c, 9)?;
+    let fl = FlannelNode::new(&c, 99)?;
     for n in &c.nodes {
         let s = n.status()?;
         fl.add_peer(
@@ -280,10 +280,10 @@ fn flannel_format_leases_in_etcd_interoperate() -> Result<()> {
         )?;
     }
     etcd.put(
-        "/coreos.com/network/subnets/10.244.9.0-24",
+        "/coreos.com/network/subnets/10.244.99.0-24",
         &flannel_lease(fl.ip, &fl.vtep_mac),
     )?;
-    wait_route(c.node(1), "10.244.9.0/24", true, Duration::from_secs(5))?;
+    wait_route(c.node(1), "10.244.99.0/24", true, Duration::from_secs(5))?;
     let a = c.node(1).add_pod(&c.pod_name("a"))?;
     assert!(
         traffic::ping(&a.name, fl.pod_ip, 3),

@@ -1,11 +1,13 @@
 //! The embedded store: a directory of files, one per key, shared by the agents of one
 //! host. Writes are serialized with `flock` on the directory's lock file and land by
-//! rename, so a create is atomic and racing agents get distinct subnets. A key's TTL
-//! is its file's mtime, set to the expiry time (mtime 0: no expiry).
+//! rename, so a create is atomic and racing agents get distinct subnets. A key with a
+//! TTL has the owner-execute bit set and its mtime at the expiry time; any other file
+//! (a config written by hand, say) never expires.
 
 use std::{
     fs::{File, OpenOptions},
     io::Write,
+    os::unix::fs::PermissionsExt,
     path::{Component, Path, PathBuf},
     time::{Duration, SystemTime},
 };
@@ -17,6 +19,9 @@ use super::{Entry, StoreError};
 /// How often agents look at the directory.
 pub const POLL: Duration = Duration::from_millis(250);
 const LOCK: &str = ".lock";
+/// Marks a file whose mtime is its expiry (a key with a TTL). Files without it, such
+/// as a network config written by hand, never expire.
+const TTL_MODE_BIT: u32 = 0o100;
 
 pub struct FileStore {
     root: PathBuf,
@@ -64,7 +69,7 @@ impl FileStore {
             Err(e) => return Err(io(path)(e)),
         };
         let mtime = meta.modified().map_err(io(path))?;
-        let expires = (mtime != SystemTime::UNIX_EPOCH).then_some(mtime);
+        let expires = (meta.permissions().mode() & TTL_MODE_BIT != 0).then_some(mtime);
         if expires.is_some_and(|t| t <= SystemTime::now()) {
             return Ok(None);
         }
@@ -91,8 +96,11 @@ impl FileStore {
         let tmp = dir.join(format!(".tmp-{}", std::process::id()));
         let mut f = File::create(&tmp).map_err(io(&tmp))?;
         f.write_all(value.as_bytes()).map_err(io(&tmp))?;
-        let mtime = ttl.map_or(SystemTime::UNIX_EPOCH, |t| SystemTime::now() + t);
-        f.set_modified(mtime).map_err(io(&tmp))?;
+        if let Some(ttl) = ttl {
+            f.set_permissions(std::fs::Permissions::from_mode(0o644 | TTL_MODE_BIT))
+                .map_err(io(&tmp))?;
+            f.set_modified(SystemTime::now() + ttl).map_err(io(&tmp))?;
+        }
         f.sync_all().map_err(io(&tmp))?;
         std::fs::rename(&tmp, path).map_err(io(path))
     }
