@@ -51,6 +51,7 @@ reasons! {
     DropDecapFailed = 25, "dropped-decap-failed";
     DropRedirectFailed = 26, "dropped-redirect-failed";
     DropNatFailed = 27, "dropped-nat-failed";
+    DropSpoofedSource = 29, "dropped-spoofed-source";
     RejectedNoBackend = 28, "rejected-no-backend";
 }
 

@@ -40,9 +40,14 @@ pub fn config() -> Option<DatapathConfig> {
 }
 
 #[inline(always)]
+pub fn endpoint(ip: u32) -> Option<EndpointInfo> {
+    unsafe { NC_ENDPOINTS.get(&ip) }.copied()
+}
+
+#[inline(always)]
 pub fn lookup(dst: u32) -> Dest {
-    if let Some(ep) = unsafe { NC_ENDPOINTS.get(&dst) } {
-        return Dest::Local(*ep);
+    if let Some(ep) = endpoint(dst) {
+        return Dest::Local(ep);
     }
     remote_node(dst).map_or(Dest::Elsewhere, Dest::Remote)
 }
@@ -81,7 +86,7 @@ pub fn to_remote_node(
 
 #[inline(always)]
 pub fn is_local(ip: u32) -> bool {
-    unsafe { NC_ENDPOINTS.get(&ip) }.is_some()
+    endpoint(ip).is_some()
 }
 
 /// Sends the frame out of the uplink as it is (a NodePort reply); the kernel resolves

@@ -10,7 +10,7 @@ use netcore_common::{config::FLAG_SERVICES, counters::Reason};
 
 use crate::{
     forward::{self, Dest},
-    packet::{dst_ip, ipv4_frame},
+    packet::{dst_ip, ipv4_frame, src_ip},
     service::{self, Svc},
     verdict::Verdict,
 };
@@ -23,6 +23,12 @@ pub fn run(ctx: &TcContext) -> Result<Verdict, Reason> {
     let Some(cfg) = forward::config() else {
         return Ok(Verdict::pass());
     };
+    // A pod sends only from its own address, through its own veth.
+    let src = src_ip(ip);
+    match forward::endpoint(src) {
+        Some(ep) if ep.host_ifindex == unsafe { (*ctx.skb.skb).ifindex } => {}
+        _ => return Err(Reason::DropSpoofedSource),
+    }
     let mut dst = dst_ip(ip);
     if cfg.flags & FLAG_SERVICES != 0 {
         match service::from_pod(ctx, &cfg)? {

@@ -1,6 +1,9 @@
 //! The one exit of every program: count the outcome, return the TC action.
 
-use aya_ebpf::{bindings::TC_ACT_OK, bindings::TC_ACT_SHOT, programs::TcContext};
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
+    programs::TcContext,
+};
 use netcore_common::counters::Reason;
 
 use crate::maps::NC_COUNTERS;
@@ -21,10 +24,11 @@ impl Verdict {
     /// The packet was given to a redirect helper, whose return value is the action.
     #[inline(always)]
     pub fn redirected(reason: Reason, helper_ret: i64) -> Result<Self, Reason> {
-        if helper_ret < 0 {
+        // The helpers answer TC_ACT_REDIRECT, or TC_ACT_SHOT when they cannot.
+        if helper_ret != TC_ACT_REDIRECT as i64 {
             return Err(Reason::DropRedirectFailed);
         }
-        Ok(Self { reason, action: helper_ret as i32 })
+        Ok(Self { reason, action: TC_ACT_REDIRECT as i32 })
     }
 }
 

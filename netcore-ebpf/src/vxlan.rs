@@ -116,7 +116,9 @@ fn outer_ipv4(src: u32, dst: u32, ecn: u8, tot_len: u16) -> Ipv4Hdr {
         tos: ecn,
         tot_len: tot_len.to_be_bytes(),
         id: [0; 2],
-        frags: [0; 2],
+        // DF: the outer packet is never fragmented (pods' MTU leaves room for it), and
+        // with DF an ID of 0 is fine (RFC 6864).
+        frags: [0x40, 0],
         ttl: 64,
         proto: IPPROTO_UDP,
         check: [0; 2],

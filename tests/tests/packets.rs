@@ -17,7 +17,10 @@ const TC_ACT_REDIRECT: i32 = 7;
 
 const POD_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
 const POD_MAC: Mac = Mac([0x02, 0, 0, 0, 0xaa, 0x02]);
-const POD_HOST_IFINDEX: u32 = 42;
+/// Test runs see the loopback device as the receiving interface: pods that send in
+/// these tests "live" behind it.
+const POD_HOST_IFINDEX: u32 = 1;
+const SENDER_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 9);
 const REMOTE_POD: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 5);
 const REMOTE_NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 12);
 const REMOTE_VTEP: Mac = Mac([0x02, 0, 0, 0, 0x0e, 0x02]);
@@ -26,6 +29,11 @@ fn node() -> Result<(Loaded, Identity)> {
     let id = identity();
     let mut l = Loaded::new(&id)?;
     l.maps.endpoints.insert(POD_IP, POD_HOST_IFINDEX, POD_MAC)?;
+    l.maps.endpoints.insert(
+        SENDER_IP,
+        POD_HOST_IFINDEX,
+        Mac([0x02, 0, 0, 0, 0xaa, 0x09]),
+    )?;
     l.maps
         .nodes
         .insert("10.244.2.0/24".parse()?, REMOTE_NODE, REMOTE_VTEP)?;
@@ -61,7 +69,7 @@ fn vxlan_frame(id: &Identity, outer_src: Ipv4Addr, vni: u32, inner: &[u8]) -> Ve
 #[test]
 fn a_pod_to_pod_frame_is_redirected_with_gateway_and_pod_macs() -> Result<()> {
     let (l, id) = node()?;
-    let frame = from_pod_frame(&id, Ipv4Addr::new(10, 244, 1, 9), POD_IP);
+    let frame = from_pod_frame(&id, SENDER_IP, POD_IP);
     let run = l.run(PROG_FROM_POD, &frame)?;
     assert_eq!(
         run.verdict, TC_ACT_REDIRECT,
@@ -93,6 +101,7 @@ fn a_frame_for_a_remote_pod_is_wrapped_in_flannel_vxlan() -> Result<()> {
     let ip = &out[14..34];
     assert_eq!(ip[0], 0x45);
     assert_eq!(checksum(ip), 0, "the outer IPv4 checksum is valid");
+    assert_eq!((ip[6], ip[7]), (0x40, 0), "DF set, never a fragment");
     assert_eq!(
         u16::from_be_bytes([ip[2], ip[3]]) as usize,
         out.len() - 14,
@@ -296,5 +305,33 @@ fn before_the_agent_configures_the_node_everything_passes() -> Result<()> {
     let frame = from_pod_frame(&id, POD_IP, REMOTE_POD);
     let run = l.run(PROG_FROM_POD, &frame)?;
     assert_eq!((run.verdict, run.out), (TC_ACT_OK, frame));
+    Ok(())
+}
+
+#[test]
+fn a_pod_cannot_send_from_an_address_that_is_not_its_own() -> Result<()> {
+    let (mut l, id) = node()?;
+    for (what, src) in [
+        ("a remote pod", REMOTE_POD),
+        ("an unknown local address", Ipv4Addr::new(10, 244, 1, 77)),
+        ("the gateway", id.gateway),
+    ] {
+        let before = l.counter("dropped-spoofed-source");
+        let run = l.run(PROG_FROM_POD, &from_pod_frame(&id, src, POD_IP))?;
+        assert_eq!(
+            run.verdict, TC_ACT_SHOT,
+            "a pod claiming {what}'s address must be dropped"
+        );
+        assert_eq!(l.counter("dropped-spoofed-source"), before + 1);
+    }
+    // A local pod's address, but sent through another pod's veth.
+    l.maps
+        .endpoints
+        .insert(SENDER_IP, 999, Mac([0x02, 0, 0, 0, 0xaa, 0x09]))?;
+    let run = l.run(PROG_FROM_POD, &from_pod_frame(&id, SENDER_IP, POD_IP))?;
+    assert_eq!(
+        run.verdict, TC_ACT_SHOT,
+        "another pod's address through this veth must be dropped"
+    );
     Ok(())
 }
