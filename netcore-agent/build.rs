@@ -24,7 +24,6 @@ fn main() -> Result<()> {
         "cargo:rerun-if-changed={}",
         ebpf_dir.join("Cargo.toml").display()
     );
-    println!("cargo:rerun-if-env-changed=NETCORE_EBPF_FEATURES");
 
     let target_dir = root.join("target").join("bpf");
     let obj = build_ebpf(&ebpf_dir, &target_dir)?;
@@ -42,9 +41,6 @@ fn build_ebpf(ebpf_dir: &Path, target_dir: &Path) -> Result<PathBuf> {
     cmd.current_dir(ebpf_dir)
         .args(["build", "--release", "--target-dir"])
         .arg(target_dir);
-    if let Ok(features) = env::var("NETCORE_EBPF_FEATURES") {
-        cmd.args(["--features", &features]);
-    }
     // The outer cargo's variables describe the host build: keep none of them.
     for (key, _) in env::vars() {
         let host_build = key.starts_with("CARGO") || key.starts_with("RUST");

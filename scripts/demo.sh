@@ -41,17 +41,28 @@ stop_agent() {
   kill -9 "$1" 2>/dev/null || true
 }
 
+demo_namespaces() {
+  ip netns list | awk -v p="$PREFIX-" 'index($1, p) == 1 {print $1}'
+}
+
 down() {
   for n in "${NODES[@]}"; do
     if [ -f "$RUN/n$n/agent.pid" ]; then
       stop_agent "$(cat "$RUN/n$n/agent.pid")"
     fi
+  done
+  # Whatever else runs in a demo namespace (iperf3 servers, pods' processes).
+  for ns in $(demo_namespaces); do
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+  done
+  for n in "${NODES[@]}"; do
     if [ -f "$RUN/n$n/config.toml" ] && ip netns pids "$(node_ns "$n")" >/dev/null 2>&1; then
       in_node "$n" "$NETCORE" reset --config "$RUN/n$n/config.toml" || true
     fi
-    ip netns del "$(node_ns "$n")" 2>/dev/null || true
   done
-  ip netns del "$PREFIX-sw" 2>/dev/null || true
+  for ns in $(demo_namespaces); do
+    ip netns del "$ns" 2>/dev/null || true
+  done
   rm -rf "$RUN" "$PINS"
 }
 

@@ -104,6 +104,9 @@ fn default_vxlan_port() -> u16 {
 fn default_vni() -> u32 {
     netcore_common::wire::DEFAULT_VNI
 }
+/// A week: leases are renewed at a third of their life, so longer buys nothing.
+const MAX_LEASE_TTL: u64 = 7 * 24 * 3600;
+
 fn default_true() -> bool {
     true
 }
@@ -149,9 +152,13 @@ impl AgentConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
-        if self.node_name.is_empty() || self.node_name.len() > 63 {
+        let name_ok = self
+            .node_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if self.node_name.is_empty() || self.node_name.len() > 63 || !name_ok {
             return invalid(format!(
-                "node_name {:?} must be 1 to 63 characters",
+                "node_name {:?} must be 1 to 63 letters, digits, '-', '_' or '.'",
                 self.node_name
             ));
         }
@@ -177,9 +184,15 @@ impl AgentConfig {
             ));
         }
         self.metrics_addr()?;
-        if self.lease_ttl < 3 {
+        if self.bridge == self.uplink {
             return invalid(format!(
-                "lease_ttl {} must be at least 3 seconds",
+                "bridge and uplink are both {:?}: the bridge is netcore's own device",
+                self.bridge
+            ));
+        }
+        if !(3..=MAX_LEASE_TTL).contains(&self.lease_ttl) {
+            return invalid(format!(
+                "lease_ttl {} must be between 3 seconds and 7 days",
                 self.lease_ttl
             ));
         }
@@ -288,6 +301,18 @@ mod tests {
             (
                 "node_name = \"n\"\nuplink = \"eth0\"\nlease_ttl = 1",
                 "lease_ttl",
+            ),
+            (
+                "node_name = \"n\"\nuplink = \"eth0\"\nlease_ttl = 99999999999",
+                "lease_ttl",
+            ),
+            (
+                "node_name = \"n\"\nuplink = \"eth0\"\nbridge = \"eth0\"",
+                "both",
+            ),
+            (
+                "node_name = \"a\\\"b\"\nuplink = \"eth0\"",
+                "letters, digits",
             ),
             (
                 "node_name = \"n\"\nuplink = \"eth0\"\npod_cidr = \"10.244.1.0/33\"",

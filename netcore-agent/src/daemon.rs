@@ -23,33 +23,39 @@ pub async fn run(config: &Path, bpf_log: bool) -> anyhow::Result<()> {
     let mut cfg = AgentConfig::load(config)?;
     cfg.bpf_log |= bpf_log;
     let listener = server::bind(&cfg.api_socket)?;
+    let socket = cfg.api_socket.clone();
+    let result = serve(cfg, listener).await;
+    let _ = std::fs::remove_file(&socket);
+    result
+}
+
+/// Everything after the API socket is bound (which `run` removes whatever happens).
+async fn serve(cfg: AgentConfig, listener: tokio::net::UnixListener) -> anyhow::Result<()> {
     let ready: metrics::Ready = Default::default();
     if let Some(addr) = cfg.metrics_addr()? {
         tokio::spawn(metrics::serve(metrics::bind(addr).await?, ready.clone()));
     }
-    let socket = cfg.api_socket.clone();
     let id = Identity::discover(&cfg).await.context("reading the node")?;
     let url = cfg.store_url()?;
-    let store = Store::open(&url)?;
-    let (net, lease, store) = match store {
-        None => (static_subnets(&cfg)?, None, None),
+    let (net, control_parts) = match Store::open(&url)? {
+        None => (static_subnets(&cfg)?, None),
         Some(mut store) => {
-            let (net, lease) = lease_subnet(&mut store, &cfg, &id).await?;
-            (net, lease, Some(store))
+            let (net, lease, held) = lease_subnet(&mut store, &cfg, &id).await?;
+            (net, Some((store, lease, held)))
         }
     };
     let agent = Agent::start(cfg.clone(), id, net)
         .await
         .context("starting the node")?;
     let agent = Arc::new(Mutex::new(agent));
-    let control = match (store, lease) {
-        (Some(store), Some(lease)) => {
-            Some(start_control(store, lease, &cfg, &url, agent.clone()).await)
+    let control = match control_parts {
+        Some((store, lease, held)) => {
+            Some(start_control(store, lease, held, &cfg, &url, agent.clone()).await)
         }
-        _ => None,
+        None => None,
     };
     let _ = ready.set(agent.clone());
-    tracing::info!(socket = %socket.display(), "serving the API");
+    tracing::info!(socket = %cfg.api_socket.display(), "serving the API");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let (stop_tx, mut stop_rx) = mpsc::channel::<()>(1);
     tokio::select! {
@@ -58,7 +64,6 @@ pub async fn run(config: &Path, bpf_log: bool) -> anyhow::Result<()> {
         _ = term.recv() => {}
         _ = stop_rx.recv() => tracing::info!("left the cluster"),
     }
-    let _ = std::fs::remove_file(&socket);
     tracing::info!("agent stopped; the data path keeps running");
     Ok(())
 }
@@ -80,7 +85,7 @@ async fn lease_subnet(
     store: &mut Store,
     cfg: &AgentConfig,
     id: &Identity,
-) -> anyhow::Result<(Subnets, Option<lease::OwnLease>)> {
+) -> anyhow::Result<(Subnets, lease::OwnLease, bool)> {
     let previous = id.state.pod_cidr;
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -96,7 +101,8 @@ async fn lease_subnet(
                         pod_cidr: l.subnet,
                         cluster_cidr: l.network,
                     },
-                    Some(l),
+                    l,
+                    true,
                 ))
             }
             Ok(Err(lease::LeaseError::Store(e))) => e.to_string(),
@@ -108,12 +114,14 @@ async fn lease_subnet(
         };
         if let Some(pod_cidr) = previous {
             warn!("cannot reach the cluster store ({err}); keeping {pod_cidr} and retrying in the background");
+            let own = remembered(cfg, id, pod_cidr);
             return Ok((
                 Subnets {
                     pod_cidr,
-                    cluster_cidr: cfg.cluster_cidr,
+                    cluster_cidr: own.network,
                 },
-                Some(remembered(cfg, id, pod_cidr)),
+                own,
+                false,
             ));
         }
         warn!(
@@ -130,7 +138,7 @@ fn remembered(cfg: &AgentConfig, id: &Identity, pod_cidr: ipnet::Ipv4Net) -> lea
     lease::OwnLease {
         key: crate::store::flannel::subnet_key(&cfg.store_prefix, pod_cidr),
         subnet: pod_cidr,
-        network: cfg.cluster_cidr,
+        network: id.state.cluster_cidr.unwrap_or(cfg.cluster_cidr),
         value: crate::store::flannel::LeaseValue::new(id.node_ip, cfg.vni, id.state.vtep_mac),
         ttl: cfg.lease_ttl(),
     }
@@ -139,6 +147,7 @@ fn remembered(cfg: &AgentConfig, id: &Identity, pod_cidr: ipnet::Ipv4Net) -> lea
 async fn start_control(
     store: Store,
     lease: lease::OwnLease,
+    held: bool,
     cfg: &AgentConfig,
     url: &StoreUrl,
     agent: Arc<Mutex<Agent>>,
@@ -150,6 +159,7 @@ async fn start_control(
         since: unix_now(),
         last_error: None,
         lease_key: lease.key.clone(),
+        lease_held: held,
     }));
     agent.lock().await.set_store_health(health.clone());
     let (tx, rx) = mpsc::channel(8);

@@ -40,7 +40,11 @@ async fn respond(mut stream: TcpStream, ready: Ready) -> std::io::Result<()> {
         (false, _) => ("405 Method Not Allowed", "GET only\n".to_string()),
         (true, "/healthz") => ("200 OK", "ok\n".to_string()),
         (true, "/readyz") => match ready.get() {
-            Some(_) => ("200 OK", "ready\n".to_string()),
+            Some(agent) if agent.lock().await.ready() => ("200 OK", "ready\n".to_string()),
+            Some(_) => (
+                "503 Service Unavailable",
+                "not ready: this node does not hold its subnet lease\n".to_string(),
+            ),
             None => (
                 "503 Service Unavailable",
                 "not ready: programs or lease not in place yet\n".to_string(),

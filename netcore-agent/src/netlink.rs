@@ -17,6 +17,8 @@ use crate::mac::Mac;
 pub enum NetlinkError {
     #[error("interface {0} does not exist")]
     NoSuchLink(String),
+    #[error("interface {0} exists and is not a bridge: choose another bridge name")]
+    NotABridge(String),
     #[error("netlink: {what}: {source}")]
     Op {
         what: String,
@@ -148,6 +150,9 @@ pub async fn ensure_bridge(h: &Handle, name: &str, mac: Mac, mtu: u32) -> Result
     let add = h.link().add(LinkBridge::new(name).build()).execute().await;
     exists_ok(add, &format!("create bridge {name}"))?;
     let br = require_link(h, name).await?;
+    if br.kind.as_deref() != Some("bridge") {
+        return Err(NetlinkError::NotABridge(name.into()));
+    }
     let msg = LinkUnspec::new_with_index(br.index)
         .address(mac.0.to_vec())
         .mtu(mtu)

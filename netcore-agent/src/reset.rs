@@ -6,6 +6,12 @@ use anyhow::Context;
 use crate::{config::AgentConfig, datapath, masq, netlink, netns, state::NodeState};
 
 pub async fn reset(cfg: &AgentConfig) -> anyhow::Result<()> {
+    if std::os::unix::net::UnixStream::connect(&cfg.api_socket).is_ok() {
+        anyhow::bail!(
+            "the agent is running (it answers on {}): stop it first",
+            cfg.api_socket.display()
+        );
+    }
     let nl = netlink::connect()?;
     if let Ok(state) = NodeState::load(&cfg.state_dir) {
         for pod in state.pods.values() {

@@ -67,6 +67,10 @@ pub struct NodeState {
     pub vtep_mac: Mac,
     pub gateway_mac: Mac,
     pub pod_cidr: Option<Ipv4Net>,
+    /// The cluster network the subnet was leased from (the store's, which may differ
+    /// from the config's), for restarts while the store is away.
+    #[serde(default)]
+    pub cluster_cidr: Option<Ipv4Net>,
     pub last_ip: Option<Ipv4Addr>,
     pub pods: BTreeMap<String, PodRecord>,
     /// Remote nodes added by hand (`netcore node add`).
@@ -93,6 +97,7 @@ impl NodeState {
             vtep_mac: Mac::random(),
             gateway_mac: Mac::random(),
             pod_cidr: None,
+            cluster_cidr: None,
             last_ip: None,
             pods: BTreeMap::new(),
             nodes: BTreeMap::new(),

@@ -23,7 +23,7 @@ pub fn unique(tag: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("{tag}{:x}{n:x}", std::process::id() & 0xfffff)
+    format!("{tag}{:x}x{n:x}", std::process::id())
 }
 
 /// Polls `cond` until it holds or `timeout` passes.

@@ -341,12 +341,18 @@ fn bad_store_data_is_skipped_and_good_routes_stay() -> Result<()> {
     etcd.put(&key2, good.trim())?;
     assert!(c.node(1).status().is_ok(), "the agent is unharmed");
 
+    // A config that is not JSON: running agents go on, a new agent says why it
+    // cannot start.
     etcd.put("/coreos.com/network/config", "{broken")?;
-    let out = c.node(2).cli_output(&["status"]);
+    let mut c = c;
+    let err = c
+        .add_node(3)
+        .expect_err("no lease from a broken network config");
     assert!(
-        out.status.success(),
-        "a broken network config does not crash running agents"
+        format!("{err:#}").contains("not valid JSON"),
+        "the error says why: {err:#}"
     );
+    assert!(c.node(2).status().is_ok(), "running agents are unharmed");
     Ok(())
 }
 

@@ -124,6 +124,11 @@ fn pod_del_removes_everything_and_frees_the_address() -> Result<()> {
             .all(|a| a.interface != gone.host_interface),
         "its program link is gone"
     );
+    let in_kernel = netcore_tests::cni::endpoint_ips(n)?;
+    assert!(
+        !in_kernel.contains(&gone.ip),
+        "pod del removes the endpoint map entry: {in_kernel:?}"
+    );
     let again = n.add_pod(&c.pod_name("p6"))?;
     assert_eq!(
         again.ip, gone.ip,

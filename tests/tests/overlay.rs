@@ -368,3 +368,84 @@ fn malformed_packets_at_the_uplink_are_dropped_and_counted() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn pods_get_the_uplink_mtu_minus_vxlan_and_never_fragment() -> Result<()> {
+    let c = meshed(2)?;
+    let a = c.node(1).add_pod(&c.pod_name("a"))?;
+    let b = c.node(2).add_pod(&c.pod_name("b"))?;
+    let mtu = pod_ns(&a).sh("cat /sys/class/net/eth0/mtu")?;
+    assert_eq!(mtu.trim(), "1450", "pods get uplink MTU 1500 - 50");
+    // 1422 bytes of ICMP payload + 28 = 1450: the largest packet that fits, DF set.
+    let fits = pod_ns(&a).output(&[
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        "-M",
+        "do",
+        "-s",
+        "1422",
+        &b.ip.to_string(),
+    ]);
+    assert!(
+        fits.status.success(),
+        "a full-size DF packet crosses nodes: {}",
+        String::from_utf8_lossy(&fits.stdout)
+    );
+    let too_big = pod_ns(&a).output(&[
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        "-M",
+        "do",
+        "-s",
+        "1423",
+        &b.ip.to_string(),
+    ]);
+    assert!(
+        !too_big.status.success(),
+        "one byte more must not be sent (no fragmentation)"
+    );
+    let flannel = FlannelNode::new(&c, 9)?;
+    for n in &c.nodes {
+        let st = n.status()?;
+        flannel.add_peer(
+            st.pod_cidr.network(),
+            st.pod_cidr.prefix_len(),
+            &st.vtep_mac.to_string(),
+            n.ip,
+        )?;
+        n.cli(&[
+            "node",
+            "add",
+            "flannel",
+            "--pod-cidr",
+            &flannel.pod_cidr,
+            "--underlay-ip",
+            &flannel.ip.to_string(),
+            "--vtep-mac",
+            &flannel.vtep_mac,
+        ])?;
+    }
+    let to_flannel = pod_ns(&a).output(&[
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        "-M",
+        "do",
+        "-s",
+        "1422",
+        &flannel.pod_ip.to_string(),
+    ]);
+    assert!(
+        to_flannel.status.success(),
+        "and reaches the flannel node at full size"
+    );
+    Ok(())
+}

@@ -47,6 +47,11 @@ pub enum AgentError {
     BadNode(String),
     #[error("invalid service: {0}")]
     BadService(String),
+    #[error("the pod network {cluster} overlaps the underlay {underlay}")]
+    Overlap {
+        cluster: ipnet::Ipv4Net,
+        underlay: ipnet::Ipv4Net,
+    },
     #[error("uplink {0} has no IPv4 address")]
     UplinkNoAddress(String),
     #[error("uplink {name} has MTU {mtu}: too small for VXLAN")]
@@ -112,6 +117,7 @@ pub struct Identity {
     pub nl: Handle,
     pub uplink: Link,
     pub node_ip: Ipv4Addr,
+    pub uplink_prefix: u8,
     pub state: NodeState,
 }
 
@@ -120,10 +126,10 @@ impl Identity {
     pub async fn discover(cfg: &AgentConfig) -> Result<Self> {
         let nl = netlink::connect()?;
         let uplink = netlink::require_link(&nl, &cfg.uplink).await?;
-        let node_ip = netlink::ipv4_addrs(&nl, uplink.index)
+        let (node_ip, uplink_prefix) = netlink::ipv4_addrs(&nl, uplink.index)
             .await?
             .first()
-            .map(|(ip, _)| *ip)
+            .copied()
             .ok_or_else(|| AgentError::UplinkNoAddress(cfg.uplink.clone()))?;
         if uplink.mtu < 576 + VXLAN_OVERHEAD as u32 {
             return Err(AgentError::UplinkMtu {
@@ -136,6 +142,7 @@ impl Identity {
             nl,
             uplink,
             node_ip,
+            uplink_prefix,
             state,
         })
     }
@@ -148,6 +155,7 @@ impl Agent {
             nl,
             uplink,
             node_ip,
+            uplink_prefix,
             mut state,
         } = id;
         if let Some(old) = state
@@ -159,7 +167,20 @@ impl Agent {
                 new: net.pod_cidr,
             });
         }
+        let underlay = ipnet::Ipv4Net::new(node_ip, uplink_prefix)
+            .map(|n| n.trunc())
+            .unwrap_or_default();
+        if net.cluster_cidr.contains(&node_ip)
+            || underlay.contains(&net.cluster_cidr.network())
+            || net.cluster_cidr.contains(&underlay.network())
+        {
+            return Err(AgentError::Overlap {
+                cluster: net.cluster_cidr,
+                underlay,
+            });
+        }
         state.pod_cidr = Some(net.pod_cidr);
+        state.cluster_cidr = Some(net.cluster_cidr);
         let pod_mtu = uplink.mtu - VXLAN_OVERHEAD as u32;
 
         let bridge = netlink::ensure_bridge(&nl, &cfg.bridge, state.gateway_mac, pod_mtu).await?;
@@ -222,6 +243,13 @@ impl Agent {
 
     pub fn subnets(&self) -> Subnets {
         self.net
+    }
+
+    /// Ready to serve pods: started, and holding its lease when there is a store.
+    pub fn ready(&self) -> bool {
+        self.store_health
+            .as_ref()
+            .is_none_or(|h| h.lock().expect("health lock").lease_held)
     }
 
     /// Lets `status` report the cluster store's health.

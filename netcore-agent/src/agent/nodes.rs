@@ -98,7 +98,11 @@ impl Agent {
             return Ok(());
         }
         self.state.store_nodes = nodes;
-        self.apply_nodes()?;
+        if let Err(e) = self.apply_nodes() {
+            // Forget the listing so that the next one is applied again.
+            self.state.store_nodes.clear();
+            return Err(e);
+        }
         self.save()
     }
 
@@ -162,7 +166,8 @@ impl Agent {
             },
             source: source.into(),
             expires: rec.expires,
-            in_map: self.applied.get(&rec.pod_cidr) == Some(&(rec.underlay_ip, rec.vtep_mac)),
+            // Read back from the kernel, not from what the agent believes it wrote.
+            in_map: self.maps.nodes.get(rec.pod_cidr) == Some((rec.underlay_ip, rec.vtep_mac)),
         }
     }
 

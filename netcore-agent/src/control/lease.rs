@@ -46,9 +46,11 @@ pub struct OwnLease {
 }
 
 impl OwnLease {
-    pub async fn renew(&self, store: &mut Store) -> Result<(), StoreError> {
+    /// Renews the lease; false if another node holds the subnet now (then nothing
+    /// is written).
+    pub async fn renew(&self, store: &mut Store) -> Result<bool, StoreError> {
         store
-            .put(&self.key, &self.value.to_json(), Some(self.ttl))
+            .renew(&self.key, &self.value.to_json(), Some(self.ttl))
             .await
     }
 
@@ -105,7 +107,9 @@ pub async fn acquire(
         };
         if v.public_ip == public_ip && cfg.pod_cidr.is_none_or(|want| want == subnet) {
             let own = lease(subnet);
-            own.renew(store).await?;
+            store
+                .put(&own.key, &own.value.to_json(), Some(own.ttl))
+                .await?;
             info!(key = %own.key, "found this node's lease again");
             return Ok(own);
         }

@@ -24,6 +24,8 @@ pub struct StoreHealth {
     pub last_error: Option<String>,
     /// This node's lease key.
     pub lease_key: String,
+    /// Whether the lease is this node's (false while only remembered, or taken over).
+    pub lease_held: bool,
 }
 
 pub type SharedHealth = Arc<Mutex<StoreHealth>>;

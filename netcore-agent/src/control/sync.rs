@@ -69,7 +69,11 @@ impl Sync {
             if Instant::now() >= renew_at {
                 let r = self.lease.renew(&mut self.store).await;
                 renew_at = Instant::now() + if r.is_ok() { renew_every } else { backoff };
-                self.record(r.map_err(|e| format!("renewing {}: {e}", self.lease.key)));
+                self.lease_held(r.as_ref().is_ok_and(|held| *held));
+                self.record(
+                    r.map(drop)
+                        .map_err(|e| format!("renewing {}: {e}", self.lease.key)),
+                );
             }
             let ok = self.sync().await;
             let wait = async {
@@ -94,8 +98,12 @@ impl Sync {
                 req = requests.recv() => match req {
                     Some(ControlRequest::Leave(reply)) => {
                         let r = self.lease.release(&mut self.store).await;
+                        let released = r.is_ok();
                         let _ = reply.send(r.map(|()| serde_json::Value::Null).map_err(|e| format!("releasing the lease: {e}")));
-                        return;
+                        // A failed release leaves the node as it was: keep renewing.
+                        if released {
+                            return;
+                        }
                     }
                     Some(req) => self.serve(req).await,
                     None => return,
@@ -209,6 +217,15 @@ impl Sync {
         self.health.lock().expect("health lock").record(r);
     }
 
+    /// Notes whether this node still holds its lease; losing it is logged once.
+    fn lease_held(&self, held: bool) {
+        let mut h = self.health.lock().expect("health lock");
+        if h.lease_held && !held {
+            tracing::error!(key = %self.lease.key, "another node holds this node's subnet now; not overwriting it (the node is not ready)");
+        }
+        h.lease_held = held;
+    }
+
     /// Turns a listing into the other nodes, by lease key.
     fn nodes(&mut self, entries: Vec<Entry>) -> BTreeMap<String, NodeRecord> {
         let mut next = BTreeMap::new();
@@ -244,7 +261,18 @@ impl Sync {
                 self.lease.network
             ));
         }
-        if v.backend_data.vtep_mac.0[0] & 1 == 1 {
+        let ip = v.public_ip;
+        if ip.is_unspecified()
+            || ip.is_loopback()
+            || ip.is_multicast()
+            || ip.is_broadcast()
+            || self.lease.network.contains(&ip)
+        {
+            return Err(format!("PublicIP {ip} cannot be a node's underlay address"));
+        }
+        if v.backend_data.vtep_mac.0[0] & 1 == 1
+            || v.backend_data.vtep_mac == crate::mac::Mac::default()
+        {
             return Err(format!(
                 "VtepMAC {} is not unicast",
                 v.backend_data.vtep_mac

@@ -47,6 +47,12 @@ impl NodeMap {
         }
     }
 
+    /// The node the kernel's trie holds for `net` (longest-prefix match).
+    pub fn get(&self, net: Ipv4Net) -> Option<(Ipv4Addr, Mac)> {
+        let v = self.map.get(&key(net), 0).ok()?;
+        Some((Ipv4Addr::from(v.underlay_ip.to_ne_bytes()), Mac(v.vtep_mac)))
+    }
+
     /// Every prefix in the trie with the node it points to.
     pub fn entries(&self) -> Vec<(Ipv4Net, Ipv4Addr, Mac)> {
         self.map

@@ -137,6 +137,28 @@ impl EtcdStore {
         Ok(())
     }
 
+    /// Puts `key` under a fresh lease if it still holds `value` (or is absent); false
+    /// if another value is there.
+    pub async fn renew(
+        &mut self,
+        key: &str,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let lease = self.grant(ttl).await?;
+        let txn = Txn::new()
+            .when([Compare::value(key, CompareOp::Equal, value)])
+            .and_then([TxnOp::put(key, value, Self::put_options(lease))]);
+        let r = bounded(self.client().await?.txn(txn)).await;
+        if self.check(r)?.succeeded() {
+            let old = self.remember(key, lease);
+            self.revoke(old).await;
+            return Ok(true);
+        }
+        self.revoke(lease).await;
+        self.create(key, value, ttl).await
+    }
+
     /// Records the lease `key` is bound to now; returns the one it had.
     fn remember(&mut self, key: &str, lease: Option<i64>) -> Option<i64> {
         match lease {

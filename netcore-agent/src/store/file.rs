@@ -126,6 +126,18 @@ impl FileStore {
         self.write(&path, value, ttl)
     }
 
+    /// Rewrites `key` with a fresh TTL if it is absent or still holds `value`; false
+    /// (and nothing written) if someone else's value is there.
+    pub fn renew(&self, key: &str, value: &str, ttl: Option<Duration>) -> Result<bool, StoreError> {
+        let path = self.path(key)?;
+        let _lock = self.lock()?;
+        if Self::read_live(&path)?.is_some_and(|e| e.value != value) {
+            return Ok(false);
+        }
+        self.write(&path, value, ttl)?;
+        Ok(true)
+    }
+
     pub fn delete(&self, key: &str) -> Result<(), StoreError> {
         let path = self.path(key)?;
         let _lock = self.lock()?;

@@ -76,7 +76,16 @@ impl NetworkConfig {
 
     fn validate(&self) -> Result<(), LayoutError> {
         let bad = |m: String| Err(LayoutError::ConfigInvalid(m));
-        if self.subnet_len < self.network.prefix_len() || self.subnet_len > 30 {
+        if self.network.prefix_len() < 8 || self.network.network() != self.network.addr() {
+            return bad(format!(
+                "Network {} must be a network address with a prefix of /8 or longer",
+                self.network
+            ));
+        }
+        if self.subnet_len < self.network.prefix_len()
+            || self.subnet_len > 30
+            || self.subnet_len - self.network.prefix_len() > 16
+        {
             return bad(format!(
                 "SubnetLen {} does not fit Network {}",
                 self.subnet_len, self.network
@@ -87,6 +96,20 @@ impl NetworkConfig {
                 "Backend.Type {:?}: netcore speaks only vxlan",
                 self.backend.kind
             ));
+        }
+        let step = 1u32 << (32 - self.subnet_len);
+        for (what, bound) in [
+            ("SubnetMin", self.subnet_min),
+            ("SubnetMax", self.subnet_max),
+        ] {
+            if let Some(b) = bound {
+                if u32::from(b) % step != 0 || !self.network.contains(&b) {
+                    return bad(format!(
+                        "{what} {b} is not a subnet address of {} with SubnetLen {}",
+                        self.network, self.subnet_len
+                    ));
+                }
+            }
         }
         let (lo, hi) = self.range();
         if lo > hi {
@@ -262,6 +285,18 @@ mod tests {
             (
                 r#"{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"udp"}}"#,
                 "only vxlan",
+            ),
+            (
+                r#"{"Network":"0.0.0.0/0","SubnetLen":0,"Backend":{"Type":"vxlan"}}"#,
+                "/8 or longer",
+            ),
+            (
+                r#"{"Network":"10.0.0.0/8","SubnetLen":30,"Backend":{"Type":"vxlan"}}"#,
+                "does not fit",
+            ),
+            (
+                r#"{"Network":"10.244.0.0/16","SubnetLen":24,"SubnetMin":"10.244.1.7","Backend":{"Type":"vxlan"}}"#,
+                "not a subnet address",
             ),
             (
                 r#"{"Network":"10.244.0.0/16","SubnetLen":24,"SubnetMin":"10.244.9.0","SubnetMax":"10.244.2.0","Backend":{"Type":"vxlan"}}"#,

@@ -125,6 +125,20 @@ impl Store {
         }
     }
 
+    /// Renews `key` (a fresh TTL) only while it holds `value` or is absent: a lease
+    /// another node took meanwhile is never overwritten. False if it is someone else's.
+    pub async fn renew(
+        &mut self,
+        key: &str,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::File(s) => s.renew(key, value, ttl),
+            Store::Etcd(s) => s.renew(key, value, ttl).await,
+        }
+    }
+
     pub async fn delete(&mut self, key: &str) -> Result<(), StoreError> {
         match self {
             Store::File(s) => s.delete(key),
