@@ -102,6 +102,11 @@ fn exists_ok(r: Result<(), rtnetlink::Error>, what: &str) -> Result<()> {
     }
 }
 
+/// `ip link set …`: one RTM_SETLINK.
+async fn set_link(h: &Handle, msg: LinkMessage, what: impl Into<String>) -> Result<()> {
+    h.link().set(msg).execute().await.map_err(op(what))
+}
+
 pub async fn link(h: &Handle, name: &str) -> Result<Option<Link>> {
     match h
         .link()
@@ -158,11 +163,7 @@ pub async fn ensure_bridge(h: &Handle, name: &str, mac: Mac, mtu: u32) -> Result
         .mtu(mtu)
         .up()
         .build();
-    h.link()
-        .set(msg)
-        .execute()
-        .await
-        .map_err(op(format!("configure bridge {name}")))?;
+    set_link(h, msg, format!("configure bridge {name}")).await?;
     require_link(h, name).await
 }
 
@@ -176,11 +177,12 @@ pub async fn add_addr(h: &Handle, index: u32, ip: Ipv4Addr, prefix: u8) -> Resul
 }
 
 pub async fn set_up(h: &Handle, index: u32) -> Result<()> {
-    h.link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await
-        .map_err(op("set link up"))
+    set_link(
+        h,
+        LinkUnspec::new_with_index(index).up().build(),
+        "set link up",
+    )
+    .await
 }
 
 /// Creates a veth pair; both ends get `mtu`.
@@ -193,11 +195,7 @@ pub async fn add_veth(h: &Handle, name: &str, peer: &str, mtu: u32) -> Result<()
         .map_err(op(format!("create veth {name}")))?;
     let peer_link = require_link(h, peer).await?;
     let set = LinkUnspec::new_with_index(peer_link.index).mtu(mtu).build();
-    h.link()
-        .set(set)
-        .execute()
-        .await
-        .map_err(op(format!("set MTU of {peer}")))
+    set_link(h, set, format!("set MTU of {peer}")).await
 }
 
 pub async fn move_to_netns(h: &Handle, index: u32, netns: &std::fs::File) -> Result<()> {
@@ -205,22 +203,14 @@ pub async fn move_to_netns(h: &Handle, index: u32, netns: &std::fs::File) -> Res
     let msg = LinkUnspec::new_with_index(index)
         .setns_by_fd(netns.as_raw_fd())
         .build();
-    h.link()
-        .set(msg)
-        .execute()
-        .await
-        .map_err(op("move link to netns"))
+    set_link(h, msg, "move link to netns").await
 }
 
 pub async fn rename(h: &Handle, index: u32, name: &str) -> Result<()> {
     let msg = LinkUnspec::new_with_index(index)
         .name(name.to_string())
         .build();
-    h.link()
-        .set(msg)
-        .execute()
-        .await
-        .map_err(op(format!("rename link to {name}")))
+    set_link(h, msg, format!("rename link to {name}")).await
 }
 
 pub async fn set_master_up(h: &Handle, index: u32, master: u32) -> Result<()> {
@@ -228,11 +218,7 @@ pub async fn set_master_up(h: &Handle, index: u32, master: u32) -> Result<()> {
         .controller(master)
         .up()
         .build();
-    h.link()
-        .set(msg)
-        .execute()
-        .await
-        .map_err(op("attach link to bridge"))
+    set_link(h, msg, "attach link to bridge").await
 }
 
 /// Deletes a link; a missing one is not an error.

@@ -6,6 +6,7 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
     programs::TcContext,
 };
+use network_types::ip::Ipv4Hdr;
 use netcore_common::{
     config::{DatapathConfig, FLAG_READY},
     counters::Reason,
@@ -15,7 +16,7 @@ use netcore_common::{
 
 use crate::{
     maps::{NC_CONFIG, NC_ENDPOINTS, NC_NODES},
-    packet::set_macs,
+    packet::{ipv4_frame, set_macs},
     verdict::Verdict,
     vxlan,
 };
@@ -27,6 +28,14 @@ pub enum Dest {
     Remote(RemoteNode),
     /// Anything else: the kernel's normal path decides.
     Elsewhere,
+}
+
+/// The IPv4 frame at the start of the packet and the node's settings; `None` for
+/// what the programs leave alone (not IPv4, or the agent has not configured the node).
+#[inline(always)]
+pub fn prologue(ctx: &TcContext) -> Result<Option<(*mut Ipv4Hdr, DatapathConfig)>, Reason> {
+    let Some(ip) = ipv4_frame(ctx)? else { return Ok(None) };
+    Ok(config().map(|cfg| (ip, cfg)))
 }
 
 /// The node's settings, once the agent has written them.

@@ -10,16 +10,13 @@ use network_types::eth::EthHdr;
 
 use crate::{
     forward::{self, Dest},
-    packet::{dst_ip, ipv4_frame, ptr_at},
+    packet::{dst_ip, ptr_at},
     verdict::Verdict,
 };
 
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> Result<Verdict, Reason> {
-    let Some(ip) = ipv4_frame(ctx)? else {
-        return Ok(Verdict::pass());
-    };
-    let Some(cfg) = forward::config() else {
+    let Some((ip, cfg)) = forward::prologue(ctx)? else {
         return Ok(Verdict::pass());
     };
     match forward::lookup(dst_ip(ip)) {

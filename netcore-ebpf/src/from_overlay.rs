@@ -14,7 +14,7 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr};
 
 use crate::{
     forward::{self, Dest},
-    packet::{dst_ip, ipv4_frame, ptr_at, pull, src_ip, ETH_P_IPV4, IPPROTO_UDP, IP_MF_OFFSET_MASK},
+    packet::{dst_ip, ptr_at, pull, src_ip, ETH_P_IPV4, IPPROTO_UDP, IP_MF_OFFSET_MASK},
     service,
     verdict::Verdict,
     vxlan::{self, VxlanHdr, OUTER_UDP_END},
@@ -25,10 +25,7 @@ const VXLAN_FRAME_MIN: usize = ETH_HLEN + VXLAN_OVERHEAD + IPV4_HLEN;
 
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> Result<Verdict, Reason> {
-    let Some(ip) = ipv4_frame(ctx)? else {
-        return Ok(Verdict::pass());
-    };
-    let Some(cfg) = forward::config() else {
+    let Some((ip, cfg)) = forward::prologue(ctx)? else {
         return Ok(Verdict::pass());
     };
     // Everything needed from the outer header, read before anything may move it.

@@ -10,17 +10,14 @@ use netcore_common::{config::FLAG_SERVICES, counters::Reason};
 
 use crate::{
     forward::{self, Dest},
-    packet::{dst_ip, ipv4_frame, src_ip},
+    packet::{dst_ip, src_ip},
     service::{self, Svc},
     verdict::Verdict,
 };
 
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> Result<Verdict, Reason> {
-    let Some(ip) = ipv4_frame(ctx)? else {
-        return Ok(Verdict::pass());
-    };
-    let Some(cfg) = forward::config() else {
+    let Some((ip, cfg)) = forward::prologue(ctx)? else {
         return Ok(Verdict::pass());
     };
     // A pod sends only from its own address, through its own veth.

@@ -69,3 +69,31 @@ impl FlannelNode {
         Ok(())
     }
 }
+
+impl FlannelNode {
+    /// Makes the flannel node and every netcore node of `c` peers, the static way (flannel's
+    /// routes here, `netcore node add` there).
+    pub fn peer_statically(&self, c: &Cluster) -> Result<()> {
+        for n in &c.nodes {
+            let st = n.status()?;
+            self.add_peer(
+                st.pod_cidr.network(),
+                st.pod_cidr.prefix_len(),
+                &st.vtep_mac.to_string(),
+                n.ip,
+            )?;
+            n.cli(&[
+                "node",
+                "add",
+                "flannel",
+                "--pod-cidr",
+                &self.pod_cidr,
+                "--underlay-ip",
+                &self.ip.to_string(),
+                "--vtep-mac",
+                &self.vtep_mac,
+            ])?;
+        }
+        Ok(())
+    }
+}

@@ -146,26 +146,7 @@ fn the_underlay_carries_only_vxlan_between_pod_networks() -> Result<()> {
 fn a_flannel_kernel_vxlan_node_interoperates_both_ways() -> Result<()> {
     let c = meshed(2)?;
     let fl = FlannelNode::new(&c, 9)?;
-    for n in &c.nodes {
-        let st = n.status()?;
-        fl.add_peer(
-            st.pod_cidr.network(),
-            st.pod_cidr.prefix_len(),
-            &st.vtep_mac.to_string(),
-            n.ip,
-        )?;
-        n.cli(&[
-            "node",
-            "add",
-            "flannel",
-            "--pod-cidr",
-            &fl.pod_cidr,
-            "--underlay-ip",
-            &fl.ip.to_string(),
-            "--vtep-mac",
-            &fl.vtep_mac,
-        ])?;
-    }
+    fl.peer_statically(&c)?;
     let a = c.node(1).add_pod(&c.pod_name("a"))?;
     assert!(
         traffic::ping(&fl.pod.name, a.ip, 3),
@@ -411,26 +392,7 @@ fn pods_get_the_uplink_mtu_minus_vxlan_and_never_fragment() -> Result<()> {
         "one byte more must not be sent (no fragmentation)"
     );
     let flannel = FlannelNode::new(&c, 9)?;
-    for n in &c.nodes {
-        let st = n.status()?;
-        flannel.add_peer(
-            st.pod_cidr.network(),
-            st.pod_cidr.prefix_len(),
-            &st.vtep_mac.to_string(),
-            n.ip,
-        )?;
-        n.cli(&[
-            "node",
-            "add",
-            "flannel",
-            "--pod-cidr",
-            &flannel.pod_cidr,
-            "--underlay-ip",
-            &flannel.ip.to_string(),
-            "--vtep-mac",
-            &flannel.vtep_mac,
-        ])?;
-    }
+    flannel.peer_statically(&c)?;
     let to_flannel = pod_ns(&a).output(&[
         "ping",
         "-c",
