@@ -58,6 +58,10 @@ const DECAP_FLAGS: u64 = (BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_DECAP_L3_IPV
 /// Ethernet addresses are left for `bpf_redirect_neigh` to fill.
 #[inline(always)]
 pub fn encap(ctx: &TcContext, cfg: &DatapathConfig, node: &RemoteNode) -> Result<(), Reason> {
+        // The outer lengths are 16 bits: a super-packet that would overflow them is refused.
+    if ctx.len() as usize - ETH_HLEN + VXLAN_OVERHEAD > u16::MAX as usize {
+        return Err(Reason::DropEncapFailed);
+    }
     let inner_ip: *mut Ipv4Hdr = ptr_at(ctx, ETH_HLEN)?;
     let ecn = unsafe { (*inner_ip).tos } & 0x03;
     let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };

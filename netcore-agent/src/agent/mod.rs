@@ -7,11 +7,11 @@ use std::net::Ipv4Addr;
 use aya::programs::TcAttachType;
 use netcore_common::{
     config::{DatapathConfig, FLAG_READY, FLAG_SERVICES},
-    pin::{PROG_FROM_HOST, PROG_FROM_OVERLAY, PROG_FROM_POD},
+    pin::{PROG_FROM_HOST, PROG_FROM_OVERLAY},
     wire::VXLAN_OVERHEAD,
 };
 use rtnetlink::Handle;
-use tracing::{info, warn};
+use tracing::info;
 
 mod cni;
 mod nodes;
@@ -28,8 +28,8 @@ use crate::{
     masq,
     netlink::{self, Link, NetlinkError},
     netns::NetnsError,
-    pod::{self, PodError},
-    state::{NodeState, PodRecord, StateError},
+    pod::PodError,
+    state::{NodeState, StateError},
     sysctl,
 };
 
@@ -284,65 +284,6 @@ impl Agent {
             vtep_mac: self.state.vtep_mac.0,
         };
         Ok(self.maps.config.set(&cfg)?)
-    }
-
-    /// The host's own traffic to remote pods: the cluster CIDR goes into the bridge via
-    /// a next hop that resolves to this node's VTEP MAC, where `from_host` picks it up.
-    async fn route_cluster_via_overlay(&mut self) -> Result<()> {
-        let next_hop = self.net.cluster_cidr.network();
-        netlink::replace_neighbour(&self.nl, self.bridge.index, next_hop, self.state.vtep_mac)
-            .await?;
-        netlink::replace_onlink_route(
-            &self.nl,
-            self.net.cluster_cidr,
-            next_hop,
-            self.bridge.index,
-            self.net.gateway(),
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Pods in the state whose interfaces still exist are kept (same IP, map entry and
-    /// program); the rest, and anything a crash left behind, is removed.
-    async fn reconcile_pods(&mut self) -> Result<()> {
-        let records: Vec<PodRecord> = self.state.pods.values().cloned().collect();
-        let mut keep = vec![self.cfg.uplink.clone(), self.cfg.bridge.clone()];
-        for rec in records {
-            let host = netlink::link(&self.nl, &rec.host_if).await?;
-            let complete = rec.mac != Mac::default() && pod::exists_inside(&rec.netns, &rec.ifname);
-            match host {
-                Some(host) if complete && self.ipam.reserve(rec.ip).is_ok() => {
-                    if host.master != Some(self.bridge.index) {
-                        netlink::set_master_up(&self.nl, host.index, self.bridge.index).await?;
-                    }
-                    self.maps.endpoints.insert(rec.ip, host.index, rec.mac)?;
-                    self.dp
-                        .attach(PROG_FROM_POD, &rec.host_if, TcAttachType::Ingress)?;
-                    keep.push(rec.host_if.clone());
-                }
-                _ => {
-                    warn!(pod = %rec.name, "pod is incomplete or gone: removing what is left of it");
-                    self.remove_pod_objects(&rec).await;
-                    self.state.pods.remove(&rec.name);
-                }
-            }
-        }
-        for link in netlink::links(&self.nl).await? {
-            if pod::is_host_if_name(&link.name) && !keep.contains(&link.name) {
-                warn!(interface = %link.name, "removing a pod interface no pod owns");
-                netlink::del_link(&self.nl, &link.name).await?;
-            }
-        }
-        for (ip, _) in self.maps.endpoints.entries() {
-            if !self.state.pods.values().any(|p| p.ip == ip) {
-                self.maps.endpoints.remove(ip)?;
-            }
-        }
-        for stale in self.dp.stale_attachments(&keep) {
-            self.dp.remove_attachment(&stale);
-        }
-        Ok(())
     }
 
     pub async fn handle(&mut self, req: Request) -> Reply {

@@ -11,6 +11,7 @@ use super::{Agent, AgentError, Result};
 use crate::{
     api::{NodeInfo, NodeSpec},
     mac::Mac,
+    netlink,
     state::NodeRecord,
 };
 
@@ -183,6 +184,25 @@ impl Agent {
             .values()
             .map(|n| self.node_info(n, "store"));
         statics.chain(stored).collect()
+    }
+}
+
+impl Agent {
+    /// The host's own traffic to remote pods: the cluster CIDR goes into the bridge via
+    /// a next hop that resolves to this node's VTEP MAC, where `from_host` picks it up.
+    pub(super) async fn route_cluster_via_overlay(&mut self) -> Result<()> {
+        let next_hop = self.net.cluster_cidr.network();
+        netlink::replace_neighbour(&self.nl, self.bridge.index, next_hop, self.state.vtep_mac)
+            .await?;
+        netlink::replace_onlink_route(
+            &self.nl,
+            self.net.cluster_cidr,
+            next_hop,
+            self.bridge.index,
+            self.net.gateway(),
+        )
+        .await?;
+        Ok(())
     }
 }
 

@@ -71,7 +71,11 @@ impl Agent {
 
     async fn plumb_pod(&mut self, rec: &mut PodRecord) -> Result<()> {
         if rec.owns_netns {
-            netns::create(&rec.name)?;
+            if let Err(e) = netns::create(&rec.name) {
+                // Not ours after all (someone made it meanwhile): never remove it.
+                rec.owns_netns = false;
+                return Err(e.into());
+            }
         }
         let spec = PodSpec {
             netns: rec.netns.clone(),
@@ -138,5 +142,49 @@ impl Agent {
 
     pub fn pod_list(&self) -> Vec<PodInfo> {
         self.state.pods.values().map(|p| self.pod_info(p)).collect()
+    }
+}
+
+impl Agent {
+    /// Pods in the state whose interfaces still exist are kept (same IP, map entry and
+    /// program); the rest, and anything a crash left behind, is removed.
+    pub(super) async fn reconcile_pods(&mut self) -> Result<()> {
+        let records: Vec<PodRecord> = self.state.pods.values().cloned().collect();
+        let mut keep = vec![self.cfg.uplink.clone(), self.cfg.bridge.clone()];
+        for rec in records {
+            let host = netlink::link(&self.nl, &rec.host_if).await?;
+            let complete = rec.mac != Mac::default() && pod::exists_inside(&rec.netns, &rec.ifname);
+            match host {
+                Some(host) if complete && self.ipam.reserve(rec.ip).is_ok() => {
+                    if host.master != Some(self.bridge.index) {
+                        netlink::set_master_up(&self.nl, host.index, self.bridge.index).await?;
+                    }
+                    self.maps.endpoints.insert(rec.ip, host.index, rec.mac)?;
+                    self.dp
+                        .attach(PROG_FROM_POD, &rec.host_if, TcAttachType::Ingress)?;
+                    keep.push(rec.host_if.clone());
+                }
+                _ => {
+                    warn!(pod = %rec.name, "pod is incomplete or gone: removing what is left of it");
+                    self.remove_pod_objects(&rec).await;
+                    self.state.pods.remove(&rec.name);
+                }
+            }
+        }
+        for link in netlink::links(&self.nl).await? {
+            if pod::is_host_if_name(&link.name) && !keep.contains(&link.name) {
+                warn!(interface = %link.name, "removing a pod interface no pod owns");
+                netlink::del_link(&self.nl, &link.name).await?;
+            }
+        }
+        for (ip, _) in self.maps.endpoints.entries() {
+            if !self.state.pods.values().any(|p| p.ip == ip) {
+                self.maps.endpoints.remove(ip)?;
+            }
+        }
+        for stale in self.dp.stale_attachments(&keep) {
+            self.dp.remove_attachment(&stale);
+        }
+        Ok(())
     }
 }
