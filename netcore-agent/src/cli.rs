@@ -441,13 +441,23 @@ fn print_pods(pods: &[PodInfo]) {
 
 fn print_nodes(nodes: &[NodeInfo]) {
     println!(
-        "{:<16} {:<18} {:<16} {:<18} {:<8} IN-MAP",
-        "NAME", "POD-CIDR", "UNDERLAY", "VTEP-MAC", "SOURCE"
+        "{:<16} {:<18} {:<16} {:<18} {:<8} {:<9} IN-MAP",
+        "NAME", "POD-CIDR", "UNDERLAY", "VTEP-MAC", "SOURCE", "EXPIRES"
     );
+    let now = crate::control::unix_now();
     for n in nodes {
+        let expires = n
+            .expires
+            .map_or("-".to_string(), |t| format!("{}s", t.saturating_sub(now)));
         println!(
-            "{:<16} {:<18} {:<16} {:<18} {:<8} {}",
-            n.spec.name, n.spec.pod_cidr, n.spec.underlay_ip, n.spec.vtep_mac, n.source, n.in_map
+            "{:<16} {:<18} {:<16} {:<18} {:<8} {:<9} {}",
+            n.spec.name,
+            n.spec.pod_cidr,
+            n.spec.underlay_ip,
+            n.spec.vtep_mac,
+            n.source,
+            expires,
+            n.in_map
         );
     }
 }

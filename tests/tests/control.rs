@@ -70,6 +70,9 @@ fn all_pods_reach_each_other(pods: &[PodInfo]) {
 fn three_nodes_find_each_other(store: StoreSpec) -> Result<()> {
     let c = cluster(store, 3)?;
     let subnets: HashSet<String> = c.nodes.iter().map(|n| n.pod_cidr.clone()).collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     assert_eq!(
         subnets.len(),
         3,
@@ -82,6 +85,13 @@ fn three_nodes_find_each_other(store: StoreSpec) -> Result<()> {
             }
         }
     }
+    let leases = nodes_of(c.node(1));
+    assert!(
+        leases
+            .iter()
+            .all(|l| l.source == "store" && l.expires.is_some_and(|t| t > now && t <= now + 4)),
+        "node list shows each lease with its expiry (TTL 3 s): {leases:?}"
+    );
     let pods: Vec<PodInfo> = c
         .nodes
         .iter()

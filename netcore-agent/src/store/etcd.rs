@@ -1,7 +1,10 @@
 //! etcd v3, as flannel uses it. The client connects lazily and reconnects after any
 //! error; a key with a TTL is bound to an etcd lease of its own.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    time::{Duration, SystemTime},
+};
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
@@ -33,6 +36,8 @@ pub struct EtcdStore {
     watch: Option<WatchStream>,
     /// The etcd lease each of our TTL'd keys is bound to.
     leases: HashMap<String, i64>,
+    /// When the leases of listed keys expire, by lease id.
+    expiries: HashMap<i64, SystemTime>,
 }
 
 impl EtcdStore {
@@ -42,6 +47,7 @@ impl EtcdStore {
             client: None,
             watch: None,
             leases: HashMap::new(),
+            expiries: HashMap::new(),
         }
     }
 
@@ -184,14 +190,36 @@ impl EtcdStore {
         .await;
         let resp = self.check(r)?;
         let mut out = Vec::new();
+        let mut live = HashMap::new();
         for kv in resp.kvs() {
+            let expires = self.expiry(kv.lease()).await;
+            if let Some(t) = expires {
+                live.insert(kv.lease(), t);
+            }
             out.push(Entry {
                 key: String::from_utf8_lossy(kv.key()).into_owned(),
                 value: String::from_utf8_lossy(kv.value()).into_owned(),
-                expires: None,
+                expires,
             });
         }
+        self.expiries = live;
         Ok(out)
+    }
+
+    /// When the etcd lease `id` runs out (asked once per lease; renewals take new ones).
+    async fn expiry(&mut self, id: i64) -> Option<SystemTime> {
+        if id == 0 {
+            return None;
+        }
+        if let Some(t) = self.expiries.get(&id) {
+            return Some(*t);
+        }
+        let client = self.client().await.ok()?;
+        let ttl = bounded(client.lease_time_to_live(id, None))
+            .await
+            .ok()?
+            .ttl();
+        (ttl >= 0).then(|| SystemTime::now() + Duration::from_secs(ttl as u64))
     }
 
     pub async fn changed(&mut self, prefix: &str) -> Result<(), StoreError> {
