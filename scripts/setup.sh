@@ -13,6 +13,8 @@ PACKAGES=(
   iproute2 nftables util-linux etcd-server etcd-client protobuf-compiler libprotobuf-dev
   # traffic, captures and benchmarks
   iperf3 socat iputils-ping tcpdump bpftool ethtool
+  # the benchmark's chart
+  gnuplot-nox
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }
