@@ -104,10 +104,18 @@ fn transaction(conn: &mut TcpStream) -> Result<()> {
     Ok(())
 }
 
-/// Runs server and client for one target, both pinned to the last CPU.
-pub fn measure(t: &Target, seconds: u32) -> Result<RrResult> {
+/// This binary's path. The bench's own build step may have replaced the file it runs
+/// from (the kernel then reports it as "PATH (deleted)"): the new one at PATH has the
+/// same tool.
+fn own_binary() -> Result<String> {
     let exe = std::env::current_exe().context("finding the xtask binary")?;
     let exe = exe.to_string_lossy();
+    Ok(exe.strip_suffix(" (deleted)").unwrap_or(&exe).to_string())
+}
+
+/// Runs server and client for one target, both pinned to the last CPU.
+pub fn measure(t: &Target, seconds: u32) -> Result<RrResult> {
+    let exe = own_binary()?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cpu = (cpus - 1).to_string();
     let (client_cpu, server_cpu) = (&cpu, &cpu);
