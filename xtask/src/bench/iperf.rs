@@ -11,6 +11,7 @@ use super::{
     cmd::{self, Process},
     cpu,
     datapaths::Target,
+    netstat,
 };
 
 const PORT: &str = "5201";
@@ -21,6 +22,11 @@ pub struct Throughput {
     /// Bytes the receiver got.
     pub bytes: u64,
     pub retransmits: u64,
+    /// Segments the receiver reported back as duplicates (DSACK): retransmissions
+    /// that were spurious.
+    pub dsacks: u64,
+    /// Segments the receiver queued out of order.
+    pub out_of_order: u64,
 }
 
 /// One iperf3 run: throughput, and CPU seconds spent machine-wide during it.
@@ -38,11 +44,15 @@ pub fn run(t: &Target, streams: u32, seconds: u32) -> Result<(Throughput, f64)> 
     let args = [
         "iperf3", "-c", &ip, "-p", PORT, "-P", &streams, "-t", &secs, "-J",
     ];
+    let (tx0, rx0) = (netstat::tcp_ext(&t.client)?, netstat::tcp_ext(&t.server)?);
     let before = cpu::snapshot()?;
     let out = cmd::output(&mut cmd::in_ns(&t.client, &args))?;
     let after = cpu::snapshot()?;
     let json = String::from_utf8_lossy(&out.stdout);
-    let result = parse(&json).with_context(|| format!("iperf3 to {ip} from {}", t.client))?;
+    let mut result = parse(&json).with_context(|| format!("iperf3 to {ip} from {}", t.client))?;
+    let (tx1, rx1) = (netstat::tcp_ext(&t.client)?, netstat::tcp_ext(&t.server)?);
+    result.dsacks = netstat::delta(&tx0, &tx1, "TCPDSACKRecvSegs");
+    result.out_of_order = netstat::delta(&rx0, &rx1, "TCPOFOQueue");
     Ok((result, cpu::busy_seconds(before, after)))
 }
 
@@ -80,6 +90,8 @@ pub fn parse(json: &str) -> Result<Throughput> {
         gbit_per_s: bps / 1e9,
         bytes,
         retransmits: v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
+        dsacks: 0,
+        out_of_order: 0,
     })
 }
 

@@ -45,6 +45,8 @@ fn measure(dp: Datapath, t: &Target, d: Durations, round: usize) -> Result<Vec<S
     anyhow::ensure!(one.bytes > 0, "TCP, 1 stream: nothing arrived");
     push(Metric::Tcp1, one.gbit_per_s);
     push(Metric::Retransmits, one.retransmits as f64);
+    push(Metric::Dsacks, one.dsacks as f64);
+    push(Metric::OutOfOrder, one.out_of_order as f64);
     push(Metric::CpuPerGb, cpu_s / (one.bytes as f64 / 1e9));
     let (four, _) = iperf::run(t, 4, d.iperf_s).context("TCP, 4 streams")?;
     push(Metric::Tcp4, four.gbit_per_s);

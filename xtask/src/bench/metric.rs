@@ -12,6 +12,8 @@ pub enum Metric {
     RrRate,
     CpuPerGb,
     Retransmits,
+    Dsacks,
+    OutOfOrder,
 }
 
 /// One measured value.
@@ -24,7 +26,7 @@ pub struct Sample {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 8] = [
+    pub const ALL: [Metric; 10] = [
         Metric::Tcp1,
         Metric::Tcp4,
         Metric::PingRtt,
@@ -33,6 +35,8 @@ impl Metric {
         Metric::RrRate,
         Metric::CpuPerGb,
         Metric::Retransmits,
+        Metric::Dsacks,
+        Metric::OutOfOrder,
     ];
 
     pub fn key(self) -> &'static str {
@@ -45,6 +49,8 @@ impl Metric {
             Metric::RrRate => "rr_rate",
             Metric::CpuPerGb => "cpu_per_gb",
             Metric::Retransmits => "tcp_1_stream_retransmits",
+            Metric::Dsacks => "tcp_1_stream_dsacks",
+            Metric::OutOfOrder => "tcp_1_stream_out_of_order",
         }
     }
 
@@ -55,7 +61,7 @@ impl Metric {
             Metric::RrP50 | Metric::RrP99 => "us",
             Metric::RrRate => "transactions/s",
             Metric::CpuPerGb => "CPU s/GB",
-            Metric::Retransmits => "segments",
+            Metric::Retransmits | Metric::Dsacks | Metric::OutOfOrder => "segments",
         }
     }
 
@@ -73,7 +79,9 @@ impl Metric {
             Metric::RrP99 => "RR p99 µs",
             Metric::RrRate => "RR trans/s",
             Metric::CpuPerGb => "CPU s/GB",
-            Metric::Retransmits => "retrans (1 stream)",
+            Metric::Retransmits => "retransmits",
+            Metric::Dsacks => "DSACKed (spurious)",
+            Metric::OutOfOrder => "out of order at receiver",
         }
     }
 }

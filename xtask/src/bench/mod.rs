@@ -11,6 +11,7 @@ mod iperf;
 mod measure;
 mod metric;
 mod netns;
+mod netstat;
 mod ping;
 mod report;
 mod results;

@@ -10,7 +10,7 @@ use super::{
 };
 
 /// Metrics in the main table, in column order.
-const COLUMNS: [Metric; 8] = [
+const COLUMNS: [Metric; 7] = [
     Metric::Tcp1,
     Metric::Tcp4,
     Metric::PingRtt,
@@ -18,8 +18,9 @@ const COLUMNS: [Metric; 8] = [
     Metric::RrP99,
     Metric::RrRate,
     Metric::CpuPerGb,
-    Metric::Retransmits,
 ];
+/// The single stream's loss and reordering counters.
+const TCP_COLUMNS: [Metric; 3] = [Metric::Retransmits, Metric::Dsacks, Metric::OutOfOrder];
 /// Metrics whose paired ratios are tabulated.
 const RATIO_COLUMNS: [Metric; 5] = [
     Metric::Tcp1,
@@ -43,7 +44,9 @@ pub fn markdown(r: &Results) -> String {
         "netcore bench: {} rounds × {} s, underlay MTU {}, Linux {}, {} CPUs ({})\n",
         r.rounds, r.seconds, r.mtu, m.kernel, m.cpus, m.cpu_model
     );
-    main_table(r, &mut s);
+    main_table(r, &COLUMNS, &mut s);
+    s.push_str("\nTCP, 1 stream: segments retransmitted, segments the receiver reported as duplicates (DSACK: the retransmission was spurious), segments the receiver queued out of order.\n\n");
+    main_table(r, &TCP_COLUMNS, &mut s);
     s.push_str("\nPaired per-round ratios (median, min–max): above 1 is faster for throughput, slower for latency and CPU.\n\n");
     ratio_table(r, &mut s);
     if !r.control_plane.is_empty() {
@@ -53,13 +56,13 @@ pub fn markdown(r: &Results) -> String {
     s
 }
 
-fn main_table(r: &Results, s: &mut String) {
+fn main_table(r: &Results, columns: &[Metric], s: &mut String) {
     s.push_str("| datapath | path MTU |");
-    COLUMNS.iter().for_each(|c| {
+    columns.iter().for_each(|c| {
         let _ = write!(s, " {} |", c.heading());
     });
     s.push_str("\n|---|---:|");
-    s.push_str(&"---:|".repeat(COLUMNS.len()));
+    s.push_str(&"---:|".repeat(columns.len()));
     s.push('\n');
     for d in &r.datapaths {
         let mtu = d.path_mtu.map_or("-".into(), |m| m.to_string());
@@ -68,7 +71,7 @@ fn main_table(r: &Results, s: &mut String) {
             let _ = writeln!(s, " FAILED: {} |", one_line(err));
             continue;
         }
-        for c in COLUMNS {
+        for &c in columns {
             let cell = r.record(d.name, c.key()).map_or("-".into(), cell);
             let _ = write!(s, " {cell} |");
         }

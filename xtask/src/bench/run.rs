@@ -245,14 +245,16 @@ fn progress(got: &[Sample]) {
             .map_or(f64::NAN, |s| s.value)
     };
     eprintln!(
-        "bench:   TCP {:.2} Gbit/s (4 streams {:.2}), ping {:.3} ms, RR p50 {:.0} µs p99 {:.0} µs, {:.2} CPU s/GB, {} retransmits",
+        "bench:   TCP {:.2} Gbit/s (4 streams {:.2}), ping {:.3} ms, RR p50 {:.0} µs p99 {:.0} µs, {:.2} CPU s/GB, {} retransmits ({} DSACKed, {} out of order)",
         v(Metric::Tcp1),
         v(Metric::Tcp4),
         v(Metric::PingRtt),
         v(Metric::RrP50),
         v(Metric::RrP99),
         v(Metric::CpuPerGb),
-        v(Metric::Retransmits)
+        v(Metric::Retransmits),
+        v(Metric::Dsacks),
+        v(Metric::OutOfOrder)
     );
 }
 
