@@ -3,6 +3,8 @@
 //! userspace (one read and one sendto per packet); the remote pod CIDR is routed into
 //! the TUN. `iff-no-pi` as flannel's backend (bare IP packets as UDP payload), so the
 //! overhead is IPv4 + UDP = 28 bytes and the pods' MTU is uplink − 28: nothing fragments.
+//! `-b 65536`: socat's default 8 KiB buffer would truncate packets at MTU 9000 (the
+//! don't-fragment check caught it).
 
 use std::time::{Duration, Instant};
 
@@ -44,7 +46,7 @@ fn tunnel(node: &Netns, i: u8, j: u8, mtu: u32) -> Result<Process> {
     let tun = format!("tun:10.99.0.{i}/24,iff-up,iff-no-pi,tun-name=tun0");
     let udp = format!("udp:{}:{PORT},bind={}:{PORT}", node_ip(j), node_ip(i));
     let mut socat = Process::spawn(
-        &mut cmd::in_ns(&node.name, &["socat", &tun, &udp]),
+        &mut cmd::in_ns(&node.name, &["socat", "-b", "65536", &tun, &udp]),
         &format!("socat on {}", node.name),
     )?;
     wait_for_tun(node, &mut socat)?;
