@@ -89,7 +89,9 @@ fn cell(rec: &Record) -> String {
 fn ratio_table(r: &Results, s: &mut String) {
     s.push_str("| datapath | vs |");
     RATIO_COLUMNS.iter().for_each(|c| {
-        let _ = write!(s, " {} |", c.heading());
+        // Ratios have no unit: the heading without its last word.
+        let name = c.heading().rsplit_once(' ').map_or(c.heading(), |(n, _)| n);
+        let _ = write!(s, " {name} |");
     });
     s.push_str("\n|---|---|");
     s.push_str(&"---:|".repeat(RATIO_COLUMNS.len()));
