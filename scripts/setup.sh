@@ -18,6 +18,8 @@ PACKAGES=(
   # the CNI tests: a real runtime (podman's CNI backend with runc), the reference
   # plugins (portmap, bandwidth, tuning) and a static busybox for container roots
   podman runc containernetworking-plugins busybox-static iptables
+  # the benchmark's chart
+  gnuplot-nox
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }

@@ -8,6 +8,8 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod bench;
+
 #[derive(Parser)]
 #[command(name = "xtask")]
 struct Cli {
@@ -36,6 +38,18 @@ enum Cmd {
         /// Shorter traffic figures (for the test suite).
         #[arg(long)]
         quick: bool,
+    },
+    /// Build, set up, and benchmark every datapath side by side (see the README).
+    Bench(bench::BenchArgs),
+    /// The benchmark's request/response server (one connection, then exit).
+    #[command(hide = true)]
+    RrServer { port: u16 },
+    /// The benchmark's request/response client: prints JSON.
+    #[command(hide = true)]
+    RrClient {
+        addr: std::net::SocketAddr,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
     },
 }
 
@@ -87,6 +101,13 @@ fn run(cli: Cli) -> Result<()> {
                 cmd.arg("--quick");
             }
             status(&mut cmd, "the demo")
+        }
+        Cmd::Bench(args) => bench::main(args),
+        Cmd::RrServer { port } => bench::rr::server(port, std::time::Duration::from_secs(60)),
+        Cmd::RrClient { addr, seconds } => {
+            let r = bench::rr::client(addr, seconds)?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
         }
     }
 }

@@ -1,0 +1,114 @@
+//! The datapaths under test, each set up in namespaces of its own and kept for every
+//! round: what each one builds lives in its own file.
+
+mod bridge;
+mod host_gw;
+mod netcore;
+mod netcore_local;
+mod socat_tun_udp;
+mod underlay;
+mod vxlan_kernel;
+
+use std::{any::Any, net::Ipv4Addr, path::PathBuf};
+
+use anyhow::Result;
+use clap::ValueEnum;
+
+use super::testbed::Namer;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Datapath {
+    Underlay,
+    HostGw,
+    VxlanKernel,
+    SocatTunUdp,
+    Netcore,
+    Bridge,
+    NetcoreLocal,
+}
+
+/// Where traffic goes once a datapath is up: from a client namespace to a server
+/// address inside another, over a path whose MTU is `path_mtu`.
+pub struct Target {
+    pub client: String,
+    pub server: String,
+    pub server_ip: Ipv4Addr,
+    pub path_mtu: u32,
+}
+
+/// A datapath that is up: its target, and what keeps it up (agents, namespaces),
+/// dropped in order: first to last.
+pub struct Setup {
+    pub target: Target,
+    /// Held only to be dropped when the run ends.
+    #[allow(dead_code)]
+    pub parts: Vec<Box<dyn Any>>,
+}
+
+/// What every set-up needs from the run.
+pub struct Context {
+    pub namer: Namer,
+    pub mtu: u32,
+    pub netcore: PathBuf,
+    pub work_dir: PathBuf,
+    pub pin_dir: PathBuf,
+}
+
+impl Datapath {
+    pub const ALL: [Datapath; 7] = [
+        Datapath::Underlay,
+        Datapath::HostGw,
+        Datapath::VxlanKernel,
+        Datapath::SocatTunUdp,
+        Datapath::Netcore,
+        Datapath::Bridge,
+        Datapath::NetcoreLocal,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Datapath::Underlay => "underlay",
+            Datapath::HostGw => "host-gw",
+            Datapath::VxlanKernel => "vxlan-kernel",
+            Datapath::SocatTunUdp => "socat-tun-udp",
+            Datapath::Netcore => "netcore",
+            Datapath::Bridge => "bridge",
+            Datapath::NetcoreLocal => "netcore-local",
+        }
+    }
+
+    /// A short tag for namespace names.
+    fn tag(self) -> &'static str {
+        match self {
+            Datapath::Underlay => "ul",
+            Datapath::HostGw => "hg",
+            Datapath::VxlanKernel => "vx",
+            Datapath::SocatTunUdp => "st",
+            Datapath::Netcore => "nc",
+            Datapath::Bridge => "br",
+            Datapath::NetcoreLocal => "nl",
+        }
+    }
+
+    pub fn same_node(self) -> bool {
+        matches!(self, Datapath::Bridge | Datapath::NetcoreLocal)
+    }
+
+    pub fn setup(self, ctx: &Context) -> Result<Setup> {
+        let tag = self.tag();
+        match self {
+            Datapath::Underlay => underlay::setup(ctx, tag),
+            Datapath::HostGw => host_gw::setup(ctx, tag),
+            Datapath::VxlanKernel => vxlan_kernel::setup(ctx, tag),
+            Datapath::SocatTunUdp => socat_tun_udp::setup(ctx, tag),
+            Datapath::Netcore => netcore::setup(ctx, tag),
+            Datapath::Bridge => bridge::setup(ctx, tag),
+            Datapath::NetcoreLocal => netcore_local::setup(ctx, tag),
+        }
+    }
+}
+
+/// A set-up from its target and parts; parts are boxed in the order given.
+fn setup_of(target: Target, parts: Vec<Box<dyn Any>>) -> Result<Setup> {
+    Ok(Setup { target, parts })
+}

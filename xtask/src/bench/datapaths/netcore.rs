@@ -1,0 +1,46 @@
+//! `netcore`: two nodes with real agents (`netcore agent`), one pod each made with
+//! `netcore pod add`, meshed with `netcore node add`: the eBPF VXLAN data path.
+
+use anyhow::Result;
+
+use super::{setup_of, Context, Setup, Target};
+use crate::bench::{
+    agent::{Agent, AgentSpec},
+    testbed::{node_ip, node_pair, pod_cidr},
+};
+
+/// Pods get uplink MTU − 50 from the agent.
+const VXLAN_OVERHEAD: u32 = 50;
+
+pub fn setup(ctx: &Context, tag: &str) -> Result<Setup> {
+    let [n1, n2] = node_pair(&ctx.namer, tag, ctx.mtu)?;
+    let agent = |node, i: u8| {
+        let name = format!("{tag}-n{i}");
+        let spec = AgentSpec {
+            name: &name,
+            pod_cidr: &pod_cidr(i),
+            cluster_cidr: "10.244.0.0/16",
+            extra: "",
+        };
+        Agent::start(ctx, node, &spec)
+    };
+    let a1 = agent(&n1, 1)?;
+    let a2 = agent(&n2, 2)?;
+    a1.node_add(&a2, &pod_cidr(2), node_ip(2))?;
+    a2.node_add(&a1, &pod_cidr(1), node_ip(1))?;
+    let client = ctx.namer.name(&format!("{tag}-a"));
+    let server = ctx.namer.name(&format!("{tag}-b"));
+    a1.pod_add(&client)?;
+    let server_ip = a2.pod_add(&server)?;
+    let target = Target {
+        client,
+        server,
+        server_ip,
+        path_mtu: ctx.mtu - VXLAN_OVERHEAD,
+    };
+    // Agents first: their reset removes the pods while the nodes still exist.
+    setup_of(
+        target,
+        vec![Box::new(a1), Box::new(a2), Box::new(n1), Box::new(n2)],
+    )
+}

@@ -1,0 +1,70 @@
+//! `cargo xtask bench`: every datapath side by side on one test bed, in interleaved
+//! rounds, with a markdown table on stdout, results.json and a PNG chart.
+
+mod agent;
+mod chart;
+mod cmd;
+mod control_plane;
+mod cpu;
+mod datapaths;
+mod iperf;
+mod measure;
+mod metric;
+mod netns;
+mod netstat;
+mod ping;
+mod report;
+mod results;
+pub mod rr;
+mod run;
+mod signals;
+mod stats;
+mod testbed;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{value_parser, Args};
+
+pub use datapaths::Datapath;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Rounds; each runs every datapath once, the first one rotated.
+    #[arg(long, default_value_t = 3, value_parser = value_parser!(u32).range(1..=50))]
+    pub rounds: u32,
+    /// Seconds per throughput and request/response measurement.
+    #[arg(long, default_value_t = 5, value_parser = value_parser!(u32).range(1..=300))]
+    pub seconds: u32,
+    /// Underlay MTU (try 9000 for jumbo frames).
+    #[arg(long, default_value_t = 1500, value_parser = value_parser!(u32).range(1280..=9000))]
+    pub mtu: u32,
+    /// One short round (1 s per measurement, small control-plane counts): proves that
+    /// every datapath passes traffic.
+    #[arg(long)]
+    pub quick: bool,
+    /// Only these datapaths (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<Datapath>,
+    /// Skip the control-plane figures.
+    #[arg(long)]
+    pub no_control_plane: bool,
+    /// Where results.json, results.md and bench.png go [default: target/bench].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Use the binaries already in target/debug (no set-up, no build): for the test suite.
+    #[arg(long)]
+    pub no_build: bool,
+}
+
+pub fn main(args: BenchArgs) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmark builds network namespaces: run it as root");
+    }
+    if !args.no_build {
+        crate::setup()?;
+        crate::build()?;
+    }
+    run::run(args)
+}

@@ -1,0 +1,50 @@
+//! TCP's own counters in a namespace (`/proc/net/netstat`, per network namespace):
+//! what tells a spurious retransmission (the receiver reported a duplicate, DSACK)
+//! and reordering (segments the receiver queued out of order) from real loss.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
+
+use super::cmd;
+
+/// The `TcpExt:` counters of namespace `ns`.
+pub fn tcp_ext(ns: &str) -> Result<HashMap<String, u64>> {
+    let text = cmd::run(&mut cmd::in_ns(ns, &["cat", "/proc/net/netstat"]))?;
+    parse(&text)
+}
+
+/// Pairs the `TcpExt:` header line with the value line after it.
+pub fn parse(text: &str) -> Result<HashMap<String, u64>> {
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        anyhow::bail!("/proc/net/netstat has no TcpExt lines");
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .skip(1)
+        .map(|(n, v)| Ok((n.to_string(), v.parse().context("a TcpExt value")?)))
+        .collect()
+}
+
+/// How much counter `name` grew between two readings.
+pub fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>, name: &str) -> u64 {
+    let get = |m: &HashMap<String, u64>| m.get(name).copied().unwrap_or(0);
+    get(after).saturating_sub(get(before))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pairs_names_with_values() {
+        let text = "TcpExt: SyncookiesSent TCPDSACKRecv TCPOFOQueue\nTcpExt: 0 7 42\n\
+                    IpExt: InNoRoutes\nIpExt: 3\n";
+        let m = super::parse(text).unwrap();
+        assert_eq!((m["TCPDSACKRecv"], m["TCPOFOQueue"]), (7, 42));
+        let mut later = m.clone();
+        later.insert("TCPDSACKRecv".into(), 10);
+        assert_eq!(super::delta(&m, &later, "TCPDSACKRecv"), 3);
+        assert!(super::parse("IpExt: a\nIpExt: 1").is_err());
+    }
+}

@@ -1,0 +1,161 @@
+//! The report: markdown tables (stdout and results.md) and results.json.
+
+use std::{fmt::Write as _, path::Path};
+
+use anyhow::{Context, Result};
+
+use super::{
+    metric::Metric,
+    results::{Record, Results},
+};
+
+/// Metrics in the main table, in column order.
+const COLUMNS: [Metric; 7] = [
+    Metric::Tcp1,
+    Metric::Tcp4,
+    Metric::PingRtt,
+    Metric::RrP50,
+    Metric::RrP99,
+    Metric::RrRate,
+    Metric::CpuPerGb,
+];
+/// The single stream's loss and reordering counters.
+const TCP_COLUMNS: [Metric; 3] = [Metric::Retransmits, Metric::Dsacks, Metric::OutOfOrder];
+/// Metrics whose paired ratios are tabulated.
+const RATIO_COLUMNS: [Metric; 5] = [
+    Metric::Tcp1,
+    Metric::Tcp4,
+    Metric::PingRtt,
+    Metric::RrP50,
+    Metric::CpuPerGb,
+];
+
+pub fn write_json(r: &Results, dir: &Path) -> Result<()> {
+    let path = dir.join("results.json");
+    let text = serde_json::to_string_pretty(r)?;
+    std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+pub fn markdown(r: &Results) -> String {
+    let mut s = String::new();
+    let m = &r.machine;
+    let _ = writeln!(
+        s,
+        "netcore bench: {} rounds × {} s, underlay MTU {}, Linux {}, {} CPUs ({})\n",
+        r.rounds, r.seconds, r.mtu, m.kernel, m.cpus, m.cpu_model
+    );
+    main_table(r, &COLUMNS, &mut s);
+    s.push_str("\nTCP, 1 stream: segments retransmitted, segments the receiver reported as duplicates (DSACK: the retransmission was spurious), segments the receiver queued out of order.\n\n");
+    main_table(r, &TCP_COLUMNS, &mut s);
+    s.push_str("\nPaired per-round ratios (median, min–max): above 1 is faster for throughput, slower for latency and CPU.\n\n");
+    ratio_table(r, &mut s);
+    if !r.control_plane.is_empty() {
+        s.push_str("\nControl plane (netcore agent):\n\n");
+        control_table(r, &mut s);
+    }
+    s
+}
+
+fn main_table(r: &Results, columns: &[Metric], s: &mut String) {
+    s.push_str("| datapath | path MTU |");
+    columns.iter().for_each(|c| {
+        let _ = write!(s, " {} |", c.heading());
+    });
+    s.push_str("\n|---|---:|");
+    s.push_str(&"---:|".repeat(columns.len()));
+    s.push('\n');
+    for d in &r.datapaths {
+        let mtu = d.path_mtu.map_or("-".into(), |m| m.to_string());
+        let _ = write!(s, "| {} | {mtu} |", d.name);
+        if let Some(err) = &d.error {
+            let _ = writeln!(s, " FAILED: {} |", one_line(err));
+            continue;
+        }
+        for &c in columns {
+            let cell = r.record(d.name, c.key()).map_or("-".into(), cell);
+            let _ = write!(s, " {cell} |");
+        }
+        s.push('\n');
+    }
+}
+
+fn cell(rec: &Record) -> String {
+    if rec.runs.len() == 1 {
+        return num(rec.median);
+    }
+    format!("{} ({}–{})", num(rec.median), num(rec.min), num(rec.max))
+}
+
+fn ratio_table(r: &Results, s: &mut String) {
+    s.push_str("| datapath | vs |");
+    RATIO_COLUMNS.iter().for_each(|c| {
+        // Ratios have no unit: the heading without its last word.
+        let name = c.heading().rsplit_once(' ').map_or(c.heading(), |(n, _)| n);
+        let _ = write!(s, " {name} |");
+    });
+    s.push_str("\n|---|---|");
+    s.push_str(&"---:|".repeat(RATIO_COLUMNS.len()));
+    s.push('\n');
+    for d in r.datapaths.iter().filter(|d| d.error.is_none()) {
+        let Some(first) = r.record(d.name, Metric::Tcp1.key()) else {
+            continue;
+        };
+        for base in first.ratio_to.keys() {
+            let _ = write!(s, "| {} | {base} |", d.name);
+            for c in RATIO_COLUMNS {
+                let ratio = r
+                    .record(d.name, c.key())
+                    .and_then(|rec| rec.ratio_to.get(base));
+                let text = ratio.map_or("-".into(), |q| {
+                    format!("{:.2}× ({:.2}–{:.2})", q.median, q.min, q.max)
+                });
+                let _ = write!(s, " {text} |");
+            }
+            s.push('\n');
+        }
+    }
+}
+
+fn control_table(r: &Results, s: &mut String) {
+    s.push_str("| figure | value | note |\n|---|---:|---|\n");
+    for c in &r.control_plane {
+        let _ = writeln!(
+            s,
+            "| {} | {} {} | {} |",
+            c.metric,
+            num(c.value),
+            c.unit,
+            c.note
+        );
+    }
+}
+
+/// Three significant digits, without exponent notation for the usual ranges.
+pub fn num(v: f64) -> String {
+    let a = v.abs();
+    if a >= 100.0 || a == 0.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn one_line(s: &str) -> String {
+    let line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    line.replace('|', "/").chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn numbers_keep_three_significant_digits() {
+        assert_eq!(super::num(8.0123), "8.01");
+        assert_eq!(super::num(0.0912), "0.091");
+        assert_eq!(super::num(43.21), "43.2");
+        assert_eq!(super::num(21345.6), "21346");
+    }
+}
