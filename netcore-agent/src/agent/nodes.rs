@@ -19,6 +19,19 @@ fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
     a.contains(&b) || b.contains(&a)
 }
 
+/// Whether a pod CIDR in `wanted` overlaps `net`, in O(log n + prefix length): the
+/// prefixes inside `net` form one key range, the ones around it are its supernets.
+fn clashes<V>(wanted: &BTreeMap<Ipv4Net, V>, net: Ipv4Net) -> bool {
+    let lo = Ipv4Net::new(net.network(), 0).expect("valid");
+    let hi = Ipv4Net::new(net.broadcast(), 32).expect("valid");
+    let inside = wanted
+        .range(lo..=hi)
+        .any(|(p, _)| p.prefix_len() < 32 && net.contains(p));
+    let around = (0..net.prefix_len())
+        .any(|len| wanted.contains_key(&Ipv4Net::new(net.network(), len).expect("valid").trunc()));
+    inside || around
+}
+
 impl Agent {
     pub fn node_add(&mut self, spec: NodeSpec) -> Result<NodeInfo> {
         self.validate_node(&spec)?;
@@ -116,9 +129,7 @@ impl Agent {
     ) -> bool {
         n.underlay_ip != self.node_ip
             && !overlaps(n.pod_cidr, self.net.pod_cidr)
-            && !wanted
-                .keys()
-                .any(|p| p.prefix_len() < 32 && overlaps(*p, n.pod_cidr))
+            && !clashes(wanted, n.pod_cidr)
     }
 
     /// Makes the node trie hold exactly the static and store nodes.
@@ -212,4 +223,26 @@ pub(super) fn node_prefixes(n: &NodeRecord) -> [Ipv4Net; 2] {
         n.pod_cidr,
         Ipv4Net::new(n.underlay_ip, 32).expect("/32 is valid"),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clashes_finds_overlaps_in_both_directions_and_ignores_host_routes() {
+        let mut m: BTreeMap<Ipv4Net, ()> = BTreeMap::new();
+        for p in ["10.244.1.0/24", "10.244.8.0/22", "10.244.3.7/32"] {
+            m.insert(p.parse().unwrap(), ());
+        }
+        let c = |s: &str| clashes(&m, s.parse().unwrap());
+        assert!(c("10.244.1.0/24"), "the same subnet");
+        assert!(c("10.244.9.0/24"), "inside a /22");
+        assert!(c("10.244.0.0/16"), "around a /24");
+        assert!(!c("10.244.2.0/24"), "a neighbour");
+        assert!(
+            !c("10.244.3.0/24"),
+            "a /32 underlay route is not a pod CIDR"
+        );
+    }
 }
