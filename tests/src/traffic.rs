@@ -38,6 +38,28 @@ pub fn ping(from: &str, dst: Ipv4Addr, count: u32) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// One don't-fragment ping with `size` bytes of ICMP payload; true if answered.
+pub fn ping_df(from: &str, dst: Ipv4Addr, size: u32) -> bool {
+    std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            from,
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-M",
+            "do",
+            "-s",
+            &size.to_string(),
+        ])
+        .arg(dst.to_string())
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// The byte at position `i` of every test stream (never periodic at TCP segment sizes).
 fn pattern(i: u64) -> u8 {
     (i.wrapping_mul(2654435761) >> 13) as u8

@@ -358,55 +358,18 @@ fn pods_get_the_uplink_mtu_minus_vxlan_and_never_fragment() -> Result<()> {
     let mtu = pod_ns(&a).sh("cat /sys/class/net/eth0/mtu")?;
     assert_eq!(mtu.trim(), "1450", "pods get uplink MTU 1500 - 50");
     // 1422 bytes of ICMP payload + 28 = 1450: the largest packet that fits, DF set.
-    let fits = pod_ns(&a).output(&[
-        "ping",
-        "-c",
-        "1",
-        "-W",
-        "2",
-        "-M",
-        "do",
-        "-s",
-        "1422",
-        &b.ip.to_string(),
-    ]);
     assert!(
-        fits.status.success(),
-        "a full-size DF packet crosses nodes: {}",
-        String::from_utf8_lossy(&fits.stdout)
+        traffic::ping_df(&a.name, b.ip, 1422),
+        "a full-size DF packet crosses nodes"
     );
-    let too_big = pod_ns(&a).output(&[
-        "ping",
-        "-c",
-        "1",
-        "-W",
-        "2",
-        "-M",
-        "do",
-        "-s",
-        "1423",
-        &b.ip.to_string(),
-    ]);
     assert!(
-        !too_big.status.success(),
+        !traffic::ping_df(&a.name, b.ip, 1423),
         "one byte more must not be sent (no fragmentation)"
     );
     let flannel = FlannelNode::new(&c, 9)?;
     flannel.peer_statically(&c)?;
-    let to_flannel = pod_ns(&a).output(&[
-        "ping",
-        "-c",
-        "1",
-        "-W",
-        "2",
-        "-M",
-        "do",
-        "-s",
-        "1422",
-        &flannel.pod_ip.to_string(),
-    ]);
     assert!(
-        to_flannel.status.success(),
+        traffic::ping_df(&a.name, flannel.pod_ip, 1422),
         "and reaches the flannel node at full size"
     );
     Ok(())

@@ -51,12 +51,7 @@ impl Datapath {
             path: path.clone(),
             reason,
         };
-        let prog: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(program)
-            .ok_or_else(|| link_err("no such program".into()))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| link_err(e.to_string()))?;
+        let prog: &mut SchedClassifier = super::classifier(&mut self.ebpf, program)?;
         let existing = match PinnedLink::from_pin(&path) {
             Ok(pinned) => SchedClassifierLink::try_from(FdLink::from(pinned)).ok(),
             Err(_) => None,

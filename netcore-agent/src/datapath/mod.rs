@@ -87,15 +87,8 @@ impl Datapath {
             start_bpf_log(&mut ebpf);
         }
         for name in PROGRAMS {
-            let prog: &mut aya::programs::SchedClassifier = ebpf
-                .program_mut(name)
-                .ok_or(DatapathError::Program {
-                    name,
-                    source: aya::programs::ProgramError::NotLoaded,
-                })?
-                .try_into()
-                .map_err(|source| DatapathError::Program { name, source })?;
-            prog.load()
+            classifier(&mut ebpf, name)?
+                .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
         let maps = Maps::take(&mut ebpf)?;
@@ -110,19 +103,14 @@ impl Datapath {
         name: &'static str,
     ) -> Result<std::os::fd::BorrowedFd<'_>, DatapathError> {
         use std::os::fd::AsFd;
+        let err = |source| DatapathError::Program { name, source };
         let prog: &aya::programs::SchedClassifier = self
             .ebpf
             .program(name)
-            .ok_or(DatapathError::Program {
-                name,
-                source: aya::programs::ProgramError::NotLoaded,
-            })?
+            .ok_or(err(aya::programs::ProgramError::NotLoaded))?
             .try_into()
-            .map_err(|source| DatapathError::Program { name, source })?;
-        Ok(prog
-            .fd()
-            .map_err(|source| DatapathError::Program { name, source })?
-            .as_fd())
+            .map_err(err)?;
+        Ok(prog.fd().map_err(err)?.as_fd())
     }
 }
 
@@ -147,6 +135,21 @@ fn start_bpf_log(ebpf: &mut Ebpf) {
             guard.clear_ready();
         }
     });
+}
+
+/// The TC program `name` of the object.
+pub(crate) fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut aya::programs::SchedClassifier, DatapathError> {
+    let missing = aya::programs::ProgramError::NotLoaded;
+    ebpf.program_mut(name)
+        .ok_or(DatapathError::Program {
+            name,
+            source: missing,
+        })?
+        .try_into()
+        .map_err(|source| DatapathError::Program { name, source })
 }
 
 fn on_bpffs(path: &Path) -> bool {
