@@ -17,6 +17,14 @@ const DATAPATHS: [&str; 7] = [
     "netcore-local",
 ];
 
+/// The service beds of a quick run (1 and 10 services).
+const SERVICE_BEDS: [&str; 4] = [
+    "svc-netcore-1",
+    "svc-netcore-10",
+    "svc-iptables-1",
+    "svc-iptables-10",
+];
+
 /// The `xtask` binary next to the test executable (built by `cargo xtask test`).
 fn xtask_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -60,6 +68,18 @@ fn quick_bench_passes_traffic_on_every_datapath() -> Result<()> {
             assert!(
                 median.is_some_and(|v| v > 0.0),
                 "{dp} passed no traffic in {metric}: {median:?}"
+            );
+        }
+    }
+    for bed in results["services"].as_array().context("no services")? {
+        assert_eq!(bed["status"], "ok", "service bed failed: {bed}");
+    }
+    for bed in SERVICE_BEDS {
+        for metric in ["connections_per_s", "rr_p50"] {
+            let median = record(&results, bed, metric).and_then(|r| r["median"].as_f64());
+            assert!(
+                median.is_some_and(|v| v > 0.0),
+                "{bed}: no {metric} through the service address: {median:?}"
             );
         }
     }

@@ -51,6 +51,16 @@ enum Cmd {
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
     },
+    /// The benchmark's connection-rate server (echoes each connection; until killed).
+    #[command(hide = true)]
+    CpsServer { port: u16 },
+    /// The benchmark's connection-rate client: prints JSON.
+    #[command(hide = true)]
+    CpsClient {
+        addr: std::net::SocketAddr,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -106,6 +116,12 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::RrServer { port } => bench::rr::server(port, std::time::Duration::from_secs(60)),
         Cmd::RrClient { addr, seconds } => {
             let r = bench::rr::client(addr, seconds)?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+        Cmd::CpsServer { port } => bench::cps::server(port),
+        Cmd::CpsClient { addr, seconds } => {
+            let r = bench::cps::client(addr, seconds)?;
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }

@@ -23,7 +23,7 @@ fn data_file(r: &Results) -> String {
     let mut s = String::from("# datapath tcp1 tcp4 ping_us rr_p50_us\n");
     for d in &r.datapaths {
         let v = |m: Metric, scale: f64| {
-            r.record(d.name, m.key())
+            r.record(&d.name, m.key())
                 .map_or("?".into(), |rec| format!("{:.4}", rec.median * scale))
         };
         let _ = writeln!(

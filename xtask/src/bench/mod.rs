@@ -5,6 +5,7 @@ mod agent;
 mod chart;
 mod cmd;
 mod control_plane;
+pub mod cps;
 mod cpu;
 mod datapaths;
 mod iperf;
@@ -17,6 +18,7 @@ mod report;
 mod results;
 pub mod rr;
 mod run;
+mod services;
 mod signals;
 mod stats;
 mod testbed;
@@ -24,7 +26,7 @@ mod testbed;
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use clap::{value_parser, Args};
+use clap::{value_parser, Args, ValueEnum};
 
 pub use datapaths::Datapath;
 
@@ -43,18 +45,38 @@ pub struct BenchArgs {
     /// every datapath passes traffic.
     #[arg(long)]
     pub quick: bool,
-    /// Only these datapaths (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub only: Vec<Datapath>,
+    /// Only these datapaths, and the services figures if `services` is listed
+    /// (comma-separated).
+    #[arg(long, value_delimiter = ',', value_parser = parse_only)]
+    pub only: Vec<Only>,
     /// Skip the control-plane figures.
     #[arg(long)]
     pub no_control_plane: bool,
+    /// Skip the services figures (ClusterIP: netcore against kube-proxy's iptables).
+    #[arg(long)]
+    pub no_services: bool,
     /// Where results.json, results.md and bench.png go [default: target/bench].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Use the binaries already in target/debug (no set-up, no build): for the test suite.
     #[arg(long)]
     pub no_build: bool,
+}
+
+/// What `--only` names: a datapath, or the services figures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Only {
+    Datapath(Datapath),
+    Services,
+}
+
+fn parse_only(s: &str) -> Result<Only, String> {
+    if s == "services" {
+        return Ok(Only::Services);
+    }
+    Datapath::from_str(s, true)
+        .map(Only::Datapath)
+        .map_err(|_| format!("`{s}` is neither a datapath nor `services`"))
 }
 
 pub fn main(args: BenchArgs) -> Result<()> {

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 
 use super::{
     metric::Metric,
-    results::{Record, Results},
+    results::{Ratio, Record, Results},
 };
 
 /// Metrics in the main table, in column order.
@@ -44,16 +44,26 @@ pub fn markdown(r: &Results) -> String {
         "netcore bench: {} rounds × {} s, underlay MTU {}, Linux {}, {} CPUs ({})\n",
         r.rounds, r.seconds, r.mtu, m.kernel, m.cpus, m.cpu_model
     );
-    main_table(r, &COLUMNS, &mut s);
-    s.push_str("\nTCP, 1 stream: segments retransmitted, segments the receiver reported as duplicates (DSACK: the retransmission was spurious), segments the receiver queued out of order.\n\n");
-    main_table(r, &TCP_COLUMNS, &mut s);
-    s.push_str("\nPaired per-round ratios (median, min–max): above 1 is faster for throughput, slower for latency and CPU.\n\n");
-    ratio_table(r, &mut s);
+    if !r.datapaths.is_empty() {
+        datapath_tables(r, &mut s);
+    }
+    if !r.services.is_empty() {
+        s.push_str("\nServices: through a ClusterIP to a backend pod on the same node, with 1 and N services defined (svc-KIND-N); `iptables` is kube-proxy's nat chains, the measured service last.\n\n");
+        services_table(r, &mut s);
+    }
     if !r.control_plane.is_empty() {
         s.push_str("\nControl plane (netcore agent):\n\n");
         control_table(r, &mut s);
     }
     s
+}
+
+fn datapath_tables(r: &Results, s: &mut String) {
+    main_table(r, &COLUMNS, s);
+    s.push_str("\nTCP, 1 stream: segments retransmitted, segments the receiver reported as duplicates (DSACK: the retransmission was spurious), segments the receiver queued out of order.\n\n");
+    main_table(r, &TCP_COLUMNS, s);
+    s.push_str("\nPaired per-round ratios (median, min–max): above 1 is faster for throughput, slower for latency and CPU.\n\n");
+    ratio_table(r, s);
 }
 
 fn main_table(r: &Results, columns: &[Metric], s: &mut String) {
@@ -72,7 +82,7 @@ fn main_table(r: &Results, columns: &[Metric], s: &mut String) {
             continue;
         }
         for &c in columns {
-            let cell = r.record(d.name, c.key()).map_or("-".into(), cell);
+            let cell = r.record(&d.name, c.key()).map_or("-".into(), cell);
             let _ = write!(s, " {cell} |");
         }
         s.push('\n');
@@ -97,23 +107,60 @@ fn ratio_table(r: &Results, s: &mut String) {
     s.push_str(&"---:|".repeat(RATIO_COLUMNS.len()));
     s.push('\n');
     for d in r.datapaths.iter().filter(|d| d.error.is_none()) {
-        let Some(first) = r.record(d.name, Metric::Tcp1.key()) else {
+        let Some(first) = r.record(&d.name, Metric::Tcp1.key()) else {
             continue;
         };
         for base in first.ratio_to.keys() {
             let _ = write!(s, "| {} | {base} |", d.name);
             for c in RATIO_COLUMNS {
                 let ratio = r
-                    .record(d.name, c.key())
+                    .record(&d.name, c.key())
                     .and_then(|rec| rec.ratio_to.get(base));
-                let text = ratio.map_or("-".into(), |q| {
-                    format!("{:.2}× ({:.2}–{:.2})", q.median, q.min, q.max)
-                });
+                let text = ratio.map_or("-".into(), ratio_cell);
                 let _ = write!(s, " {text} |");
             }
             s.push('\n');
         }
     }
+}
+
+/// Service metrics, in column order.
+const SERVICE_COLUMNS: [&str; 3] = ["connections_per_s", "rr_p50", "rr_p99"];
+
+fn services_table(r: &Results, s: &mut String) {
+    s.push_str("| datapath | connections/s | RR p50 µs | RR p99 µs |\n|---|---:|---:|---:|\n");
+    for d in &r.services {
+        let _ = write!(s, "| {} |", d.name);
+        if let Some(err) = &d.error {
+            let _ = writeln!(s, " FAILED: {} |", one_line(err));
+            continue;
+        }
+        for key in SERVICE_COLUMNS {
+            let text = r.record(&d.name, key).map_or("-".into(), cell);
+            let _ = write!(s, " {text} |");
+        }
+        s.push('\n');
+    }
+    s.push_str("\n| datapath | vs | connections/s | RR p50 | RR p99 |\n|---|---|---:|---:|---:|\n");
+    for d in r.services.iter().filter(|d| d.error.is_none()) {
+        let Some(first) = r.record(&d.name, SERVICE_COLUMNS[0]) else {
+            continue;
+        };
+        for base in first.ratio_to.keys() {
+            let _ = write!(s, "| {} | {base} |", d.name);
+            for key in SERVICE_COLUMNS {
+                let q = r
+                    .record(&d.name, key)
+                    .and_then(|rec| rec.ratio_to.get(base));
+                let _ = write!(s, " {} |", q.map_or("-".into(), ratio_cell));
+            }
+            s.push('\n');
+        }
+    }
+}
+
+fn ratio_cell(q: &Ratio) -> String {
+    format!("{:.2}× ({:.2}–{:.2})", q.median, q.min, q.max)
 }
 
 fn control_table(r: &Results, s: &mut String) {

@@ -26,6 +26,8 @@ pub struct Results {
     pub datapaths: Vec<DatapathStatus>,
     pub records: Vec<Record>,
     pub control_plane: Vec<CpRecord>,
+    /// The service beds (issue 8); their records are in `records`.
+    pub services: Vec<DatapathStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -39,7 +41,7 @@ pub struct Machine {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DatapathStatus {
-    pub name: &'static str,
+    pub name: String,
     pub scope: &'static str,
     /// "ok", or "failed" (then `error` says why, and it has no records).
     pub status: &'static str,
@@ -49,7 +51,7 @@ pub struct DatapathStatus {
 
 #[derive(Debug, Serialize)]
 pub struct Record {
-    pub datapath: &'static str,
+    pub datapath: String,
     pub metric: &'static str,
     pub unit: &'static str,
     pub better: &'static str,
@@ -58,7 +60,7 @@ pub struct Record {
     pub max: f64,
     pub runs: Vec<f64>,
     /// Baseline name → the ratios value/baseline, paired by round.
-    pub ratio_to: BTreeMap<&'static str, Ratio>,
+    pub ratio_to: BTreeMap<String, Ratio>,
 }
 
 #[derive(Debug, Serialize)]
@@ -93,40 +95,50 @@ pub fn records(samples: &[Sample], ok: &[Datapath]) -> Vec<Record> {
     for &dp in ok {
         for m in Metric::ALL {
             let mine = runs(samples, dp, m);
-            let values: Vec<f64> = mine.iter().map(|(_, v)| *v).collect();
-            let (Some(median), Some(min), Some(max)) = (
-                stats::median(&values),
-                stats::min(&values),
-                stats::max(&values),
+            let Some(mut rec) = summary(
+                dp.name().into(),
+                m.key(),
+                m.unit(),
+                m.higher_is_better(),
+                &mine,
             ) else {
                 continue;
             };
-            let ratio_to = baselines(dp)
+            rec.ratio_to = baselines(dp)
                 .into_iter()
                 .filter(|b| ok.contains(b))
-                .filter_map(|b| Some((b.name(), ratio(&mine, &runs(samples, b, m))?)))
+                .filter_map(|b| Some((b.name().into(), ratio(&mine, &runs(samples, b, m))?)))
                 .collect();
-            out.push(Record {
-                datapath: dp.name(),
-                metric: m.key(),
-                unit: m.unit(),
-                better: if m.higher_is_better() {
-                    "higher"
-                } else {
-                    "lower"
-                },
-                median,
-                min,
-                max,
-                runs: values,
-                ratio_to,
-            });
+            out.push(rec);
         }
     }
     out
 }
 
-fn ratio(a: &[(usize, f64)], b: &[(usize, f64)]) -> Option<Ratio> {
+/// A record of `runs` (round, value), without ratios; none without runs.
+pub fn summary(
+    datapath: String,
+    metric: &'static str,
+    unit: &'static str,
+    higher_is_better: bool,
+    runs: &[(usize, f64)],
+) -> Option<Record> {
+    let values: Vec<f64> = runs.iter().map(|(_, v)| *v).collect();
+    Some(Record {
+        datapath,
+        metric,
+        unit,
+        better: if higher_is_better { "higher" } else { "lower" },
+        median: stats::median(&values)?,
+        min: stats::min(&values)?,
+        max: stats::max(&values)?,
+        runs: values,
+        ratio_to: BTreeMap::new(),
+    })
+}
+
+/// The ratios a/b, paired by round.
+pub fn ratio(a: &[(usize, f64)], b: &[(usize, f64)]) -> Option<Ratio> {
     let runs = stats::paired_ratios(a, b);
     Some(Ratio {
         median: stats::median(&runs)?,

@@ -21,7 +21,7 @@ use super::{
     stats,
 };
 
-const PORT: u16 = 7007;
+pub const PORT: u16 = 7007;
 const WARMUP: u32 = 200;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -107,7 +107,7 @@ fn transaction(conn: &mut TcpStream) -> Result<()> {
 /// This binary's path. The bench's own build step may have replaced the file it runs
 /// from (the kernel then reports it as "PATH (deleted)"): the new one at PATH has the
 /// same tool.
-fn own_binary() -> Result<String> {
+pub fn own_binary() -> Result<String> {
     let exe = std::env::current_exe().context("finding the xtask binary")?;
     let exe = exe.to_string_lossy();
     Ok(exe.strip_suffix(" (deleted)").unwrap_or(&exe).to_string())

@@ -16,9 +16,9 @@ use super::{
     metric::{Metric, Sample},
     netns, report,
     results::{self, DatapathStatus, Machine, Results},
-    signals,
+    services, signals,
     testbed::Namer,
-    BenchArgs,
+    BenchArgs, Only,
 };
 
 /// Namespace names start with this and the pid.
@@ -29,6 +29,7 @@ struct Plan {
     rounds: u32,
     durations: Durations,
     control_plane: Option<control_plane::Counts>,
+    services: Option<services::Plan>,
 }
 
 impl Plan {
@@ -38,7 +39,7 @@ impl Plan {
         } else {
             Datapath::ALL
                 .into_iter()
-                .filter(|d| a.only.contains(d))
+                .filter(|d| a.only.contains(&Only::Datapath(*d)))
                 .collect()
         };
         let (rounds, secs, pings) = if a.quick {
@@ -66,8 +67,19 @@ impl Plan {
                 pings,
             },
             control_plane: (!a.no_control_plane).then_some(counts),
+            services: services_plan(a, rounds, secs),
         }
     }
+}
+
+/// Services after the datapaths unless `--no-services`, or `--only` without `services`.
+fn services_plan(a: &BenchArgs, rounds: u32, seconds: u32) -> Option<services::Plan> {
+    let wanted = a.only.is_empty() || a.only.contains(&Only::Services);
+    (wanted && !a.no_services).then(|| services::Plan {
+        counts: vec![1, if a.quick { 10 } else { 1000 }],
+        rounds,
+        seconds,
+    })
 }
 
 /// The run's scratch directory and bpffs pin directory, removed on drop.
@@ -136,19 +148,22 @@ pub fn run(args: BenchArgs) -> Result<()> {
         pin_dir: dirs.pins.clone(),
     };
     let mut statuses = Vec::new();
-    let (samples, control) = {
+    let (samples, svc, control) = {
         let setups = set_up(&ctx, &plan, &mut statuses)?;
         let samples = rounds(&plan, &setups, &mut statuses)?;
         drop(setups);
-        (samples, control(&ctx, &plan)?)
+        (samples, services(&ctx, &plan)?, control(&ctx, &plan)?)
     };
-    let results = assemble(&args, &plan, machine, statuses, &samples, control);
+    let mut results = assemble(&args, &plan, machine, statuses, &samples, control);
+    results.records.extend(svc.records);
+    results.services = svc.statuses;
     publish(&results, &out_dir)?;
     let failed: Vec<&str> = results
         .datapaths
         .iter()
+        .chain(&results.services)
         .filter(|d| d.error.is_some())
-        .map(|d| d.name)
+        .map(|d| d.name.as_str())
         .collect();
     if !failed.is_empty() {
         bail!("datapaths failed: {} (see the table)", failed.join(", "));
@@ -158,7 +173,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
 fn status(dp: Datapath, path_mtu: Option<u32>, error: Option<String>) -> DatapathStatus {
     DatapathStatus {
-        name: dp.name(),
+        name: dp.name().into(),
         scope: if dp.same_node() {
             "same-node"
         } else {
@@ -258,6 +273,17 @@ fn progress(got: &[Sample]) {
     );
 }
 
+fn services(ctx: &Context, plan: &Plan) -> Result<services::Outcome> {
+    let Some(p) = &plan.services else {
+        return Ok(services::Outcome {
+            statuses: Vec::new(),
+            records: Vec::new(),
+        });
+    };
+    signals::check()?;
+    services::run(ctx, p)
+}
+
 fn control(ctx: &Context, plan: &Plan) -> Result<Vec<control_plane::CpRecord>> {
     let Some(counts) = &plan.control_plane else {
         return Ok(Vec::new());
@@ -294,6 +320,7 @@ fn assemble(
         records: results::records(samples, &ok),
         datapaths: statuses,
         control_plane,
+        services: Vec::new(),
     }
 }
 
@@ -302,7 +329,9 @@ fn publish(r: &Results, dir: &Path) -> Result<()> {
     report::write_json(r, dir)?;
     let table = report::markdown(r);
     std::fs::write(dir.join("results.md"), &table)?;
-    if let Err(e) = chart::write(r, dir) {
+    if r.datapaths.is_empty() {
+        // Only the services figures: the chart draws datapaths.
+    } else if let Err(e) = chart::write(r, dir) {
         eprintln!("bench: no chart: {e:#}");
     }
     println!("{table}");

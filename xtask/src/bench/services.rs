@@ -1,0 +1,421 @@
+//! Services (issue 8): new TCP connections per second and request/response latency
+//! through a ClusterIP with 1 and with N services defined, netcore's service maps
+//! side by side with kube-proxy's iptables chains. Four one-node beds, each with a
+//! client pod and a backend pod: `svc-netcore-N` (an agent, services from
+//! `netcore service add`) and `svc-iptables-N` (a Linux bridge, br_netfilter, and
+//! kube-proxy's nat rules loaded with `iptables-restore`, the measured service last).
+
+use std::{
+    any::Any,
+    collections::BTreeMap,
+    fmt::Write as _,
+    net::{Ipv4Addr, SocketAddrV4},
+};
+
+use anyhow::{Context as _, Result};
+
+use super::{
+    agent::{Agent, AgentSpec},
+    cmd, cps,
+    datapaths::{Context, Target},
+    results::{self, DatapathStatus, Record},
+    rr, signals,
+    testbed::{bridged_pods, pod_cidr, pod_ip, uplink_stub},
+};
+
+/// The service port and the backend's port (the rr and cps tools listen on it).
+const PORT: u16 = rr::PORT;
+/// The VIP every measurement connects to; the other services' VIPs come before it.
+const MEASURED_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const CLUSTER_CIDR: &str = "10.244.0.0/16";
+const VXLAN_OVERHEAD: u32 = 50;
+
+/// Metric key, unit, whether higher is better.
+const METRICS: [(&str, &str, bool); 3] = [
+    ("connections_per_s", "connections/s", true),
+    ("rr_p50", "us", false),
+    ("rr_p99", "us", false),
+];
+
+/// Service counts (the first is the baseline, normally 1), rounds, seconds per
+/// measurement.
+pub struct Plan {
+    pub counts: Vec<usize>,
+    pub rounds: u32,
+    pub seconds: u32,
+}
+
+pub struct Outcome {
+    pub statuses: Vec<DatapathStatus>,
+    pub records: Vec<Record>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Netcore,
+    Iptables,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Netcore => "netcore",
+            Kind::Iptables => "iptables",
+        }
+    }
+}
+
+fn bed_name(kind: Kind, services: usize) -> String {
+    format!("svc-{}-{services}", kind.name())
+}
+
+/// A bed that is up; `parts` keep it up and are dropped first to last.
+struct Bed {
+    name: String,
+    target: Target,
+    #[allow(dead_code)]
+    parts: Vec<Box<dyn Any>>,
+}
+
+/// (bed, metric) → (round, value) per run.
+type Runs = BTreeMap<(String, &'static str), Vec<(usize, f64)>>;
+
+pub fn run(ctx: &Context, plan: &Plan) -> Result<Outcome> {
+    let mut statuses = Vec::new();
+    let beds = set_up(ctx, plan, &mut statuses)?;
+    let runs = rounds(plan, &beds, &mut statuses)?;
+    drop(beds);
+    let ok: Vec<&str> = statuses
+        .iter()
+        .filter(|s| s.error.is_none())
+        .map(|s| s.name.as_str())
+        .collect();
+    let records = records(&runs, &ok, plan.counts[0]);
+    Ok(Outcome { statuses, records })
+}
+
+fn status(name: String, path_mtu: Option<u32>, error: Option<String>) -> DatapathStatus {
+    DatapathStatus {
+        name,
+        scope: "same-node",
+        status: if error.is_some() { "failed" } else { "ok" },
+        path_mtu,
+        error,
+    }
+}
+
+fn set_up(ctx: &Context, plan: &Plan, statuses: &mut Vec<DatapathStatus>) -> Result<Vec<Bed>> {
+    let mut beds = Vec::new();
+    for kind in [Kind::Netcore, Kind::Iptables] {
+        for (k, &n) in plan.counts.iter().enumerate() {
+            signals::check()?;
+            let name = bed_name(kind, n);
+            eprintln!("bench: setting up {name} ({n} services)");
+            let tag = format!("s{}{k}", &kind.name()[..1]);
+            let made = match kind {
+                Kind::Netcore => netcore_bed(ctx, &tag, n),
+                Kind::Iptables => iptables_bed(ctx, &tag, n),
+            };
+            match made {
+                Ok((target, parts)) => {
+                    statuses.push(status(name.clone(), Some(target.path_mtu), None));
+                    beds.push(Bed {
+                        name,
+                        target,
+                        parts,
+                    });
+                }
+                Err(e) => {
+                    eprintln!("bench: {name} FAILED to set up: {e:#}");
+                    statuses.push(status(name, None, Some(format!("set-up: {e:#}"))));
+                }
+            }
+        }
+    }
+    Ok(beds)
+}
+
+/// The VIPs of `n` services: 10.96.1.1, 10.96.1.2, … and the measured one last.
+fn vips(n: usize) -> Vec<Ipv4Addr> {
+    let filler = |i: usize| Ipv4Addr::new(10, 96, 1 + (i / 250) as u8, 1 + (i % 250) as u8);
+    (0..n.saturating_sub(1))
+        .map(filler)
+        .chain([MEASURED_VIP])
+        .collect()
+}
+
+/// A client that opens thousands of connections a second: reuse ports in TIME_WAIT
+/// (after 1 s, with timestamps) from the whole range.
+fn tune_client(ns: &str) -> Result<()> {
+    cmd::sh(
+        ns,
+        "sysctl -qw net.ipv4.tcp_tw_reuse=1 'net.ipv4.ip_local_port_range=1024 65535'",
+    )?;
+    Ok(())
+}
+
+type Made = (Target, Vec<Box<dyn Any>>);
+
+/// One netcore node with two pods and `n` services to the second pod.
+fn netcore_bed(ctx: &Context, tag: &str, n: usize) -> Result<Made> {
+    let node = ctx.namer.netns(&format!("{tag}-n1"))?;
+    uplink_stub(&node, ctx.mtu)?;
+    let name = format!("{tag}-n1");
+    let spec = AgentSpec {
+        name: &name,
+        pod_cidr: &pod_cidr(1),
+        cluster_cidr: CLUSTER_CIDR,
+        // Services are written to the cluster store (the host's default one otherwise).
+        extra: "store = \"none\"",
+    };
+    let agent = Agent::start(ctx, &node, &spec)?;
+    let client = ctx.namer.name(&format!("{tag}-a"));
+    let server = ctx.namer.name(&format!("{tag}-b"));
+    agent.pod_add(&client)?;
+    let backend = SocketAddrV4::new(agent.pod_add(&server)?, PORT);
+    tune_client(&client)?;
+    add_services(&agent, &vips(n), backend)?;
+    let target = Target {
+        client,
+        server,
+        server_ip: MEASURED_VIP,
+        path_mtu: ctx.mtu - VXLAN_OVERHEAD,
+    };
+    Ok((target, vec![Box::new(agent), Box::new(node)]))
+}
+
+/// `netcore service add` for every VIP, the measured one first.
+fn add_services(agent: &Agent, vips: &[Ipv4Addr], backend: SocketAddrV4) -> Result<()> {
+    let backend = backend.to_string();
+    for (i, vip) in vips.iter().rev().enumerate() {
+        if i % 100 == 0 {
+            signals::check()?;
+        }
+        let vip = format!("{vip}:{PORT}/tcp");
+        let name = format!("svc{i}");
+        let args = [
+            "service",
+            "add",
+            &name,
+            "--vip",
+            &vip,
+            "--backend",
+            &backend,
+        ];
+        agent
+            .cli(&args)
+            .with_context(|| format!("adding service {name}"))?;
+    }
+    Ok(())
+}
+
+/// One bridge node with two pods and kube-proxy's rules for `n` services.
+fn iptables_bed(ctx: &Context, tag: &str, n: usize) -> Result<Made> {
+    let node = ctx.namer.netns(&format!("{tag}-n1"))?;
+    let pods = bridged_pods(&ctx.namer, &[&node], tag, ctx.mtu)?;
+    tune_client(&pods[0].name)?;
+    // Replies from the backend are bridged straight to the client: only br_netfilter
+    // shows them to conntrack, which gives them the VIP back (as on a kube-proxy node).
+    node.sh("sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1")
+        .context("br_netfilter (kube-proxy needs it on a bridge)")?;
+    let backend = SocketAddrV4::new(pod_ip(1, 3), PORT);
+    let file = ctx.work_dir.join(format!("{tag}.iptables"));
+    std::fs::write(&file, kube_proxy_rules(&vips(n), &[backend]))
+        .with_context(|| format!("writing {}", file.display()))?;
+    let file = file.to_string_lossy().into_owned();
+    cmd::run(&mut cmd::in_ns(&node.name, &["iptables-restore", &file]))?;
+    let target = Target {
+        client: pods[0].name.clone(),
+        server: pods[1].name.clone(),
+        server_ip: MEASURED_VIP,
+        path_mtu: ctx.mtu,
+    };
+    let mut parts: Vec<Box<dyn Any>> = Vec::new();
+    parts.extend(pods.into_iter().map(|p| Box::new(p) as _));
+    parts.push(Box::new(node));
+    Ok((target, parts))
+}
+
+/// The nat table kube-proxy (iptables mode) writes for ClusterIP services on `PORT`,
+/// in `vips` order, each balanced over `backends` (`iptables-restore` input).
+fn kube_proxy_rules(vips: &[Ipv4Addr], backends: &[SocketAddrV4]) -> String {
+    let svc = |i: usize| format!("KUBE-SVC-{i:016X}");
+    let sep = |i: usize, j: usize| format!("KUBE-SEP-{i:012X}{j:04X}");
+    let mut chains = String::from(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         :POSTROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-POSTROUTING - [0:0]\n\
+         :KUBE-MARK-MASQ - [0:0]\n",
+    );
+    let mut rules = String::from(
+        "-A PREROUTING -j KUBE-SERVICES\n-A OUTPUT -j KUBE-SERVICES\n\
+         -A POSTROUTING -j KUBE-POSTROUTING\n-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000\n\
+         -A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN\n\
+         -A KUBE-POSTROUTING -j MARK --xor-mark 0x4000\n-A KUBE-POSTROUTING -j MASQUERADE\n",
+    );
+    let mut per_service = String::new();
+    for (i, vip) in vips.iter().enumerate() {
+        let _ = writeln!(chains, ":{} - [0:0]", svc(i));
+        let _ = writeln!(
+            rules,
+            "-A KUBE-SERVICES -d {vip}/32 -p tcp -m tcp --dport {PORT} -j {}",
+            svc(i)
+        );
+        let _ = writeln!(
+            per_service,
+            "-A {} ! -s {CLUSTER_CIDR} -d {vip}/32 -p tcp -m tcp --dport {PORT} -j KUBE-MARK-MASQ",
+            svc(i)
+        );
+        for (j, b) in backends.iter().enumerate() {
+            let _ = writeln!(chains, ":{} - [0:0]", sep(i, j));
+            let left = backends.len() - j;
+            let pick = if left > 1 {
+                format!(
+                    "-m statistic --mode random --probability {:.11} ",
+                    1.0 / left as f64
+                )
+            } else {
+                String::new()
+            };
+            let _ = writeln!(per_service, "-A {} {pick}-j {}", svc(i), sep(i, j));
+            let _ = writeln!(
+                per_service,
+                "-A {s} -s {ip}/32 -j KUBE-MARK-MASQ\n-A {s} -p tcp -m tcp -j DNAT --to-destination {b}",
+                s = sep(i, j),
+                ip = b.ip()
+            );
+        }
+    }
+    chains + &rules + &per_service + "COMMIT\n"
+}
+
+fn rounds(plan: &Plan, beds: &[Bed], statuses: &mut [DatapathStatus]) -> Result<Runs> {
+    let mut runs = Runs::new();
+    for round in 0..plan.rounds as usize {
+        for k in 0..beds.len() {
+            let bed = &beds[(k + round) % beds.len()];
+            let st = statuses
+                .iter_mut()
+                .find(|s| s.name == bed.name)
+                .expect("a status per bed");
+            if st.error.is_some() {
+                continue;
+            }
+            signals::check()?;
+            eprintln!(
+                "bench: services round {}/{}: {}",
+                round + 1,
+                plan.rounds,
+                bed.name
+            );
+            match turn(&bed.target, plan.seconds) {
+                Ok(values) => {
+                    eprintln!(
+                        "bench:   {:.0} connections/s, RR p50 {:.1} µs p99 {:.1} µs",
+                        values[0], values[1], values[2]
+                    );
+                    for ((key, _, _), v) in METRICS.iter().zip(values) {
+                        let at = (bed.name.clone(), *key);
+                        runs.entry(at).or_default().push((round, v));
+                    }
+                }
+                Err(e) => {
+                    signals::check()?;
+                    eprintln!("bench: {} FAILED: {e:#}", bed.name);
+                    *st = status(bed.name.clone(), st.path_mtu, Some(format!("{e:#}")));
+                }
+            }
+        }
+    }
+    Ok(runs)
+}
+
+/// One bed's turn: the values of `METRICS`, in order.
+fn turn(t: &Target, seconds: u32) -> Result<[f64; 3]> {
+    let c = cps::measure(t, PORT, seconds).context("connections per second")?;
+    let r = rr::measure(t, seconds).context("request/response")?;
+    Ok([c.connections_per_s, r.p50_us, r.p99_us])
+}
+
+/// What a bed is compared with: the same system with the baseline count of services,
+/// and, for netcore, iptables with as many services.
+fn baselines(name: &str, baseline_count: usize) -> Vec<String> {
+    let Some((kind, count)) = name.strip_prefix("svc-").and_then(|r| r.split_once('-')) else {
+        return Vec::new();
+    };
+    let mut b = Vec::new();
+    if count != baseline_count.to_string() {
+        b.push(format!("svc-{kind}-{baseline_count}"));
+    }
+    if kind == Kind::Netcore.name() {
+        b.push(format!("svc-{}-{count}", Kind::Iptables.name()));
+    }
+    b
+}
+
+fn records(runs: &Runs, ok: &[&str], baseline_count: usize) -> Vec<Record> {
+    let mut out = Vec::new();
+    for &name in ok {
+        for (key, unit, higher) in METRICS {
+            let Some(mine) = runs.get(&(name.to_string(), key)) else {
+                continue;
+            };
+            let Some(mut rec) = results::summary(name.into(), key, unit, higher, mine) else {
+                continue;
+            };
+            for base in baselines(name, baseline_count) {
+                let theirs = runs.get(&(base.clone(), key));
+                if let Some(q) = theirs.and_then(|t| results::ratio(mine, t)) {
+                    rec.ratio_to.insert(base, q);
+                }
+            }
+            out.push(rec);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measured_vip_is_the_last_service() {
+        let v = vips(1000);
+        assert_eq!(v.len(), 1000);
+        assert_eq!(v[999], MEASURED_VIP);
+        assert_eq!(v[998], Ipv4Addr::new(10, 96, 4, 249));
+        let mut sorted = v.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 1000, "VIPs are distinct");
+        assert_eq!(vips(1), vec![MEASURED_VIP]);
+    }
+
+    #[test]
+    fn rules_have_kube_proxys_shape() {
+        let b = |h| SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, h), PORT);
+        let text = kube_proxy_rules(&vips(3), &[b(3), b(4)]);
+        let services: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("-A KUBE-SERVICES"))
+            .collect();
+        assert_eq!(services.len(), 3);
+        assert!(services[2].contains("-d 10.96.0.10/32 -p tcp -m tcp --dport 7007"));
+        assert!(text.contains(
+            "-A KUBE-SVC-0000000000000002 -m statistic --mode random --probability 0.50000000000 -j KUBE-SEP-0000000000020000"
+        ));
+        assert!(text.contains("-A KUBE-SVC-0000000000000002 -j KUBE-SEP-0000000000020001"));
+        assert!(text.contains("-j DNAT --to-destination 10.244.1.4:7007"));
+        assert!(text.starts_with("*nat\n") && text.ends_with("COMMIT\n"));
+    }
+
+    #[test]
+    fn netcore_is_compared_with_its_baseline_and_iptables() {
+        assert_eq!(
+            baselines("svc-netcore-1000", 1),
+            vec!["svc-netcore-1", "svc-iptables-1000"]
+        );
+        assert_eq!(baselines("svc-iptables-1000", 1), vec!["svc-iptables-1"]);
+        assert_eq!(baselines("svc-netcore-1", 1), vec!["svc-iptables-1"]);
+    }
+}
