@@ -19,7 +19,7 @@ pub fn setup(ctx: &Context, tag: &str) -> Result<Setup> {
         name: &name,
         pod_cidr: &pod_cidr(1),
         cluster_cidr: "10.244.0.0/16",
-        extra: "",
+        extra: "store = \"none\"",
     };
     let agent = Agent::start(ctx, &node, &spec)?;
     let client = ctx.namer.name(&format!("{tag}-a"));
