@@ -108,28 +108,68 @@ fn send_pattern(s: &mut TcpStream, from: u64, len: usize) -> std::io::Result<()>
     s.write_all(&chunk)
 }
 
-/// Sends `bytes` from namespace `from` to a listener in `to` and checks every byte.
-pub fn tcp_transfer(from: &Netns, to: &Netns, to_ip: Ipv4Addr, bytes: u64) -> Result<()> {
+/// A connection from `from` to a listener in `to`, whose receiving end checks every
+/// byte in a thread of its own (which gives up if nobody connects within `timeout`).
+struct Checked {
+    sender: TcpStream,
+    received: Arc<AtomicU64>,
+    receiver: JoinHandle<Result<u64>>,
+}
+
+fn checked_connection(
+    from: &Netns,
+    to: &Netns,
+    to_ip: Ipv4Addr,
+    timeout: Duration,
+) -> Result<Checked> {
     let listener = listen_tcp(&to.path, 0)?;
     let port = listener.local_addr()?.port();
-    let got = Arc::new(AtomicU64::new(0));
-    let got2 = got.clone();
-    let rx = std::thread::spawn(move || -> Result<u64> {
-        let (s, _) = listener.accept()?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        receive_checked(s, &got2)
+    listener.set_nonblocking(true)?;
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = received.clone();
+    let receiver = std::thread::spawn(move || -> Result<u64> {
+        let deadline = std::time::Instant::now() + timeout;
+        let s = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(e).context("waiting for the connection"),
+            }
+        };
+        s.set_nonblocking(false)?;
+        s.set_read_timeout(Some(timeout))?;
+        receive_checked(s, &counter)
     });
-    let mut s = connect_tcp(&from.path, SocketAddr::from((to_ip, port)))?;
-    s.set_write_timeout(Some(Duration::from_secs(30)))?;
+    let sender = connect_tcp(&from.path, SocketAddr::from((to_ip, port)))?;
+    sender.set_write_timeout(Some(timeout))?;
+    Ok(Checked {
+        sender,
+        received,
+        receiver,
+    })
+}
+
+/// Sends `bytes` from namespace `from` to a listener in `to` and checks every byte.
+pub fn tcp_transfer(from: &Netns, to: &Netns, to_ip: Ipv4Addr, bytes: u64) -> Result<()> {
+    let Checked {
+        mut sender,
+        receiver,
+        ..
+    } = checked_connection(from, to, to_ip, Duration::from_secs(30))?;
     let mut sent = 0u64;
     const CHUNK: usize = 1 << 20;
     while sent < bytes {
         let len = CHUNK.min((bytes - sent) as usize);
-        send_pattern(&mut s, sent, len)?;
+        send_pattern(&mut sender, sent, len)?;
         sent += len as u64;
     }
-    drop(s);
-    let received = rx.join().expect("receiver thread")?;
+    drop(sender);
+    let received = receiver.join().expect("receiver thread")?;
     ensure!(
         received == bytes,
         "receiver got {received} bytes, expected {bytes}"
@@ -147,17 +187,11 @@ pub struct Stream {
 
 impl Stream {
     pub fn start(from: &Netns, to: &Netns, to_ip: Ipv4Addr) -> Result<Stream> {
-        let listener = listen_tcp(&to.path, 0)?;
-        let port = listener.local_addr()?.port();
-        let received = Arc::new(AtomicU64::new(0));
-        let r2 = received.clone();
-        let receiver = std::thread::spawn(move || -> Result<u64> {
-            let (s, _) = listener.accept()?;
-            s.set_read_timeout(Some(Duration::from_secs(10)))?;
-            receive_checked(s, &r2)
-        });
-        let mut s = connect_tcp(&from.path, SocketAddr::from((to_ip, port)))?;
-        s.set_write_timeout(Some(Duration::from_secs(10)))?;
+        let Checked {
+            sender: mut s,
+            received,
+            receiver,
+        } = checked_connection(from, to, to_ip, Duration::from_secs(10))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let sender = std::thread::spawn(move || -> Result<u64> {
