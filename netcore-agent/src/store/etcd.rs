@@ -104,24 +104,40 @@ impl EtcdStore {
         lease.map(|id| PutOptions::new().with_lease(id))
     }
 
+    /// Puts `key` under a fresh lease when `cmp` holds (always, without one); the
+    /// lease the key had is revoked, the fresh one too when nothing was written.
+    async fn put_when(
+        &mut self,
+        cmp: Option<Compare>,
+        key: &str,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let lease = self.grant(ttl).await?;
+        let put = TxnOp::put(key, value, Self::put_options(lease));
+        let txn = match cmp {
+            Some(c) => Txn::new().when([c]).and_then([put]),
+            None => Txn::new().and_then([put]),
+        };
+        let r = bounded(self.client().await?.txn(txn)).await;
+        let written = self.check(r)?.succeeded();
+        let stale = if written {
+            self.remember(key, lease)
+        } else {
+            lease
+        };
+        self.revoke(stale).await;
+        Ok(written)
+    }
+
     pub async fn create(
         &mut self,
         key: &str,
         value: &str,
         ttl: Option<Duration>,
     ) -> Result<bool, StoreError> {
-        let lease = self.grant(ttl).await?;
-        let txn = Txn::new()
-            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key, value, Self::put_options(lease))]);
-        let r = bounded(self.client().await?.txn(txn)).await;
-        let created = self.check(r)?.succeeded();
-        if created {
-            self.remember(key, lease);
-        } else {
-            self.revoke(lease).await;
-        }
-        Ok(created)
+        let absent = Compare::create_revision(key, CompareOp::Equal, 0);
+        self.put_when(Some(absent), key, value, ttl).await
     }
 
     pub async fn put(
@@ -130,17 +146,7 @@ impl EtcdStore {
         value: &str,
         ttl: Option<Duration>,
     ) -> Result<(), StoreError> {
-        let lease = self.grant(ttl).await?;
-        let r = bounded(
-            self.client()
-                .await?
-                .put(key, value, Self::put_options(lease)),
-        )
-        .await;
-        self.check(r)?;
-        let old = self.remember(key, lease);
-        self.revoke(old).await;
-        Ok(())
+        self.put_when(None, key, value, ttl).await.map(drop)
     }
 
     /// Puts `key` under a fresh lease if it still holds `value` (or is absent); false
@@ -151,18 +157,9 @@ impl EtcdStore {
         value: &str,
         ttl: Option<Duration>,
     ) -> Result<bool, StoreError> {
-        let lease = self.grant(ttl).await?;
-        let txn = Txn::new()
-            .when([Compare::value(key, CompareOp::Equal, value)])
-            .and_then([TxnOp::put(key, value, Self::put_options(lease))]);
-        let r = bounded(self.client().await?.txn(txn)).await;
-        if self.check(r)?.succeeded() {
-            let old = self.remember(key, lease);
-            self.revoke(old).await;
-            return Ok(true);
-        }
-        self.revoke(lease).await;
-        self.create(key, value, ttl).await
+        let ours = Compare::value(key, CompareOp::Equal, value);
+        Ok(self.put_when(Some(ours), key, value, ttl).await?
+            || self.create(key, value, ttl).await?)
     }
 
     /// Records the lease `key` is bound to now; returns the one it had.
