@@ -17,47 +17,32 @@ use anyhow::{bail, ensure, Context, Result};
 
 use crate::netns::Netns;
 
-/// `ping -c COUNT` from a namespace; true when every reply came back.
-pub fn ping(from: &str, dst: Ipv4Addr, count: u32) -> bool {
+/// Runs `ping ARGS DST` in a namespace; true when every reply came back.
+fn ping_with(from: &str, dst: Ipv4Addr, args: &[&str]) -> bool {
     std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            from,
-            "ping",
-            "-q",
-            "-c",
-            &count.to_string(),
-            "-i",
-            "0.05",
-            "-W",
-            "1",
-        ])
+        .args(["netns", "exec", from, "ping"])
+        .args(args)
         .arg(dst.to_string())
         .output()
         .is_ok_and(|o| o.status.success())
 }
 
+/// `ping -c COUNT` from a namespace; true when every reply came back.
+pub fn ping(from: &str, dst: Ipv4Addr, count: u32) -> bool {
+    ping_with(
+        from,
+        dst,
+        &["-q", "-c", &count.to_string(), "-i", "0.05", "-W", "1"],
+    )
+}
+
 /// One don't-fragment ping with `size` bytes of ICMP payload; true if answered.
 pub fn ping_df(from: &str, dst: Ipv4Addr, size: u32) -> bool {
-    std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            from,
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "2",
-            "-M",
-            "do",
-            "-s",
-            &size.to_string(),
-        ])
-        .arg(dst.to_string())
-        .output()
-        .is_ok_and(|o| o.status.success())
+    ping_with(
+        from,
+        dst,
+        &["-c", "1", "-W", "2", "-M", "do", "-s", &size.to_string()],
+    )
 }
 
 /// The byte at position `i` of every test stream (never periodic at TCP segment sizes).

@@ -31,8 +31,9 @@ pub struct AgentSpec<'a> {
     pub name: &'a str,
     pub pod_cidr: &'a str,
     pub cluster_cidr: &'a str,
-    /// More TOML lines (e.g. `store = "file:///…"`).
-    pub extra: &'a str,
+    /// The cluster store's URL; `None` for `none` (the bench never touches the host's
+    /// default store).
+    pub store: Option<&'a str>,
 }
 
 impl Agent {
@@ -43,14 +44,14 @@ impl Agent {
         let socket = dir.join("api.sock");
         let toml = format!(
             "node_name = \"{}\"\nuplink = \"ul0\"\npod_cidr = \"{}\"\ncluster_cidr = \"{}\"\n\
-             state_dir = \"{}\"\npin_dir = \"{}\"\napi_socket = \"{}\"\n{}\n",
+             state_dir = \"{}\"\npin_dir = \"{}\"\napi_socket = \"{}\"\nstore = \"{}\"\n",
             spec.name,
             spec.pod_cidr,
             spec.cluster_cidr,
             dir.join("state").display(),
             ctx.pin_dir.join(spec.name).display(),
             socket.display(),
-            spec.extra
+            spec.store.unwrap_or("none")
         );
         std::fs::write(&config, toml)?;
         let log = std::fs::File::create(dir.join("agent.log"))?;

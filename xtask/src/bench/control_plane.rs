@@ -78,12 +78,12 @@ fn start_node(ctx: &Context, tag: &str) -> Result<(Netns, Agent, PathBuf)> {
     uplink_stub(&node, 1500)?;
     let name = ctx.namer.name(tag);
     let store = ctx.work_dir.join(format!("store-{tag}"));
-    let extra = format!("store = \"file://{}\"", store.display());
+    let url = format!("file://{}", store.display());
     let spec = AgentSpec {
         name: &name,
         pod_cidr: "10.1.0.0/24",
         cluster_cidr: "10.0.0.0/8",
-        extra: &extra,
+        store: Some(&url),
     };
     let agent = Agent::start(ctx, &node, &spec)?;
     Ok((node, agent, store))

@@ -15,12 +15,15 @@ use std::{
 use anyhow::{Context as _, Result};
 
 use super::{
-    agent::{Agent, AgentSpec},
+    agent::Agent,
     cmd, cps,
-    datapaths::{Context, Target},
+    datapaths::{
+        netcore_local::{local_pair, LocalPair},
+        Context, Target,
+    },
     results::{self, DatapathStatus, Record},
     rr, signals,
-    testbed::{bridged_pods, pod_cidr, pod_ip, uplink_stub},
+    testbed::{bridged_pods, pod_ip},
 };
 
 /// The service port and the backend's port (the rr and cps tools listen on it).
@@ -158,21 +161,14 @@ type Made = (Target, Vec<Box<dyn Any>>);
 
 /// One netcore node with two pods and `n` services to the second pod.
 fn netcore_bed(ctx: &Context, tag: &str, n: usize) -> Result<Made> {
-    let node = ctx.namer.netns(&format!("{tag}-n1"))?;
-    uplink_stub(&node, ctx.mtu)?;
-    let name = format!("{tag}-n1");
-    let spec = AgentSpec {
-        name: &name,
-        pod_cidr: &pod_cidr(1),
-        cluster_cidr: CLUSTER_CIDR,
-        // Services are written to the cluster store (the host's default one otherwise).
-        extra: "store = \"none\"",
-    };
-    let agent = Agent::start(ctx, &node, &spec)?;
-    let client = ctx.namer.name(&format!("{tag}-a"));
-    let server = ctx.namer.name(&format!("{tag}-b"));
-    agent.pod_add(&client)?;
-    let backend = SocketAddrV4::new(agent.pod_add(&server)?, PORT);
+    let LocalPair {
+        node,
+        agent,
+        client,
+        server,
+        server_ip,
+    } = local_pair(ctx, tag)?;
+    let backend = SocketAddrV4::new(server_ip, PORT);
     tune_client(&client)?;
     add_services(&agent, &vips(n), backend)?;
     let target = Target {

@@ -4,7 +4,7 @@
 mod bridge;
 mod host_gw;
 mod netcore;
-mod netcore_local;
+pub mod netcore_local;
 mod socat_tun_udp;
 mod underlay;
 mod vxlan_kernel;

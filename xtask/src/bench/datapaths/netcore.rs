@@ -20,7 +20,7 @@ pub fn setup(ctx: &Context, tag: &str) -> Result<Setup> {
             name: &name,
             pod_cidr: &pod_cidr(i),
             cluster_cidr: "10.244.0.0/16",
-            extra: "store = \"none\"",
+            store: None,
         };
         Agent::start(ctx, node, &spec)
     };

@@ -1,17 +1,29 @@
 //! `netcore-local`: two pods on one netcore node; the agent's eBPF program on each
 //! pod's host veth redirects straight into the other pod (`bpf_redirect_peer`).
 
+use std::net::Ipv4Addr;
+
 use anyhow::Result;
 
 use super::{setup_of, Context, Setup, Target};
 use crate::bench::{
     agent::{Agent, AgentSpec},
+    netns::Netns,
     testbed::{pod_cidr, uplink_stub},
 };
 
 const VXLAN_OVERHEAD: u32 = 50;
 
-pub fn setup(ctx: &Context, tag: &str) -> Result<Setup> {
+/// One netcore node (no cluster store) with a client and a server pod.
+pub struct LocalPair {
+    pub node: Netns,
+    pub agent: Agent,
+    pub client: String,
+    pub server: String,
+    pub server_ip: Ipv4Addr,
+}
+
+pub fn local_pair(ctx: &Context, tag: &str) -> Result<LocalPair> {
     let node = ctx.namer.netns(&format!("{tag}-n1"))?;
     uplink_stub(&node, ctx.mtu)?;
     let name = format!("{tag}-n1");
@@ -19,18 +31,29 @@ pub fn setup(ctx: &Context, tag: &str) -> Result<Setup> {
         name: &name,
         pod_cidr: &pod_cidr(1),
         cluster_cidr: "10.244.0.0/16",
-        extra: "store = \"none\"",
+        store: None,
     };
     let agent = Agent::start(ctx, &node, &spec)?;
     let client = ctx.namer.name(&format!("{tag}-a"));
     let server = ctx.namer.name(&format!("{tag}-b"));
     agent.pod_add(&client)?;
     let server_ip = agent.pod_add(&server)?;
-    let target = Target {
+    Ok(LocalPair {
+        node,
+        agent,
         client,
         server,
         server_ip,
+    })
+}
+
+pub fn setup(ctx: &Context, tag: &str) -> Result<Setup> {
+    let p = local_pair(ctx, tag)?;
+    let target = Target {
+        client: p.client,
+        server: p.server,
+        server_ip: p.server_ip,
         path_mtu: ctx.mtu - VXLAN_OVERHEAD,
     };
-    setup_of(target, vec![Box::new(agent), Box::new(node)])
+    setup_of(target, vec![Box::new(p.agent), Box::new(p.node)])
 }
