@@ -369,7 +369,7 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        if std::env::var_os("NETCORE_TEST_LOGS").is_some() {
+        if std::thread::panicking() || std::env::var_os("NETCORE_TEST_LOGS").is_some() {
             eprintln!("--- agent log of {}:\n{}", self.name, self.agent_log());
         }
         self.kill_agent();

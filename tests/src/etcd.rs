@@ -160,6 +160,14 @@ impl Etcd {
         done.with_context(|| format!("last error: {last:?}"))
     }
 
+    /// The revision at which `key` was created: it changes when the key is deleted
+    /// (or expires) and written again.
+    pub fn create_revision(&self, key: &str) -> Result<Option<i64>> {
+        let out = self.ctl(&["get", key, "-w", "json"])?;
+        let v: serde_json::Value = serde_json::from_str(&out).context("etcdctl's JSON")?;
+        Ok(v["kvs"][0]["create_revision"].as_i64())
+    }
+
     pub fn wait_healthy(&self) -> Result<()> {
         wait_until(Duration::from_secs(30), "etcd to become healthy", || {
             self.ctl(&["endpoint", "health"]).is_ok()

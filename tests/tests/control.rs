@@ -201,6 +201,26 @@ fn a_three_member_etcd_survives_losing_one() -> Result<()> {
         true,
         Duration::from_secs(5),
     )?;
+    wait_route(
+        c.node(2),
+        &c.node(1).pod_cidr.clone(),
+        true,
+        Duration::from_secs(5),
+    )?;
+    let created = |c: &Cluster| -> Result<Vec<Option<i64>>> {
+        c.nodes
+            .iter()
+            .map(|n| {
+                let key = n.status()?.store.context("a store")?.lease_key;
+                c.etcd.as_ref().unwrap().create_revision(&key)
+            })
+            .collect()
+    };
+    let before = created(&c)?;
+    assert!(
+        before.iter().all(Option::is_some),
+        "leases in etcd: {before:?}"
+    );
     c.etcd.as_mut().unwrap().stop_member(0);
     let etcd = c.etcd.as_ref().unwrap();
     etcd.put(
@@ -211,7 +231,16 @@ fn a_three_member_etcd_survives_losing_one() -> Result<()> {
         wait_route(n, "10.244.77.0/24", true, Duration::from_secs(15))
             .context("a lease written with one member down")?;
     }
-    all_pods_reach_each_other(&[a, b]);
+    let pods = [a, b];
+    all_pods_reach_each_other(&pods);
+    // Three renewals (TTL 3 s, renewed every second) on the surviving members.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        created(&c)?,
+        before,
+        "no node may lose its lease while two of three members serve"
+    );
+    all_pods_reach_each_other(&pods);
     Ok(())
 }
 

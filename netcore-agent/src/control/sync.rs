@@ -69,7 +69,9 @@ impl Sync {
             if Instant::now() >= renew_at {
                 let r = self.lease.renew(&mut self.store).await;
                 renew_at = Instant::now() + if r.is_ok() { renew_every } else { backoff };
-                self.lease_held(r.as_ref().is_ok_and(|held| *held));
+                if let Ok(held) = r {
+                    self.lease_held(held);
+                }
                 self.record(
                     r.map(drop)
                         .map_err(|e| format!("renewing {}: {e}", self.lease.key)),

@@ -1,5 +1,8 @@
-//! etcd v3, as flannel uses it. The client connects lazily and reconnects after any
-//! error; a key with a TTL is bound to an etcd lease of its own.
+//! etcd v3, as flannel uses it. The client talks to one member at a time and moves
+//! to the next one after any error (a balanced channel keeps sending part of the
+//! requests to a dead member); requests need a leader, so a member cut off from the
+//! others fails fast instead of serving a watch that never fires. A key with a TTL
+//! is bound to an etcd lease of its own.
 
 use std::{
     collections::HashMap,
@@ -32,6 +35,8 @@ async fn bounded<T>(
 
 pub struct EtcdStore {
     endpoints: Vec<String>,
+    /// The member in use (an index into `endpoints`, modulo its length).
+    current: usize,
     client: Option<Client>,
     watch: Option<WatchStream>,
     /// The etcd lease each of our TTL'd keys is bound to.
@@ -44,6 +49,7 @@ impl EtcdStore {
     pub fn new(endpoints: Vec<String>) -> Self {
         EtcdStore {
             endpoints,
+            current: 0,
             client: None,
             watch: None,
             leases: HashMap::new(),
@@ -53,25 +59,40 @@ impl EtcdStore {
 
     async fn client(&mut self) -> Result<&mut Client, StoreError> {
         if self.client.is_none() {
+            let endpoint = &self.endpoints[self.current % self.endpoints.len()];
             let opts = ConnectOptions::new()
                 .with_connect_timeout(CONNECT_TIMEOUT)
-                .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
-            let connect = Client::connect(&self.endpoints, Some(opts));
-            let client = tokio::time::timeout(CONNECT_TIMEOUT * 2, connect)
-                .await
-                .map_err(|_| StoreError::Timeout(CONNECT_TIMEOUT * 2))??;
+                .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+                .with_require_leader(true);
+            let connect = Client::connect([endpoint], Some(opts));
+            let client = match tokio::time::timeout(CONNECT_TIMEOUT * 2, connect).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return Err(self.failed(e)),
+                Err(_) => {
+                    self.forget();
+                    return Err(StoreError::Timeout(CONNECT_TIMEOUT * 2));
+                }
+            };
             self.client = Some(client);
         }
         Ok(self.client.as_mut().expect("just connected"))
     }
 
-    /// Forgets the connection after an error, so the next call reconnects.
+    /// Drops the connection and its watch; the next call connects to the next member.
+    fn forget(&mut self) {
+        self.client = None;
+        self.watch = None;
+        self.current = self.current.wrapping_add(1);
+    }
+
+    fn failed(&mut self, e: etcd_client::Error) -> StoreError {
+        self.forget();
+        e.into()
+    }
+
+    /// Passes a result on; after an error the next call uses another member.
     fn check<T>(&mut self, r: Result<T, etcd_client::Error>) -> Result<T, StoreError> {
-        if r.is_err() {
-            self.client = None;
-            self.watch = None;
-        }
-        Ok(r?)
+        r.map_err(|e| self.failed(e))
     }
 
     pub async fn get(&mut self, key: &str) -> Result<Option<String>, StoreError> {
@@ -234,9 +255,15 @@ impl EtcdStore {
         }
         let r = self.watch.as_mut().expect("watching").message().await;
         match self.check(r)? {
-            Some(_) => Ok(()),
+            Some(resp) => {
+                if resp.canceled() {
+                    // Cancelled by the server (e.g. compaction): watch afresh.
+                    self.watch = None;
+                }
+                Ok(())
+            }
             None => {
-                self.watch = None;
+                self.forget();
                 Err(StoreError::Timeout(Duration::ZERO))
             }
         }
