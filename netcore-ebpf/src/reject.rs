@@ -1,9 +1,11 @@
 //! Refusing a connection to a service without backends: a TCP segment is turned into
-//! the RST its sender expects and sent straight back, so the client fails at once
-//! instead of timing out.
+//! the RST its sender expects, a UDP datagram into an ICMP port unreachable quoting
+//! it, and the answer goes straight back where the packet came from (into the pod, or
+//! out of the uplink for a NodePort client), so the client fails at once instead of
+//! timing out.
 
 use aya_ebpf::{
-    helpers::{bpf_redirect_peer, bpf_skb_change_tail},
+    helpers::{bpf_redirect, bpf_redirect_peer, bpf_skb_change_tail},
     programs::TcContext,
 };
 use netcore_common::{counters::Reason, wire::ETH_HLEN};
@@ -11,7 +13,7 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     l4::{Flow, IPPROTO_TCP, L4_OFF},
-    packet::{ptr_at, pull},
+    packet::{ptr_at, pull, IPPROTO_UDP},
     verdict::Verdict,
 };
 
@@ -19,7 +21,18 @@ const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
-const RST_LEN: usize = ETH_HLEN + 20 + 20;
+const IPPROTO_ICMP: u8 = 1;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_PORT_UNREACH: u8 = 3;
+
+/// Where the refused packet came from, and so where the answer goes.
+#[derive(Clone, Copy)]
+pub enum Back {
+    /// From a pod, through its host veth: back into the pod.
+    ToPod,
+    /// From outside, through the uplink: back out of the uplink.
+    ToUplink,
+}
 
 #[repr(C)]
 struct TcpHdr {
@@ -40,20 +53,34 @@ struct Rst {
     tcp: TcpHdr,
 }
 
-/// Answers the pod's TCP segment with a RST from the service address; other
-/// protocols are dropped.
+/// An ICMP error quoting the refused datagram's IP header and first 8 bytes.
+#[repr(C)]
+struct Unreachable {
+    ip: Ipv4Hdr,
+    icmp: [u8; 8],
+    quoted_ip: Ipv4Hdr,
+    quoted_l4: [u8; 8],
+}
+
+/// Answers the packet of `flow` with a refusal from the address it was sent to.
 #[inline(always)]
-pub fn refuse(ctx: &TcContext, flow: &Flow) -> Result<Verdict, Reason> {
-    if flow.proto != IPPROTO_TCP {
-        return Err(Reason::RejectedNoBackend);
+pub fn refuse(ctx: &TcContext, flow: &Flow, back: Back) -> Result<Verdict, Reason> {
+    match flow.proto {
+        IPPROTO_TCP => reset(ctx, flow)?,
+        IPPROTO_UDP => port_unreachable(ctx, flow)?,
+        _ => return Err(Reason::RejectedNoBackend),
     }
+    send_back(ctx, back)
+}
+
+/// Rewrites a TCP segment into the RST that answers it.
+#[inline(always)]
+fn reset(ctx: &TcContext, flow: &Flow) -> Result<(), Reason> {
     pull(ctx, L4_OFF + 20)?;
-    let eth: *mut EthHdr = ptr_at(ctx, 0)?;
     let ip: *mut Ipv4Hdr = ptr_at(ctx, ETH_HLEN)?;
     let tcp: *mut TcpHdr = ptr_at(ctx, L4_OFF)?;
-    let (macs, ip_len, seq, ack, doff, flags) = unsafe {
-        (((*eth).src_addr, (*eth).dst_addr), u16::from_be_bytes((*ip).tot_len), u32::from_be_bytes((*tcp).seq),
-         (*tcp).ack, (*tcp).doff, (*tcp).flags)
+    let (ip_len, seq, ack, doff, flags) = unsafe {
+        (u16::from_be_bytes((*ip).tot_len), u32::from_be_bytes((*tcp).seq), (*tcp).ack, (*tcp).doff, (*tcp).flags)
     };
     if flags & TCP_RST != 0 {
         return Err(Reason::RejectedNoBackend);
@@ -65,30 +92,72 @@ pub fn refuse(ctx: &TcContext, flow: &Flow) -> Result<Verdict, Reason> {
     } else {
         ([0; 4], answer.to_be_bytes(), TCP_RST | TCP_ACK)
     };
-    if unsafe { bpf_skb_change_tail(ctx.skb.skb, RST_LEN as u32, 0) } != 0 {
-        return Err(Reason::RejectedNoBackend);
-    }
     let mut rst = Rst {
-        ip: Ipv4Hdr {
-            vihl: 0x45, tos: 0, tot_len: 40u16.to_be_bytes(), id: [0; 2], frags: [0x40, 0], ttl: 64,
-            proto: IPPROTO_TCP, check: [0; 2], src_addr: flow.dst.to_ne_bytes(), dst_addr: flow.src.to_ne_bytes(),
-        },
+        ip: answer_ip(flow, IPPROTO_TCP, 40),
         tcp: TcpHdr {
             sport: flow.dport, dport: flow.sport, seq: rseq, ack: rack, doff: 5 << 4, flags: rflags,
             window: 0, check: [0; 2], urg: 0,
         },
     };
-    rst.ip.check = fold(sum_words(&rst.ip as *const _ as *const u16, 10)).to_ne_bytes();
     // Pseudo-header: both addresses, protocol, TCP length; words in memory order.
     let pseudo = (flow.dst & 0xffff) + (flow.dst >> 16) + (flow.src & 0xffff) + (flow.src >> 16)
         + (IPPROTO_TCP as u16).to_be() as u32
         + 20u16.to_be() as u32;
     rst.tcp.check = fold(pseudo + sum_words(&rst.tcp as *const _ as *const u16, 10)).to_ne_bytes();
-    ctx.store(ETH_HLEN, &rst, 0).map_err(|_| Reason::RejectedNoBackend)?;
-    let back = EthHdr { dst_addr: macs.0, src_addr: macs.1, ether_type: crate::packet::ETH_P_IPV4 };
-    ctx.store(0, &back, 0).map_err(|_| Reason::RejectedNoBackend)?;
+    rewrite(ctx, &rst)
+}
+
+/// Rewrites a UDP datagram into the ICMP port unreachable that answers it.
+#[inline(always)]
+fn port_unreachable(ctx: &TcContext, flow: &Flow) -> Result<(), Reason> {
+    pull(ctx, L4_OFF + 8)?;
+    let ip: *const Ipv4Hdr = ptr_at(ctx, ETH_HLEN)?;
+    let l4: *const [u8; 8] = ptr_at(ctx, L4_OFF)?;
+    let mut msg = Unreachable {
+        ip: answer_ip(flow, IPPROTO_ICMP, 56),
+        icmp: [ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, 0, 0, 0, 0, 0, 0],
+        quoted_ip: unsafe { ip.read_unaligned() },
+        quoted_l4: unsafe { l4.read_unaligned() },
+    };
+    // ICMP header and the quote: 36 bytes, 18 words.
+    let sum = fold(sum_words(msg.icmp.as_ptr() as *const u16, 18)).to_ne_bytes();
+    msg.icmp[2] = sum[0];
+    msg.icmp[3] = sum[1];
+    rewrite(ctx, &msg)
+}
+
+/// The IPv4 header of an answer to `flow`: from its destination back to its source.
+#[inline(always)]
+fn answer_ip(flow: &Flow, proto: u8, len: u16) -> Ipv4Hdr {
+    let mut ip = Ipv4Hdr {
+        vihl: 0x45, tos: 0, tot_len: len.to_be_bytes(), id: [0; 2], frags: [0x40, 0], ttl: 64,
+        proto, check: [0; 2], src_addr: flow.dst.to_ne_bytes(), dst_addr: flow.src.to_ne_bytes(),
+    };
+    ip.check = fold(sum_words(&ip as *const _ as *const u16, 10)).to_ne_bytes();
+    ip
+}
+
+/// Cuts the packet to an Ethernet header and `T`, and writes `T` after the header.
+#[inline(always)]
+fn rewrite<T>(ctx: &TcContext, answer: &T) -> Result<(), Reason> {
+    let len = (ETH_HLEN + core::mem::size_of::<T>()) as u32;
+    if unsafe { bpf_skb_change_tail(ctx.skb.skb, len, 0) } != 0 {
+        return Err(Reason::RejectedNoBackend);
+    }
+    ctx.store(ETH_HLEN, answer, 0).map_err(|_| Reason::RejectedNoBackend)
+}
+
+/// Swaps the MACs and sends the frame back the way it came.
+#[inline(always)]
+fn send_back(ctx: &TcContext, back: Back) -> Result<Verdict, Reason> {
+    let eth: *mut EthHdr = ptr_at(ctx, 0)?;
+    unsafe { core::mem::swap(&mut (*eth).src_addr, &mut (*eth).dst_addr) };
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    Verdict::redirected(Reason::RejectedNoBackend, unsafe { bpf_redirect_peer(ifindex, 0) })
+    let ret = match back {
+        Back::ToPod => unsafe { bpf_redirect_peer(ifindex, 0) },
+        Back::ToUplink => unsafe { bpf_redirect(ifindex, 0) },
+    };
+    Verdict::redirected(Reason::RejectedNoBackend, ret)
 }
 
 #[inline(always)]

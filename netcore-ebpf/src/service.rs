@@ -16,7 +16,8 @@ use crate::{
     forward::{self, Dest},
     l4::{self, Flow},
     maps::{NC_BACKENDS, NC_SERVICES, NC_SVC_COUNTERS},
-    nat, reject,
+    nat,
+    reject::{self, Back},
     verdict::Verdict,
 };
 
@@ -60,7 +61,7 @@ pub fn from_pod(ctx: &TcContext, cfg: &DatapathConfig) -> Result<Svc, Reason> {
     let Some(svc) = service(flow.dst, &flow) else { return Ok(Svc::Pass) };
     match balance(ctx, &svc, &flow, &Translation { nodeport: false, snat: None })? {
         Lb::To { dst } => Ok(Svc::Dst(dst)),
-        Lb::NoBackend => reject::refuse(ctx, &flow).map(Svc::Done),
+        Lb::NoBackend => reject::refuse(ctx, &flow, Back::ToPod).map(Svc::Done),
     }
 }
 
@@ -195,6 +196,6 @@ pub fn nodeport(ctx: &TcContext, cfg: &DatapathConfig) -> Result<Option<Verdict>
             Dest::Remote(node) => forward::to_remote_node(ctx, cfg, &node).map(Some),
             Dest::Elsewhere => Err(Reason::DropNoRoute),
         },
-        Lb::NoBackend => Err(Reason::RejectedNoBackend),
+        Lb::NoBackend => reject::refuse(ctx, &flow, Back::ToUplink).map(Some),
     }
 }

@@ -294,26 +294,75 @@ fn a_removed_backend_gets_no_new_flows_and_others_keep_theirs() -> Result<()> {
     Ok(())
 }
 
+/// The io error kind at the root of `r`'s error, if it failed.
+fn error_kind<T>(r: Result<T>) -> Option<std::io::ErrorKind> {
+    let err = r.err()?;
+    err.chain()
+        .find_map(|e| e.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind)
+}
+
+/// A UDP request on a connected socket; an ICMP port unreachable in answer makes
+/// the receive fail with "connection refused".
+fn udp_request(ns: &std::path::Path, to: SocketAddr) -> Result<usize> {
+    let sock = netcore_tests::traffic::udp_socket(ns, 0)?;
+    sock.connect(to)?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    sock.send(b"anyone?")?;
+    Ok(sock.recv(&mut [0u8; 64])?)
+}
+
 #[test]
 fn a_service_without_backends_refuses_at_once() -> Result<()> {
     let c = cluster(1)?;
-    let client = c.node(1).add_pod(&c.pod_name("client"))?;
-    add_service(c.node(1), "empty", "10.96.0.40:80/tcp", &[], 80, &[])?;
-    let err = netcore_tests::traffic::connect_tcp(
-        &client.netns,
-        SocketAddr::from((Ipv4Addr::new(10, 96, 0, 40), 80)),
-    )
-    .expect_err("nothing can accept");
-    let refused = err.chain().any(|e| {
-        e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
-    });
-    assert!(
-        refused,
-        "the client gets a reset (connection refused), not a time-out: {err:#}"
-    );
-    let st: Vec<ServiceStatus> = c.node(1).cli_json(&["service", "list"])?;
-    assert!(st[0].rejected >= 1, "the refusal is counted: {st:?}");
+    let n1 = c.node(1);
+    let client = n1.add_pod(&c.pod_name("client"))?;
+    let vip = Ipv4Addr::new(10, 96, 0, 40);
+    add_service(
+        n1,
+        "empty",
+        "10.96.0.40:80/tcp",
+        &[],
+        80,
+        &["--node-port", "31040"],
+    )?;
+    add_service(
+        n1,
+        "empty-udp",
+        "10.96.0.40:53/udp",
+        &[],
+        53,
+        &["--node-port", "31053"],
+    )?;
+    let tcp = |ns: &std::path::Path, to: SocketAddr| {
+        error_kind(netcore_tests::traffic::connect_tcp(ns, to))
+    };
+    let tries = [
+        ("TCP from a pod", tcp(&client.netns, (vip, 80).into())),
+        (
+            "UDP from a pod",
+            error_kind(udp_request(&client.netns, (vip, 53).into())),
+        ),
+        (
+            "TCP to the NodePort from outside",
+            tcp(&c.outside.path, (n1.ip, 31040).into()),
+        ),
+        (
+            "UDP to the NodePort from outside",
+            error_kind(udp_request(&c.outside.path, (n1.ip, 31053).into())),
+        ),
+    ];
+    for (what, kind) in tries {
+        assert_eq!(
+            kind,
+            Some(std::io::ErrorKind::ConnectionRefused),
+            "{what}: the client is refused at once (a TCP reset, an ICMP port unreachable), not left to time out"
+        );
+    }
+    let st: Vec<ServiceStatus> = n1.cli_json(&["service", "list"])?;
+    for s in &st {
+        assert!(s.rejected >= 2, "each refusal is counted: {st:?}");
+    }
     Ok(())
 }
 
