@@ -141,7 +141,24 @@ done
 ALL=()
 for n in "${NODES[@]}"; do for p in "${PODS[@]}"; do ALL+=("$PREFIX-n$n-$p"); done; done
 
-step "connectivity matrix (ping from row to column; R = eBPF redirect on the node, V = VXLAN across nodes)"
+# Packets node $1's programs have redirected into a local pod, and encapsulated, so far.
+paths_of() {
+  nc_cli "$1" status --json |
+    jq -r '(.counters | map({(.reason): .packets}) | add) as $c
+           | "\($c["redirected-local"] // 0) \($c["encapsulated"] // 0)"'
+}
+
+# One ping from pod $1 to pod $2; prints the path its request took, read from the
+# source node's counters: R (redirected on the node) or V (VXLAN), "-" if unanswered.
+ping_path() {
+  local n=${NODE_OF[$1]} r0 v0 r1 v1
+  read -r r0 v0 <<<"$(paths_of "$n")"
+  ip netns exec "$1" ping -q -c 1 -W 1 "${IP[$2]}" >/dev/null 2>&1 || { echo -; return; }
+  read -r r1 v1 <<<"$(paths_of "$n")"
+  if [ "$v1" -gt "$v0" ]; then echo V; elif [ "$r1" -gt "$r0" ]; then echo R; else echo "?"; fi
+}
+
+step "connectivity matrix (ping from row to column; the path each request took, from the source node's counters: R = eBPF redirect on the node, V = VXLAN in eBPF across nodes)"
 printf '%-14s' ""
 for dst in "${ALL[@]}"; do printf '%-12s' "${dst#"$PREFIX"-}"; done
 echo
@@ -150,16 +167,19 @@ for src in "${ALL[@]}"; do
   printf '%-14s' "${src#"$PREFIX"-}"
   for dst in "${ALL[@]}"; do
     if [ "$src" = "$dst" ]; then printf '%-12s' "-"; continue; fi
-    path=V; [ "${NODE_OF[$src]}" = "${NODE_OF[$dst]}" ] && path=R
-    if ip netns exec "$src" ping -q -c 1 -W 1 "${IP[$dst]}" >/dev/null 2>&1; then
+    want=V; [ "${NODE_OF[$src]}" = "${NODE_OF[$dst]}" ] && want=R
+    path=$(ping_path "$src" "$dst")
+    if [ "$path" = "$want" ]; then
       printf '%-12s' "ok $path"
+    elif [ "$path" = - ]; then
+      printf '%-12s' "FAIL"; failed=$((failed + 1))
     else
-      printf '%-12s' "FAIL $path"; failed=$((failed + 1))
+      printf '%-12s' "WRONG $path"; failed=$((failed + 1))
     fi
   done
   echo
 done
-if [ "$failed" -gt 0 ]; then echo "demo: $failed pairs unreachable" >&2; false; fi
+if [ "$failed" -gt 0 ]; then echo "demo: $failed pairs unreachable or not on the path expected" >&2; false; fi
 echo "all ${#ALL[@]} pods reach each other"
 
 secs=3; [ "$QUICK" = 1 ] && secs=1

@@ -66,6 +66,13 @@ fn the_demo_shows_a_full_matrix_and_down_removes_everything() -> Result<()> {
         "the whole matrix must be reachable:\n{out}"
     );
     assert!(!out.contains("FAIL"), "no pair may fail:\n{out}");
+    // 3 nodes × 2 pods: 6 ordered pairs on one node, 24 across nodes; the path is
+    // read from the counters, so a wrong one shows as WRONG.
+    assert_eq!(
+        (out.matches("ok R").count(), out.matches("ok V").count()),
+        (6, 24),
+        "same-node pairs redirected, cross-node pairs over VXLAN:\n{out}"
+    );
     assert!(
         out.contains("over VXLAN in eBPF"),
         "a throughput figure across nodes:\n{out}"
