@@ -52,6 +52,7 @@ reasons! {
     DropRedirectFailed = 26, "dropped-redirect-failed";
     DropNatFailed = 27, "dropped-nat-failed";
     DropSpoofedSource = 29, "dropped-spoofed-source";
+    DropBadChecksum = 30, "dropped-bad-checksum";
     RejectedNoBackend = 28, "rejected-no-backend";
 }
 

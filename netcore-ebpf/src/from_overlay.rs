@@ -52,6 +52,11 @@ pub fn run(ctx: &TcContext) -> Result<Verdict, Reason> {
     if u16::from_be_bytes(unsafe { (*udp).dst }) != cfg.vxlan_port {
         return Ok(Verdict::pass());
     }
+    // The kernel's IP layer would drop a corrupted header; we act before it does.
+    let outer: *const Ipv4Hdr = ptr_at(ctx, ETH_HLEN)?;
+    if vxlan::ipv4_checksum(unsafe { &*outer }) != 0 {
+        return Err(Reason::DropBadChecksum);
+    }
     receive(ctx, &cfg, outer_src)
 }
 

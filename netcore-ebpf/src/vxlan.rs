@@ -134,9 +134,10 @@ fn outer_ipv4(src: u32, dst: u32, ecn: u8, tot_len: u16) -> Ipv4Hdr {
 }
 
 /// One's complement sum of the header's 16-bit words (byte order independent when
-/// summed and stored in native order).
+/// summed and stored in native order): the checksum to write into a header whose
+/// checksum field is zero, and zero for a received header whose checksum is right.
 #[inline(always)]
-fn ipv4_checksum(ip: &Ipv4Hdr) -> u16 {
+pub fn ipv4_checksum(ip: &Ipv4Hdr) -> u16 {
     let words: [u16; 10] = unsafe { core::mem::transmute_copy(ip) };
     let mut sum: u32 = 0;
     let mut i = 0;

@@ -216,6 +216,8 @@ fn bad_vxlan_is_dropped_with_its_reason() -> Result<()> {
     let unknown_dst = ipv4_udp(REMOTE_POD, Ipv4Addr::new(10, 244, 1, 200), 999, 80, b"x");
     let mut truncated = vxlan_frame(&id, REMOTE_NODE, 1, &inner);
     truncated.truncate(14 + 20 + 8 + 8 + 10);
+    let mut corrupted = vxlan_frame(&id, REMOTE_NODE, 1, &inner);
+    corrupted[14 + 15] ^= 0x01; // the outer source becomes 192.168.50.13
     let cases = [
         (
             "dropped-unknown-source",
@@ -231,6 +233,7 @@ fn bad_vxlan_is_dropped_with_its_reason() -> Result<()> {
             vxlan_frame(&id, REMOTE_NODE, 1, &unknown_dst),
         ),
         ("dropped-malformed", truncated),
+        ("dropped-bad-checksum", corrupted),
     ];
     for (reason, frame) in cases {
         let before = l.counter(reason);
