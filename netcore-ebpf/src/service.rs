@@ -118,7 +118,12 @@ fn new_flow(svc: &ServiceInfo, flow: &Flow, how: &Translation) -> Option<CtEntry
     let backend = *unsafe { NC_BACKENDS.get(&BackendKey { service_id: svc.id, slot }) }?;
     let nodeport = if how.nodeport { CT_NODEPORT } else { 0 };
     let keep_source = svc.flags & SVC_LOCAL_KEEPS_SOURCE != 0 && forward::is_local(backend.ip);
+    // Hairpin: a pod reaching itself through its service would receive a packet from
+    // its own address, which its stack drops as a martian; it gets one from the
+    // service address instead.
+    let hairpin = backend.ip == flow.src;
     let (snat, src_ip) = match how.snat {
+        _ if hairpin => (CT_SNAT, flow.dst),
         Some(ip) if !keep_source => (CT_SNAT, ip),
         _ => (0, flow.src),
     };

@@ -294,6 +294,36 @@ fn a_removed_backend_gets_no_new_flows_and_others_keep_theirs() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn a_pod_reaches_itself_through_its_own_service() -> Result<()> {
+    let c = cluster(1)?;
+    let n1 = c.node(1);
+    let pod = backend(&c, 1, "self", 8080)?;
+    add_service(n1, "hairpin", "10.96.0.50:80/tcp", &[&pod], 8080, &[])?;
+    add_service(n1, "hairpin-udp", "10.96.0.50:53/udp", &[&pod], 8080, &[])?;
+    add_service(n1, "hairpin-probe", "10.96.0.51:80/tcp", &[&pod], 9099, &[])?;
+    let vip = Ipv4Addr::new(10, 96, 0, 50);
+    let who = echo::tcp_exchange(&pod.netns, (vip, 80).into(), b"to myself over TCP")?;
+    assert_eq!(who, "self", "TCP through the service back to the same pod");
+    let (who, from) = echo::udp_exchange(&pod.netns, (vip, 53).into(), b"to myself over UDP")?;
+    assert_eq!(
+        (who.as_str(), from),
+        ("self", SocketAddr::from((vip, 53))),
+        "UDP through the service back to the same pod, answered from the service address"
+    );
+    let l = netcore_tests::traffic::listen_tcp(&pod.netns, 9099)?;
+    let _c = netcore_tests::traffic::connect_tcp(
+        &pod.netns,
+        SocketAddr::from((Ipv4Addr::new(10, 96, 0, 51), 80)),
+    )?;
+    assert_eq!(
+        l.accept()?.1.ip(),
+        IpAddr::V4(Ipv4Addr::new(10, 96, 0, 51)),
+        "the pod, as a backend, sees its own connection come from the service address"
+    );
+    Ok(())
+}
+
 /// The io error kind at the root of `r`'s error, if it failed.
 fn error_kind<T>(r: Result<T>) -> Option<std::io::ErrorKind> {
     let err = r.err()?;
