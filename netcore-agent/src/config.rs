@@ -41,6 +41,11 @@ pub struct AgentConfig {
     /// The whole cluster's pod network; remote pod CIDRs lie inside it.
     #[serde(default = "default_cluster_cidr")]
     pub cluster_cidr: Ipv4Net,
+    /// Service addresses the node's own processes reach (routed into the bridge, where
+    /// `from_host` balances them), like Kubernetes' service cluster IP range. Services
+    /// outside it still serve pods and NodePort clients.
+    #[serde(default = "default_service_cidr")]
+    pub service_cidr: Ipv4Net,
     /// Name of the node bridge (the pods' gateway).
     #[serde(default = "default_bridge")]
     pub bridge: String,
@@ -83,6 +88,9 @@ pub struct AgentConfig {
     pub bpf_log: bool,
 }
 
+fn default_service_cidr() -> Ipv4Net {
+    "10.96.0.0/12".parse().expect("valid CIDR")
+}
 fn default_cluster_cidr() -> Ipv4Net {
     "10.244.0.0/16".parse().expect("constant")
 }

@@ -2,7 +2,7 @@
 //! side of a node: straight into a local pod, or encapsulated to a remote node.
 
 use aya_ebpf::{
-    helpers::{bpf_redirect_neigh, bpf_redirect_peer},
+    helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     maps::lpm_trie::Key,
     programs::TcContext,
 };
@@ -78,6 +78,14 @@ pub fn to_local_pod(
 ) -> Result<Verdict, Reason> {
     set_macs(ctx, ep.pod_mac, cfg.gateway_mac)?;
     Verdict::redirected(reason, unsafe { bpf_redirect_peer(ep.host_ifindex, 0) })
+}
+
+/// Hands the frame to the pod's `eth0` from a TC egress hook (the bridge's): out of
+/// the pod's host veth, as if the bridge had forwarded it.
+#[inline(always)]
+pub fn to_local_pod_from_host(ctx: &TcContext, cfg: &DatapathConfig, ep: &EndpointInfo) -> Result<Verdict, Reason> {
+    set_macs(ctx, ep.pod_mac, cfg.gateway_mac)?;
+    Verdict::redirected(Reason::RedirectedLocal, unsafe { bpf_redirect(ep.host_ifindex, 0) })
 }
 
 /// Encapsulates the frame for `node` and sends it out of the uplink; the kernel

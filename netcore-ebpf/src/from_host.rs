@@ -1,16 +1,20 @@
-//! TCX egress of the node bridge: what the node's own stack sends towards pods.
+//! TCX egress of the node bridge: what the node's own stack sends towards pods and
+//! services.
 //!
-//! The agent routes the cluster CIDR into the bridge via a next hop whose neighbour
-//! entry is this node's VTEP MAC, so frames for remote pods arrive here addressed to
-//! that MAC and are encapsulated. Local pods are reached through the bridge as usual.
+//! The agent routes the cluster CIDR and the service CIDR into the bridge via a next
+//! hop whose neighbour entry is this node's VTEP MAC, so frames for remote pods and
+//! for services arrive here addressed to that MAC. A flow to a service gets a backend
+//! (service.rs); remote pods are encapsulated; local pods are reached through the
+//! bridge as usual, or directly for a translated flow.
 
 use aya_ebpf::programs::TcContext;
-use netcore_common::counters::Reason;
+use netcore_common::{config::FLAG_SERVICES, counters::Reason};
 use network_types::eth::EthHdr;
 
 use crate::{
     forward::{self, Dest},
     packet::{dst_ip, ptr_at},
+    service::{self, Svc},
     verdict::Verdict,
 };
 
@@ -19,8 +23,19 @@ pub fn run(ctx: &TcContext) -> Result<Verdict, Reason> {
     let Some((ip, cfg)) = forward::prologue(ctx)? else {
         return Ok(Verdict::pass());
     };
-    match forward::lookup(dst_ip(ip)) {
+    let mut dst = dst_ip(ip);
+    let mut translated = false;
+    if cfg.flags & FLAG_SERVICES != 0 {
+        match service::from_host(ctx)? {
+            Svc::Pass => {}
+            Svc::Dst(backend) => (dst, translated) = (backend, true),
+            Svc::Done(verdict) => return Ok(verdict),
+        }
+    }
+    match forward::lookup(dst) {
         Dest::Remote(node) => forward::to_remote_node(ctx, &cfg, &node),
+        // Still addressed to the VTEP MAC, which no bridge port has.
+        Dest::Local(ep) if translated => forward::to_local_pod_from_host(ctx, &cfg, &ep),
         Dest::Local(_) => Ok(Verdict::pass()),
         Dest::Elsewhere => {
             // Routed to the overlay but no node owns it: the bridge would flood it to

@@ -94,7 +94,7 @@ fn receive(ctx: &TcContext, cfg: &DatapathConfig, outer_src: u32) -> Result<Verd
         }
         Dest::Elsewhere if inner_dst == cfg.node_ip || inner_dst == cfg.gateway_ip => {
             vxlan::decap(ctx)?;
-            if cfg.flags & FLAG_SERVICES != 0 && inner_dst == cfg.node_ip {
+            if cfg.flags & FLAG_SERVICES != 0 {
                 if let Some(verdict) = service::nodeport_reply(ctx, cfg)? {
                     return Ok(verdict);
                 }

@@ -1,10 +1,11 @@
 //! Refusing a connection to a service without backends: a TCP segment is turned into
 //! the RST its sender expects, a UDP datagram into an ICMP port unreachable quoting
-//! it, and the answer goes straight back where the packet came from (into the pod, or
-//! out of the uplink for a NodePort client), so the client fails at once instead of
-//! timing out.
+//! it, and the answer goes straight back where the packet came from (into the pod, out
+//! of the uplink for a NodePort client, into the node's stack for its own processes),
+//! so the client fails at once instead of timing out.
 
 use aya_ebpf::{
+    bindings::BPF_F_INGRESS,
     helpers::{bpf_redirect, bpf_redirect_peer, bpf_skb_change_tail},
     programs::TcContext,
 };
@@ -32,6 +33,8 @@ pub enum Back {
     ToPod,
     /// From outside, through the uplink: back out of the uplink.
     ToUplink,
+    /// From the node's own stack, through the bridge: back into the stack.
+    ToHost,
 }
 
 #[repr(C)]
@@ -156,6 +159,7 @@ fn send_back(ctx: &TcContext, back: Back) -> Result<Verdict, Reason> {
     let ret = match back {
         Back::ToPod => unsafe { bpf_redirect_peer(ifindex, 0) },
         Back::ToUplink => unsafe { bpf_redirect(ifindex, 0) },
+        Back::ToHost => unsafe { bpf_redirect(ifindex, BPF_F_INGRESS as u64) },
     };
     Verdict::redirected(Reason::RejectedNoBackend, ret)
 }

@@ -58,10 +58,26 @@ pub fn from_pod(ctx: &TcContext, cfg: &DatapathConfig) -> Result<Svc, Reason> {
         }
         return Ok(Svc::Dst(if rev.flags & CT_SNAT != 0 { rev.b_ip } else { flow.dst }));
     }
-    let Some(svc) = service(flow.dst, &flow) else { return Ok(Svc::Pass) };
-    match balance(ctx, &svc, &flow, &Translation { nodeport: false, snat: None })? {
+    to_service(ctx, &flow, Back::ToPod)
+}
+
+/// The node's own packet (through the bridge, where the service CIDR is routed): a
+/// flow to a service gets a backend. Replies of the backends are translated where
+/// they arrive (`from_pod`, or after decapsulation).
+#[inline(always)]
+pub fn from_host(ctx: &TcContext) -> Result<Svc, Reason> {
+    let Some(flow) = l4::flow(ctx)? else { return Ok(Svc::Pass) };
+    to_service(ctx, &flow, Back::ToHost)
+}
+
+/// A flow from inside the node to a service address, if it is one: translated to a
+/// backend, or refused back to `back` when the service has none.
+#[inline(always)]
+fn to_service(ctx: &TcContext, flow: &Flow, back: Back) -> Result<Svc, Reason> {
+    let Some(svc) = service(flow.dst, flow) else { return Ok(Svc::Pass) };
+    match balance(ctx, &svc, flow, &Translation { nodeport: false, snat: None })? {
         Lb::To { dst } => Ok(Svc::Dst(dst)),
-        Lb::NoBackend => reject::refuse(ctx, &flow, Back::ToPod).map(Svc::Done),
+        Lb::NoBackend => reject::refuse(ctx, flow, back).map(Svc::Done),
     }
 }
 
@@ -177,8 +193,8 @@ pub fn reply_from_remote(ctx: &TcContext) -> Result<(), Reason> {
     Ok(())
 }
 
-/// A reply of a remote backend to a masqueraded NodePort flow: back out of the uplink
-/// to the client.
+/// A reply of a remote backend, just decapsulated for the node itself: the service
+/// address back, and a NodePort client's reply straight out of the uplink.
 #[inline(always)]
 pub fn nodeport_reply(ctx: &TcContext, cfg: &DatapathConfig) -> Result<Option<Verdict>, Reason> {
     let Some(flow) = l4::flow(ctx)? else { return Ok(None) };

@@ -264,6 +264,18 @@ fn bad_input_is_refused_clearly_and_changes_nothing() -> Result<()> {
             "vni",
         ),
         ("node_name = [".to_string(), "not valid"),
+        (
+            base(
+                "uplink = \"ul0\"\npod_cidr = \"10.244.9.0/24\"\nservice_cidr = \"192.168.0.0/16\"",
+            ),
+            "service_cidr 192.168.0.0/16 overlaps the underlay",
+        ),
+        (
+            base(
+                "uplink = \"ul0\"\npod_cidr = \"10.244.9.0/24\"\nservice_cidr = \"10.240.0.0/12\"",
+            ),
+            "service_cidr 10.240.0.0/12 overlaps the pod network",
+        ),
     ];
     for (config, want) in cases {
         let out = agent(&config);

@@ -324,6 +324,44 @@ fn a_pod_reaches_itself_through_its_own_service() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn the_nodes_own_processes_reach_services() -> Result<()> {
+    let c = cluster(2)?;
+    wait_routes(&c)?;
+    let local = backend(&c, 1, "local", 8080)?;
+    let remote = backend(&c, 2, "remote", 8080)?;
+    let n1 = c.node(1);
+    add_service(n1, "host-local", "10.96.0.60:80/tcp", &[&local], 8080, &[])?;
+    add_service(
+        n1,
+        "host-remote",
+        "10.96.0.61:80/tcp",
+        &[&remote],
+        8080,
+        &[],
+    )?;
+    add_service(n1, "host-udp", "10.96.0.61:53/udp", &[&remote], 8080, &[])?;
+    add_service(n1, "host-empty", "10.96.0.62:80/tcp", &[], 80, &[])?;
+    let node = &n1.ns.path;
+    let vip = |last: u8, port: u16| SocketAddr::from((Ipv4Addr::new(10, 96, 0, last), port));
+    for (to, want) in [(vip(60, 80), "local"), (vip(61, 80), "remote")] {
+        let who = echo::tcp_exchange(node, to, b"from the node itself")?;
+        assert_eq!(who, want, "the node reaches {to} on its {want} backend");
+    }
+    let (who, from) = echo::udp_exchange(node, vip(61, 53), b"from the node itself")?;
+    assert_eq!(
+        (who.as_str(), from),
+        ("remote", vip(61, 53)),
+        "UDP from the node to a remote backend, answered from the service address"
+    );
+    assert_eq!(
+        error_kind(netcore_tests::traffic::connect_tcp(node, vip(62, 80))),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "the node is refused at once by a service without backends"
+    );
+    Ok(())
+}
+
 /// The io error kind at the root of `r`'s error, if it failed.
 fn error_kind<T>(r: Result<T>) -> Option<std::io::ErrorKind> {
     let err = r.err()?;

@@ -52,6 +52,12 @@ pub enum AgentError {
         cluster: ipnet::Ipv4Net,
         underlay: ipnet::Ipv4Net,
     },
+    #[error("service_cidr {service} overlaps {what} {other}")]
+    ServiceOverlap {
+        service: ipnet::Ipv4Net,
+        what: &'static str,
+        other: ipnet::Ipv4Net,
+    },
     #[error("uplink {0} has no IPv4 address")]
     UplinkNoAddress(String),
     #[error("uplink {name} has MTU {mtu}: too small for VXLAN")]
@@ -178,6 +184,18 @@ impl Agent {
                 cluster: net.cluster_cidr,
                 underlay,
             });
+        }
+        for (what, other) in [
+            ("the pod network", net.cluster_cidr),
+            ("the underlay", underlay),
+        ] {
+            if nodes::overlaps(cfg.service_cidr, other) {
+                return Err(AgentError::ServiceOverlap {
+                    service: cfg.service_cidr,
+                    what,
+                    other,
+                });
+            }
         }
         state.pod_cidr = Some(net.pod_cidr);
         state.cluster_cidr = Some(net.cluster_cidr);

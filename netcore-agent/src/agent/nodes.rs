@@ -15,7 +15,7 @@ use crate::{
     state::NodeRecord,
 };
 
-fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+pub(super) fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
     a.contains(&b) || b.contains(&a)
 }
 
@@ -199,20 +199,23 @@ impl Agent {
 }
 
 impl Agent {
-    /// The host's own traffic to remote pods: the cluster CIDR goes into the bridge via
-    /// a next hop that resolves to this node's VTEP MAC, where `from_host` picks it up.
+    /// The host's own traffic to remote pods and to services: the cluster CIDR and the
+    /// service CIDR go into the bridge via a next hop that resolves to this node's VTEP
+    /// MAC, where `from_host` picks them up.
     pub(super) async fn route_cluster_via_overlay(&mut self) -> Result<()> {
         let next_hop = self.net.cluster_cidr.network();
         netlink::replace_neighbour(&self.nl, self.bridge.index, next_hop, self.state.vtep_mac)
             .await?;
-        netlink::replace_onlink_route(
-            &self.nl,
-            self.net.cluster_cidr,
-            next_hop,
-            self.bridge.index,
-            self.net.gateway(),
-        )
-        .await?;
+        for net in [self.net.cluster_cidr, self.cfg.service_cidr] {
+            netlink::replace_onlink_route(
+                &self.nl,
+                net,
+                next_hop,
+                self.bridge.index,
+                self.net.gateway(),
+            )
+            .await?;
+        }
         Ok(())
     }
 }
