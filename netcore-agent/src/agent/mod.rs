@@ -203,7 +203,7 @@ impl Agent {
 
         let bridge = netlink::ensure_bridge(&nl, &cfg.bridge, state.gateway_mac, pod_mtu).await?;
         netlink::add_addr(&nl, bridge.index, net.gateway(), net.pod_cidr.prefix_len()).await?;
-        sysctl::prepare_node(&cfg.bridge)?;
+        sysctl::prepare_node(&cfg.bridge, &cfg.uplink)?;
         let (dp, maps) = Datapath::load(&cfg.pin_dir, cfg.bpf_log)?;
         let ipam = Ipam::new(net.pod_cidr, state.last_ip);
         let applied = maps
