@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::{
-    api::service::{Endpoint, Frontend, ServiceSpec, ServiceStatus},
+    api::service::{self, Endpoint, Frontend, ServiceSpec, ServiceStatus},
     api::{client, NodeInfo, NodeSpec, PodInfo, Request, Status},
     config::AgentConfig,
     mac::Mac,
@@ -134,6 +134,13 @@ pub enum ServiceCmd {
         /// NodePort: keep the client's address when the backend is on the node.
         #[arg(long)]
         keep_source: bool,
+        /// Session affinity by client address (Kubernetes' ClientIP), for 10800 s
+        /// unless --affinity-seconds says otherwise.
+        #[arg(long)]
+        session_affinity: bool,
+        /// Session affinity for this many seconds (1 to 86400; implies --session-affinity).
+        #[arg(long)]
+        affinity_seconds: Option<u32>,
         /// Change an existing service instead of refusing.
         #[arg(long)]
         replace: bool,
@@ -329,9 +336,13 @@ async fn service_cmd(sock: &Path, cmd: ServiceCmd) -> anyhow::Result<()> {
             backends,
             node_port,
             keep_source,
+            session_affinity,
+            affinity_seconds,
             replace,
             json,
         } => {
+            let affinity_seconds =
+                affinity_seconds.or(session_affinity.then_some(service::DEFAULT_AFFINITY_SECONDS));
             let spec = ServiceSpec {
                 name,
                 vip: vip.vip,
@@ -339,6 +350,7 @@ async fn service_cmd(sock: &Path, cmd: ServiceCmd) -> anyhow::Result<()> {
                 backends,
                 node_port,
                 keep_source,
+                affinity_seconds,
             };
             let st: ServiceStatus =
                 client::call(sock, &Request::ServiceAdd { spec, replace }).await?;
@@ -369,18 +381,23 @@ async fn service_cmd(sock: &Path, cmd: ServiceCmd) -> anyhow::Result<()> {
             let list: Vec<ServiceStatus> = client::call(sock, &Request::ServiceList).await?;
             print_or_json(json, &list, |l| {
                 println!(
-                    "{:<16} {:<22} {:<9} {:>8} {:>10} {:>8}  BACKENDS",
-                    "NAME", "VIP", "NODEPORT", "CONNS", "PACKETS", "REJECTED"
+                    "{:<16} {:<22} {:<9} {:<9} {:>8} {:>10} {:>8}  BACKENDS",
+                    "NAME", "VIP", "NODEPORT", "AFFINITY", "CONNS", "PACKETS", "REJECTED"
                 );
                 for v in l {
                     let backends: Vec<String> =
                         v.spec.backends.iter().map(|b| b.to_string()).collect();
                     let np = v.spec.node_port.map_or("-".to_string(), |p| p.to_string());
+                    let affinity = v
+                        .spec
+                        .affinity_seconds
+                        .map_or("-".into(), |s| format!("{s}s"));
                     println!(
-                        "{:<16} {:<22} {:<9} {:>8} {:>10} {:>8}  {}",
+                        "{:<16} {:<22} {:<9} {:<9} {:>8} {:>10} {:>8}  {}",
                         v.spec.name,
                         format!("{}/{}", v.spec.vip, v.spec.proto),
                         np,
+                        affinity,
                         v.connections,
                         v.packets,
                         v.rejected,

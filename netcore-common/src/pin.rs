@@ -9,6 +9,8 @@ pub const MAP_SERVICES: &str = "NC_SERVICES";
 pub const MAP_BACKENDS: &str = "NC_BACKENDS";
 pub const MAP_CONNTRACK: &str = "NC_CONNTRACK";
 pub const MAP_SVC_COUNTERS: &str = "NC_SVC_COUNTERS";
+pub const MAP_SVC_AFFINITY: &str = "NC_SVC_AFFINITY";
+pub const MAP_AFFINITY: &str = "NC_AFFINITY";
 
 /// Programs, one per attach point.
 /// TCX ingress of a pod's host veth: what a pod sends.

@@ -52,6 +52,33 @@ pub struct Backend {
 
 const _: () = assert!(core::mem::size_of::<Backend>() == 8);
 
+/// Key of the session-affinity map: a client of a service with ClientIP affinity.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct AffinityKey {
+    pub service_id: u32,
+    /// The client's address, network order.
+    pub client: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<AffinityKey>() == 8);
+
+/// The backend a client's last new connection got, in which slot, and when
+/// (`bpf_ktime_get_ns`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Affinity {
+    pub backend: Backend,
+    pub slot: u32,
+    pub _pad: u32,
+    pub last_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<Affinity>() == 24);
+
+/// Clients remembered for session affinity (least recently used ones are dropped).
+pub const MAX_AFFINITIES: u32 = 65536;
+
 /// Per-service counters (per CPU): what went to the service and how many connections.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -70,4 +97,12 @@ pub const MAX_BACKENDS: u32 = 65536;
 /// Backends one service may have.
 pub const MAX_BACKENDS_PER_SERVICE: u32 = 256;
 
-crate::user_pod!(ServiceKey, ServiceInfo, BackendKey, Backend, ServiceCounter);
+crate::user_pod!(
+    ServiceKey,
+    ServiceInfo,
+    BackendKey,
+    Backend,
+    ServiceCounter,
+    AffinityKey,
+    Affinity
+);

@@ -9,7 +9,8 @@ use netcore_common::{
     config::DatapathConfig,
     conntrack::{CtEntry, CtKey, MAX_CT_ENTRIES},
     service::{
-        Backend, BackendKey, ServiceCounter, ServiceInfo, ServiceKey, MAX_BACKENDS, MAX_SERVICES,
+        Affinity, AffinityKey, Backend, BackendKey, ServiceCounter, ServiceInfo, ServiceKey, MAX_AFFINITIES,
+        MAX_BACKENDS, MAX_SERVICES,
     },
     counters::{Counter, MAX_REASONS},
     endpoint::{EndpointInfo, MAX_ENDPOINTS},
@@ -47,3 +48,11 @@ pub static NC_CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(MAX_CT_
 /// Per-service counters, by service id.
 #[map]
 pub static NC_SVC_COUNTERS: PerCpuArray<ServiceCounter> = PerCpuArray::pinned(MAX_SERVICES, 0);
+
+/// Session affinity per service id: seconds a client keeps its backend, 0 for none.
+#[map]
+pub static NC_SVC_AFFINITY: Array<u32> = Array::pinned(MAX_SERVICES, 0);
+
+/// The backend each client of a service with affinity got last.
+#[map]
+pub static NC_AFFINITY: LruHashMap<AffinityKey, Affinity> = LruHashMap::pinned(MAX_AFFINITIES, 0);

@@ -1,21 +1,28 @@
 //! Service load balancing: a flow to a service address gets one backend, picked at
-//! random among the service's backends when the flow starts and kept for its life
-//! (also when backends are added later). Both directions are tracked so replies get
+//! random among the service's backends when the flow starts (or the client's last
+//! one, with session affinity) and kept for its life (also when backends are added
+//! later). Both directions are tracked so replies get
 //! the service address back.
 
-use aya_ebpf::{helpers::bpf_get_prandom_u32, programs::TcContext};
+use aya_ebpf::{
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    programs::TcContext,
+};
 use netcore_common::{
     config::DatapathConfig,
     conntrack::{CtEntry, CT_FORWARD, CT_NODEPORT, CT_REVERSE, CT_SNAT},
     counters::Reason,
-    service::{BackendKey, ServiceInfo, ServiceKey, MAX_BACKENDS_PER_SERVICE, SVC_LOCAL_KEEPS_SOURCE},
+    service::{
+        Affinity, AffinityKey, Backend, BackendKey, ServiceInfo, ServiceKey, MAX_BACKENDS_PER_SERVICE,
+        SVC_LOCAL_KEEPS_SOURCE,
+    },
 };
 
 use crate::{
     conntrack,
     forward::{self, Dest},
     l4::{self, Flow},
-    maps::{NC_BACKENDS, NC_SERVICES, NC_SVC_COUNTERS},
+    maps::{NC_AFFINITY, NC_BACKENDS, NC_SERVICES, NC_SVC_AFFINITY, NC_SVC_COUNTERS},
     nat,
     reject::{self, Back},
     verdict::Verdict,
@@ -124,14 +131,52 @@ pub fn balance(ctx: &TcContext, svc: &ServiceInfo, flow: &Flow, how: &Translatio
     Ok(Lb::To { dst: fwd.a_ip })
 }
 
+/// The backend of a new flow: the client's last one while its session affinity lasts
+/// (and the backend is still the service's), else one at random.
+#[inline(always)]
+fn pick(svc: &ServiceInfo, client: u32) -> Option<Backend> {
+    let timeout_s = NC_SVC_AFFINITY.get(svc.id).copied().unwrap_or(0);
+    let key = AffinityKey { service_id: svc.id, client };
+    let now = unsafe { bpf_ktime_get_ns() };
+    if timeout_s != 0 {
+        if let Some(a) = unsafe { NC_AFFINITY.get(&key) } {
+            let fresh = now.wrapping_sub(a.last_ns) < timeout_s as u64 * 1_000_000_000;
+            // Field by field: comparing the structs would be a call to bcmp.
+            let same = |b: Backend| b.ip == a.backend.ip && b.port == a.backend.port;
+            if fresh && a.slot < svc.count && backend_at(svc.id, a.slot).is_some_and(same) {
+                remember(&key, a.backend, a.slot, now);
+                return Some(a.backend);
+            }
+        }
+    }
+    // Checked: the helper calls above hide from the compiler that count is not 0.
+    let slot = unsafe { bpf_get_prandom_u32() }.checked_rem(svc.count)?;
+    let backend = backend_at(svc.id, slot)?;
+    if timeout_s != 0 {
+        remember(&key, backend, slot, now);
+    }
+    Some(backend)
+}
+
+#[inline(always)]
+fn backend_at(service_id: u32, slot: u32) -> Option<Backend> {
+    unsafe { NC_BACKENDS.get(&BackendKey { service_id, slot }) }.copied()
+}
+
+#[inline(always)]
+fn remember(key: &AffinityKey, backend: Backend, slot: u32, now: u64) {
+    let a = Affinity { backend, slot, _pad: 0, last_ns: now };
+    // Best effort: without an entry the next connection is balanced afresh.
+    let _ = NC_AFFINITY.insert(key, &a, 0);
+}
+
 /// Picks a backend and records both directions of the new flow.
 #[inline(always)]
 fn new_flow(svc: &ServiceInfo, flow: &Flow, how: &Translation) -> Option<CtEntry> {
     if svc.count == 0 || svc.count > MAX_BACKENDS_PER_SERVICE {
         return None;
     }
-    let slot = unsafe { bpf_get_prandom_u32() } % svc.count;
-    let backend = *unsafe { NC_BACKENDS.get(&BackendKey { service_id: svc.id, slot }) }?;
+    let backend = pick(svc, flow.src)?;
     let nodeport = if how.nodeport { CT_NODEPORT } else { 0 };
     let keep_source = svc.flags & SVC_LOCAL_KEEPS_SOURCE != 0 && forward::is_local(backend.ip);
     // Hairpin: a pod reaching itself through its service would receive a packet from

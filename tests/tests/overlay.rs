@@ -76,7 +76,9 @@ fn nodes_and_pods_reach_each_other_without_nat() -> Result<()> {
     let b = c.node(2).add_pod(&c.pod_name("b"))?;
     // Strict reverse-path filtering, as some distributions set it: replies from remote
     // pods arrive on the uplink while the cluster CIDR is routed into the bridge.
-    c.node(1).ns.sh("sysctl -qw net.ipv4.conf.all.rp_filter=1")?;
+    c.node(1)
+        .ns
+        .sh("sysctl -qw net.ipv4.conf.all.rp_filter=1")?;
     assert!(
         traffic::ping(&c.node(1).ns.name, b.ip, 2),
         "node 1 itself reaches a pod on node 2 (with rp_filter=1 on all)"

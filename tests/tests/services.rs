@@ -362,6 +362,64 @@ fn the_nodes_own_processes_reach_services() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn session_affinity_keeps_a_client_on_one_backend() -> Result<()> {
+    let c = cluster(1)?;
+    let n1 = c.node(1);
+    let names = ["s1", "s2", "s3"];
+    let pods = names
+        .iter()
+        .map(|n| backend(&c, 1, n, 8080))
+        .collect::<Result<Vec<_>>>()?;
+    let client = n1.add_pod(&c.pod_name("client"))?;
+    let vip = SocketAddr::from((Ipv4Addr::new(10, 96, 0, 70), 80));
+    let all: Vec<&PodInfo> = pods.iter().collect();
+    add_service(
+        n1,
+        "sticky",
+        "10.96.0.70:80/tcp",
+        &all,
+        8080,
+        &["--session-affinity"],
+    )?;
+    let first = echo::tcp_exchange(&client.netns, vip, b"0")?;
+    for i in 1..20 {
+        let who = echo::tcp_exchange(&client.netns, vip, format!("{i}").as_bytes())?;
+        assert_eq!(
+            who, first,
+            "connection {i} of the same client sticks to {first}"
+        );
+    }
+    // Its backend goes away: the client moves to another one, and sticks there.
+    let rest: Vec<&PodInfo> = names
+        .iter()
+        .zip(&pods)
+        .filter(|(n, _)| **n != first)
+        .map(|(_, p)| p)
+        .collect();
+    add_service(
+        n1,
+        "sticky",
+        "10.96.0.70:80/tcp",
+        &rest,
+        8080,
+        &["--session-affinity", "--replace"],
+    )?;
+    let second = echo::tcp_exchange(&client.netns, vip, b"moved")?;
+    assert_ne!(
+        second, first,
+        "no new connection goes to the removed backend"
+    );
+    for i in 0..10 {
+        let who = echo::tcp_exchange(&client.netns, vip, format!("again {i}").as_bytes())?;
+        assert_eq!(
+            who, second,
+            "after the move, connection {i} sticks to {second}"
+        );
+    }
+    Ok(())
+}
+
 /// The io error kind at the root of `r`'s error, if it failed.
 fn error_kind<T>(r: Result<T>) -> Option<std::io::ErrorKind> {
     let err = r.err()?;
@@ -447,7 +505,21 @@ fn bad_services_are_refused_and_nothing_is_half_installed() -> Result<()> {
         "--backend",
         "10.244.1.9:80",
     ])?;
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &[
+                "service",
+                "add",
+                "sticky",
+                "--vip",
+                "10.96.0.53:80/tcp",
+                "--backend",
+                "10.244.1.9:80",
+                "--affinity-seconds",
+                "0",
+            ],
+            "session affinity of 0 seconds",
+        ),
         (
             &[
                 "service",

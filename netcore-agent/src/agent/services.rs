@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::{Agent, AgentError, Result};
 use crate::{
-    api::service::{ServiceSpec, ServiceStatus},
+    api::service::{ServiceSpec, ServiceStatus, MAX_AFFINITY_SECONDS},
     maps::service::{backend, key},
     state::ServiceRecord,
 };
@@ -81,6 +81,9 @@ impl Agent {
         }
         self.maps
             .services
+            .set_affinity(id, spec.affinity_seconds.unwrap_or(0))?;
+        self.maps
+            .services
             .trim_backends(id, backends.len() as u32, old_count)?;
         if let Some(o) = old {
             for k in frontends(&o.spec).into_iter().filter(|k| !keys.contains(k)) {
@@ -127,6 +130,15 @@ impl Agent {
         {
             return bad(format!("{vip} cannot be a service address (it is in the pod network {}, or not unicast, or a node's)", self.net.cluster_cidr));
         }
+        if spec
+            .affinity_seconds
+            .is_some_and(|s| !(1..=MAX_AFFINITY_SECONDS).contains(&s))
+        {
+            return bad(format!(
+                "session affinity of {} seconds: use 1 to {MAX_AFFINITY_SECONDS}",
+                spec.affinity_seconds.unwrap_or(0)
+            ));
+        }
         if spec.backends.len() > MAX_BACKENDS_PER_SERVICE as usize {
             return bad(format!(
                 "{} backends: at most {MAX_BACKENDS_PER_SERVICE}",
@@ -168,6 +180,7 @@ impl Agent {
         self.maps
             .services
             .trim_backends(rec.id, 0, rec.spec.backends.len() as u32)?;
+        self.maps.services.set_affinity(rec.id, 0)?;
         self.write_datapath_config()?;
         self.save()?;
         info!(service = %name, "service removed");

@@ -94,7 +94,15 @@ pub struct ServiceSpec {
     /// NodePort: keep the client's address when the backend is on the receiving node.
     #[serde(default)]
     pub keep_source: bool,
+    /// Session affinity (Kubernetes' ClientIP): seconds a client's new connections
+    /// keep going to the backend its last one got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity_seconds: Option<u32>,
 }
+
+/// Kubernetes' default and largest ClientIP affinity timeouts.
+pub const DEFAULT_AFFINITY_SECONDS: u32 = 10800;
+pub const MAX_AFFINITY_SECONDS: u32 = 86400;
 
 /// A service as installed, with its counters.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -29,6 +29,7 @@ impl Maps {
                 take(ebpf, netcore_common::pin::MAP_SERVICES)?,
                 take(ebpf, netcore_common::pin::MAP_BACKENDS)?,
                 take(ebpf, netcore_common::pin::MAP_SVC_COUNTERS)?,
+                take(ebpf, netcore_common::pin::MAP_SVC_AFFINITY)?,
             )?,
         })
     }

@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use aya::maps::{HashMap, Map, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use netcore_common::service::{Backend, BackendKey, ServiceCounter, ServiceInfo, ServiceKey};
 
 use super::{err, is_not_found};
@@ -13,6 +13,7 @@ pub struct ServiceMaps {
     services: HashMap<MapData, ServiceKey, ServiceInfo>,
     backends: HashMap<MapData, BackendKey, Backend>,
     counters: PerCpuArray<MapData, ServiceCounter>,
+    affinity: Array<MapData, u32>,
 }
 
 /// A service's frontend as the maps key it.
@@ -38,12 +39,21 @@ impl ServiceMaps {
         services: (Map, &'static str),
         backends: (Map, &'static str),
         counters: (Map, &'static str),
+        affinity: (Map, &'static str),
     ) -> Result<Self, DatapathError> {
         Ok(Self {
             services: HashMap::try_from(services.0).map_err(err(services.1))?,
             backends: HashMap::try_from(backends.0).map_err(err(backends.1))?,
             counters: PerCpuArray::try_from(counters.0).map_err(err(counters.1))?,
+            affinity: Array::try_from(affinity.0).map_err(err(affinity.1))?,
         })
+    }
+
+    /// Session affinity of service `id`: seconds a client keeps its backend, 0 for none.
+    pub fn set_affinity(&mut self, id: u32, seconds: u32) -> Result<(), DatapathError> {
+        self.affinity
+            .set(id, seconds, 0)
+            .map_err(err("NC_SVC_AFFINITY"))
     }
 
     /// Writes service `id`'s backends into slots `0..n`.
