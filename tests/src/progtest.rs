@@ -13,7 +13,7 @@ use netcore_agent::{
     mac::Mac,
     maps::Maps,
 };
-use netcore_common::config::{DatapathConfig, FLAG_READY};
+use netcore_common::config::{DatapathConfig, FLAG_READY, FLAG_SERVICES};
 
 use crate::unique;
 
@@ -103,22 +103,34 @@ pub fn identity() -> Identity {
     }
 }
 
+fn config(id: &Identity, flags: u16) -> DatapathConfig {
+    let be = |ip: Ipv4Addr| u32::from_ne_bytes(ip.octets());
+    DatapathConfig {
+        node_ip: be(id.node_ip),
+        gateway_ip: be(id.gateway),
+        uplink_ifindex: id.uplink_ifindex,
+        vni: 1,
+        vxlan_port: 8472,
+        flags,
+        gateway_mac: id.gateway_mac.0,
+        vtep_mac: id.vtep_mac.0,
+    }
+}
+
 impl Loaded {
     pub fn new(id: &Identity) -> Result<Self> {
         let pin_dir = PathBuf::from("/sys/fs/bpf/netcore-test").join(unique("pkt"));
         let (dp, mut maps) = Datapath::load(&pin_dir, false)?;
-        let be = |ip: Ipv4Addr| u32::from_ne_bytes(ip.octets());
-        maps.config.set(&DatapathConfig {
-            node_ip: be(id.node_ip),
-            gateway_ip: be(id.gateway),
-            uplink_ifindex: id.uplink_ifindex,
-            vni: 1,
-            vxlan_port: 8472,
-            flags: FLAG_READY,
-            gateway_mac: id.gateway_mac.0,
-            vtep_mac: id.vtep_mac.0,
-        })?;
+        maps.config.set(&config(id, FLAG_READY))?;
         Ok(Loaded { dp, maps, pin_dir })
+    }
+
+    /// Turns service handling on, as the agent does once a service exists.
+    pub fn enable_services(&mut self, id: &Identity) -> Result<()> {
+        Ok(self
+            .maps
+            .config
+            .set(&config(id, FLAG_READY | FLAG_SERVICES))?)
     }
 
     pub fn run(&self, program: &'static str, packet: &[u8]) -> Result<Run> {

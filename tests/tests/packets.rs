@@ -5,7 +5,11 @@ use std::net::Ipv4Addr;
 
 use anyhow::Result;
 use netcore_agent::mac::Mac;
-use netcore_common::pin::{PROG_FROM_HOST, PROG_FROM_OVERLAY, PROG_FROM_POD};
+use netcore_agent::maps::service::key;
+use netcore_common::{
+    pin::{PROG_FROM_HOST, PROG_FROM_OVERLAY, PROG_FROM_POD},
+    service::ServiceInfo,
+};
 use netcore_tests::{
     packets::{self, checksum, ethernet, ipv4_udp, ETH_P_IPV4},
     progtest::{identity, Identity, Loaded},
@@ -336,5 +340,100 @@ fn a_pod_cannot_send_from_an_address_that_is_not_its_own() -> Result<()> {
         run.verdict, TC_ACT_SHOT,
         "another pod's address through this veth must be dropped"
     );
+    Ok(())
+}
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const SENDER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xaa, 0x09];
+
+/// A node with one service on `VIP:port/proto` that has no backends.
+fn with_empty_service(proto: u8, port: u16) -> Result<(Loaded, Identity)> {
+    let (mut l, id) = node()?;
+    l.enable_services(&id)?;
+    let empty = ServiceInfo {
+        id: 1,
+        count: 0,
+        flags: 0,
+    };
+    l.maps.services.set_frontend(key(VIP, port, proto), empty)?;
+    Ok((l, id))
+}
+
+/// Checks that `out` is a frame from the gateway back to the sending pod, carrying an
+/// IPv4 packet of `proto` and `len` bytes from the service address; returns the payload.
+fn answer_from_the_service<'a>(out: &'a [u8], id: &Identity, proto: u8, len: usize) -> &'a [u8] {
+    assert_eq!(
+        &out[0..6],
+        &SENDER_MAC,
+        "the answer goes back to the sender"
+    );
+    assert_eq!(&out[6..12], &id.gateway_mac.0, "from the gateway");
+    assert_eq!(out.len(), 14 + len, "a {len}-byte IPv4 packet");
+    let ip = &out[14..34];
+    assert_eq!(checksum(ip), 0, "a valid IPv4 header checksum");
+    assert_eq!(
+        u16::from_be_bytes([ip[2], ip[3]]) as usize,
+        len,
+        "total length"
+    );
+    assert_eq!(ip[9], proto, "protocol");
+    assert_eq!(&ip[12..16], &VIP.octets(), "from the service address");
+    assert_eq!(&ip[16..20], &SENDER_IP.octets(), "to the pod");
+    &out[34..]
+}
+
+#[test]
+fn udp_to_a_service_without_backends_is_answered_port_unreachable() -> Result<()> {
+    let (l, id) = with_empty_service(17, 53)?;
+    let sent = ipv4_udp(SENDER_IP, VIP, 40000, 53, b"who is there?");
+    let frame = ethernet(id.gateway_mac.0, SENDER_MAC, ETH_P_IPV4, &sent);
+    let run = l.run(PROG_FROM_POD, &frame)?;
+    assert_eq!(run.verdict, TC_ACT_REDIRECT, "sent back into the pod");
+    let icmp = answer_from_the_service(&run.out, &id, 1, 56);
+    assert_eq!((icmp[0], icmp[1]), (3, 3), "destination unreachable: port");
+    assert_eq!(checksum(icmp), 0, "a valid ICMP checksum");
+    assert_eq!(
+        &icmp[8..],
+        &sent[..28],
+        "quotes the datagram's IP header and first 8 bytes"
+    );
+    assert_eq!(l.counter("rejected-no-backend"), 1);
+    Ok(())
+}
+
+#[test]
+fn a_syn_to_a_service_without_backends_is_answered_with_a_reset() -> Result<()> {
+    let (l, id) = with_empty_service(6, 80)?;
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+    tcp[4..8].copy_from_slice(&1000u32.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x02; // SYN
+    let mut sent = packets::ipv4_header(SENDER_IP, VIP, 6, tcp.len());
+    sent.extend_from_slice(&tcp);
+    let frame = ethernet(id.gateway_mac.0, SENDER_MAC, ETH_P_IPV4, &sent);
+    let run = l.run(PROG_FROM_POD, &frame)?;
+    assert_eq!(run.verdict, TC_ACT_REDIRECT, "sent back into the pod");
+    let rst = answer_from_the_service(&run.out, &id, 6, 40);
+    assert_eq!(
+        (
+            u16::from_be_bytes([rst[0], rst[1]]),
+            u16::from_be_bytes([rst[2], rst[3]])
+        ),
+        (80, 40000),
+        "ports swapped"
+    );
+    assert_eq!(rst[13], 0x14, "RST and ACK");
+    assert_eq!(
+        u32::from_be_bytes([rst[8], rst[9], rst[10], rst[11]]),
+        1001,
+        "acknowledges the SYN"
+    );
+    let mut pseudo = VIP.octets().to_vec();
+    pseudo.extend_from_slice(&SENDER_IP.octets());
+    pseudo.extend_from_slice(&[0, 6, 0, 20]);
+    pseudo.extend_from_slice(rst);
+    assert_eq!(checksum(&pseudo), 0, "a valid TCP checksum");
     Ok(())
 }
