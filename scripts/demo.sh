@@ -25,6 +25,12 @@ for arg in "$@"; do
   esac
 done
 
+if [ "$DOWN" = 0 ]; then
+  for tool in jq iperf3 ping nsenter; do
+    command -v "$tool" >/dev/null || { echo "demo: $tool is missing (cargo xtask setup installs it)" >&2; exit 1; }
+  done
+fi
+
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 node_ns() { echo "$PREFIX-n$1"; }
 sock() { echo "$RUN/n$1/api.sock"; }

@@ -43,9 +43,10 @@ pub struct AgentConfig {
     pub cluster_cidr: Ipv4Net,
     /// Service addresses the node's own processes reach (routed into the bridge, where
     /// `from_host` balances them), like Kubernetes' service cluster IP range. Services
-    /// outside it still serve pods and NodePort clients.
-    #[serde(default = "default_service_cidr")]
-    pub service_cidr: Ipv4Net,
+    /// outside it still serve pods and NodePort clients. Unset: `DEFAULT_SERVICE_CIDR`,
+    /// skipped with a warning where it overlaps the pod network or the underlay.
+    #[serde(default)]
+    pub service_cidr: Option<Ipv4Net>,
     /// Name of the node bridge (the pods' gateway).
     #[serde(default = "default_bridge")]
     pub bridge: String,
@@ -88,9 +89,9 @@ pub struct AgentConfig {
     pub bpf_log: bool,
 }
 
-fn default_service_cidr() -> Ipv4Net {
-    "10.96.0.0/12".parse().expect("valid CIDR")
-}
+/// Kubernetes' default service cluster IP range.
+pub const DEFAULT_SERVICE_CIDR: Ipv4Net =
+    Ipv4Net::new_assert(std::net::Ipv4Addr::new(10, 96, 0, 0), 12);
 fn default_cluster_cidr() -> Ipv4Net {
     "10.244.0.0/16".parse().expect("constant")
 }

@@ -139,8 +139,10 @@ fn pick(svc: &ServiceInfo, client: u32) -> Option<Backend> {
     let key = AffinityKey { service_id: svc.id, client };
     let now = unsafe { bpf_ktime_get_ns() };
     if timeout_s != 0 {
-        if let Some(a) = unsafe { NC_AFFINITY.get(&key) } {
-            let fresh = now.wrapping_sub(a.last_ns) < timeout_s as u64 * 1_000_000_000;
+        // A copy: another CPU may replace (and the LRU reuse) the entry meanwhile.
+        if let Some(a) = unsafe { NC_AFFINITY.get(&key) }.copied() {
+            // Saturating: another CPU may have stamped it after `now` was read.
+            let fresh = now.saturating_sub(a.last_ns) < timeout_s as u64 * 1_000_000_000;
             // Field by field: comparing the structs would be a call to bcmp.
             let same = |b: Backend| b.ip == a.backend.ip && b.port == a.backend.port;
             if fresh && a.slot < svc.count && backend_at(svc.id, a.slot).is_some_and(same) {

@@ -505,7 +505,21 @@ fn bad_services_are_refused_and_nothing_is_half_installed() -> Result<()> {
         "--backend",
         "10.244.1.9:80",
     ])?;
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
+        (
+            &[
+                "service",
+                "add",
+                "np",
+                "--vip",
+                "10.96.0.54:80/udp",
+                "--backend",
+                "10.244.1.9:80",
+                "--node-port",
+                "8472",
+            ],
+            "NodePort 8472 is outside 30000-32767",
+        ),
         (
             &[
                 "service",

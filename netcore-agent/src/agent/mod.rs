@@ -20,7 +20,7 @@ mod services;
 
 use crate::{
     api::{Reply, Request, Status},
-    config::AgentConfig,
+    config::{AgentConfig, DEFAULT_SERVICE_CIDR},
     datapath::{Datapath, DatapathError},
     ipam::{Ipam, IpamError},
     mac::Mac,
@@ -87,6 +87,34 @@ pub enum AgentError {
 
 type Result<T, E = AgentError> = std::result::Result<T, E>;
 
+/// The service CIDR to route for the node's own processes: the configured one, which
+/// must not overlap the pod network or the underlay, or the default where it fits.
+fn service_cidr(
+    cfg: &AgentConfig,
+    net: &Subnets,
+    underlay: ipnet::Ipv4Net,
+) -> Result<Option<ipnet::Ipv4Net>> {
+    let service = cfg.service_cidr.unwrap_or(DEFAULT_SERVICE_CIDR);
+    let clash = [
+        ("the pod network", net.cluster_cidr),
+        ("the underlay", underlay),
+    ]
+    .into_iter()
+    .find(|(_, other)| nodes::overlaps(service, *other));
+    match clash {
+        None => Ok(Some(service)),
+        Some((what, other)) if cfg.service_cidr.is_some() => Err(AgentError::ServiceOverlap {
+            service,
+            what,
+            other,
+        }),
+        Some((what, other)) => {
+            tracing::warn!(%service, %other, "the default service_cidr overlaps {what}: the node's own processes will not reach services (set service_cidr)");
+            Ok(None)
+        }
+    }
+}
+
 pub struct Agent {
     cfg: AgentConfig,
     nl: Handle,
@@ -99,6 +127,8 @@ pub struct Agent {
     bridge: Link,
     pod_mtu: u32,
     net: Subnets,
+    /// Routed into the bridge for the node's own flows to services, if any.
+    service_cidr: Option<ipnet::Ipv4Net>,
     /// What the node trie holds (prefix -> node), as last written.
     applied: std::collections::BTreeMap<ipnet::Ipv4Net, (Ipv4Addr, Mac)>,
     store_health: Option<crate::control::SharedHealth>,
@@ -185,18 +215,7 @@ impl Agent {
                 underlay,
             });
         }
-        for (what, other) in [
-            ("the pod network", net.cluster_cidr),
-            ("the underlay", underlay),
-        ] {
-            if nodes::overlaps(cfg.service_cidr, other) {
-                return Err(AgentError::ServiceOverlap {
-                    service: cfg.service_cidr,
-                    what,
-                    other,
-                });
-            }
-        }
+        let service_cidr = service_cidr(&cfg, &net, underlay)?;
         state.pod_cidr = Some(net.pod_cidr);
         state.cluster_cidr = Some(net.cluster_cidr);
         let pod_mtu = uplink.mtu - VXLAN_OVERHEAD as u32;
@@ -224,6 +243,7 @@ impl Agent {
             uplink,
             bridge,
             pod_mtu,
+            service_cidr,
             applied,
             store_health: None,
         };

@@ -206,7 +206,7 @@ impl Agent {
         let next_hop = self.net.cluster_cidr.network();
         netlink::replace_neighbour(&self.nl, self.bridge.index, next_hop, self.state.vtep_mac)
             .await?;
-        for net in [self.net.cluster_cidr, self.cfg.service_cidr] {
+        for net in std::iter::once(self.net.cluster_cidr).chain(self.service_cidr) {
             netlink::replace_onlink_route(
                 &self.nl,
                 net,

@@ -15,6 +15,9 @@ use crate::{
     state::ServiceRecord,
 };
 
+/// NodePorts, as Kubernetes' default `--service-node-port-range`.
+const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+
 fn bad(m: String) -> Result<()> {
     Err(AgentError::BadService(m))
 }
@@ -121,6 +124,13 @@ impl Agent {
         let vip = spec.vip.ip;
         if spec.vip.port == 0 || spec.node_port == Some(0) {
             return bad("port 0 is not a service port".into());
+        }
+        if let Some(p) = spec.node_port.filter(|p| !NODE_PORTS.contains(p)) {
+            return bad(format!(
+                "NodePort {p} is outside {}-{} (Kubernetes' range: clear of the VXLAN port and of the node's own connections' ports)",
+                NODE_PORTS.start(),
+                NODE_PORTS.end()
+            ));
         }
         if self.net.cluster_cidr.contains(&vip)
             || vip.is_unspecified()

@@ -210,7 +210,7 @@ impl EtcdStore {
         let mut out = Vec::new();
         let mut live = HashMap::new();
         for kv in resp.kvs() {
-            let expires = self.expiry(kv.lease()).await;
+            let expires = self.expiry(kv.lease()).await?;
             if let Some(t) = expires {
                 live.insert(kv.lease(), t);
             }
@@ -225,19 +225,17 @@ impl EtcdStore {
     }
 
     /// When the etcd lease `id` runs out (asked once per lease; renewals take new ones).
-    async fn expiry(&mut self, id: i64) -> Option<SystemTime> {
+    /// A failed question fails the listing, like any other request.
+    async fn expiry(&mut self, id: i64) -> Result<Option<SystemTime>, StoreError> {
         if id == 0 {
-            return None;
+            return Ok(None);
         }
         if let Some(t) = self.expiries.get(&id) {
-            return Some(*t);
+            return Ok(Some(*t));
         }
-        let client = self.client().await.ok()?;
-        let ttl = bounded(client.lease_time_to_live(id, None))
-            .await
-            .ok()?
-            .ttl();
-        (ttl >= 0).then(|| SystemTime::now() + Duration::from_secs(ttl as u64))
+        let r = bounded(self.client().await?.lease_time_to_live(id, None)).await;
+        let ttl = self.check(r)?.ttl();
+        Ok((ttl >= 0).then(|| SystemTime::now() + Duration::from_secs(ttl as u64)))
     }
 
     pub async fn changed(&mut self, prefix: &str) -> Result<(), StoreError> {

@@ -82,8 +82,9 @@ fn start_node(ctx: &Context, tag: &str) -> Result<(Netns, Agent, PathBuf)> {
     let spec = AgentSpec {
         name: &name,
         pod_cidr: "10.1.0.0/24",
-        // Room for 10,000 leases from 10.2.0.0/24, clear of the service CIDR.
-        cluster_cidr: "10.0.0.0/10",
+        // Room for 10,000 leases from 10.2.0.0/24; it covers the default service CIDR,
+        // which the agent then leaves unrouted (with a warning).
+        cluster_cidr: "10.0.0.0/8",
         store: Some(&url),
     };
     let agent = Agent::start(ctx, &node, &spec)?;
