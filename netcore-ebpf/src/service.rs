@@ -190,17 +190,20 @@ fn new_flow(svc: &ServiceInfo, flow: &Flow, how: &Translation) -> Option<CtEntry
         Some(ip) if !keep_source => (CT_SNAT, ip),
         _ => (0, flow.src),
     };
+    // Masqueraded flows share their source address, so the source port must tell their
+    // replies apart.
+    let sport = if snat != 0 { free_port(&backend, src_ip, flow) } else { flow.sport };
     let fwd = CtEntry {
         a_ip: backend.ip,
         a_port: backend.port,
         b_ip: src_ip,
-        b_port: flow.sport,
+        b_port: sport,
         service_id: svc.id,
         flags: CT_FORWARD | snat | nodeport,
         ..CtEntry::default()
     };
     // Replies come from the backend to the (translated) source.
-    let reply = Flow { src: backend.ip, dst: src_ip, sport: backend.port, dport: flow.sport, proto: flow.proto };
+    let reply = Flow { src: backend.ip, dst: src_ip, sport: backend.port, dport: sport, proto: flow.proto };
     let rev = CtEntry {
         a_ip: flow.dst,
         a_port: flow.dport,
@@ -213,6 +216,31 @@ fn new_flow(svc: &ServiceInfo, flow: &Flow, how: &Translation) -> Option<CtEntry
     conntrack::insert(&flow.key(), fwd);
     conntrack::insert(&reply.key(), rev);
     Some(fwd)
+}
+
+/// Ports tried for a masqueraded flow after the client's own: above Linux's default
+/// ephemeral range, so the node's own connections do not use them.
+const SNAT_PORT_MIN: u32 = 61000;
+const SNAT_PORT_SPAN: u32 = 65536 - SNAT_PORT_MIN;
+const SNAT_TRIES: u32 = 4;
+
+/// A source port (network order) for `flow` masqueraded as `src_ip` towards
+/// `backend` that no live flow's replies use: the client's own if free, else a few
+/// random ones; the last one tried if all are taken (that older flow then loses its
+/// replies, as it would with no choice).
+#[inline(always)]
+fn free_port(backend: &Backend, src_ip: u32, flow: &Flow) -> u16 {
+    let mut port = flow.sport;
+    let mut tries = 0;
+    while tries < SNAT_TRIES {
+        let reply = Flow { src: backend.ip, dst: src_ip, sport: backend.port, dport: port, proto: flow.proto };
+        if conntrack::lookup(&reply.key()).is_none() {
+            return port;
+        }
+        port = ((SNAT_PORT_MIN + unsafe { bpf_get_prandom_u32() } % SNAT_PORT_SPAN) as u16).to_be();
+        tries += 1;
+    }
+    port
 }
 
 /// A reply of a translated flow: the source becomes the service again (and the
