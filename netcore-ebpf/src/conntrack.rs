@@ -2,7 +2,7 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use netcore_common::conntrack::{
-    CtEntry, CtKey, CT_REFRESH_NS, CT_TIMEOUT_TCP_NS, CT_TIMEOUT_UDP_NS,
+    CtEntry, CtKey, CT_REFRESH_NS, CT_REVERSE, CT_TIMEOUT_TCP_NS, CT_TIMEOUT_UDP_NS,
 };
 
 use crate::{l4::IPPROTO_TCP, maps::NC_CONNTRACK};
@@ -36,4 +36,13 @@ pub fn insert(key: &CtKey, mut entry: CtEntry) {
     entry.last_seen = unsafe { bpf_ktime_get_ns() };
     // A full LRU map evicts its oldest entry; an error here only loses tracking.
     let _ = NC_CONNTRACK.insert(key, &entry, 0);
+}
+
+/// Removes the entry for `key` if it is a reverse one.
+#[inline(always)]
+pub fn forget_reverse(key: &CtKey) {
+    let reverse = unsafe { NC_CONNTRACK.get(key) }.is_some_and(|e| e.flags & CT_REVERSE != 0);
+    if reverse {
+        let _ = NC_CONNTRACK.remove(key);
+    }
 }

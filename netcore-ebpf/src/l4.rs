@@ -12,6 +12,8 @@ pub const IPPROTO_TCP: u8 = 6;
 pub const L4_OFF: usize = ETH_HLEN + 20;
 pub const TCP_CSUM_OFF: usize = L4_OFF + 16;
 pub const UDP_CSUM_OFF: usize = L4_OFF + 6;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
 
 #[derive(Clone, Copy)]
 pub struct Flow {
@@ -51,4 +53,12 @@ pub fn flow(ctx: &TcContext) -> Result<Option<Flow>, Reason> {
     let ports: *mut [u16; 2] = ptr_at(ctx, L4_OFF)?;
     let [sport, dport] = unsafe { *ports };
     Ok(Some(Flow { src, dst, sport, dport, proto }))
+}
+
+/// The flags byte of the TCP header of the frame at the start of the packet.
+#[inline(always)]
+pub fn tcp_flags(ctx: &TcContext) -> Result<u8, Reason> {
+    pull(ctx, L4_OFF + 14)?;
+    let flags: *const u8 = ptr_at(ctx, L4_OFF + 13)?;
+    Ok(unsafe { *flags })
 }

@@ -13,15 +13,13 @@ use netcore_common::{counters::Reason, wire::ETH_HLEN};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
-    l4::{Flow, IPPROTO_TCP, L4_OFF},
+    l4::{Flow, IPPROTO_TCP, L4_OFF, TCP_ACK, TCP_SYN},
     packet::{ptr_at, pull, IPPROTO_UDP},
     verdict::Verdict,
 };
 
 const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
 const IPPROTO_ICMP: u8 = 1;
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_PORT_UNREACH: u8 = 3;

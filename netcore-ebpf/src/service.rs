@@ -21,7 +21,7 @@ use netcore_common::{
 use crate::{
     conntrack,
     forward::{self, Dest},
-    l4::{self, Flow},
+    l4::{self, Flow, IPPROTO_TCP, TCP_ACK, TCP_SYN},
     maps::{NC_AFFINITY, NC_BACKENDS, NC_SERVICES, NC_SVC_AFFINITY, NC_SVC_COUNTERS},
     nat,
     reject::{self, Back},
@@ -81,11 +81,28 @@ pub fn from_host(ctx: &TcContext) -> Result<Svc, Reason> {
 /// backend, or refused back to `back` when the service has none.
 #[inline(always)]
 fn to_service(ctx: &TcContext, flow: &Flow, back: Back) -> Result<Svc, Reason> {
-    let Some(svc) = service(flow.dst, flow) else { return Ok(Svc::Pass) };
+    let Some(svc) = service(flow.dst, flow) else {
+        forget_stale_reverse(ctx, flow)?;
+        return Ok(Svc::Pass);
+    };
     match balance(ctx, &svc, flow, &Translation { nodeport: false, snat: None })? {
         Lb::To { dst } => Ok(Svc::Dst(dst)),
         Lb::NoBackend => reject::refuse(ctx, flow, back).map(Svc::Done),
     }
+}
+
+/// A TCP SYN that opens a flow no map translates: a reverse entry for its replies is
+/// left over from an older service flow on the same addresses and ports (kept for
+/// the TCP timeout after it closed) and would rewrite the new flow's replies as the
+/// old one's; it goes.
+#[inline(always)]
+fn forget_stale_reverse(ctx: &TcContext, flow: &Flow) -> Result<(), Reason> {
+    if flow.proto != IPPROTO_TCP || l4::tcp_flags(ctx)? & (TCP_SYN | TCP_ACK) != TCP_SYN {
+        return Ok(());
+    }
+    let reply = Flow { src: flow.dst, dst: flow.src, sport: flow.dport, dport: flow.sport, proto: flow.proto };
+    conntrack::forget_reverse(&reply.key());
+    Ok(())
 }
 
 #[inline(always)]

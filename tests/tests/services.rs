@@ -465,6 +465,18 @@ fn connect_from(
                 &one as *const _ as *const libc::c_void,
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             ))?;
+            // connect() gives up after this (the SYN's retries would take two minutes).
+            let timeout = libc::timeval {
+                tv_sec: 5,
+                tv_usec: 0,
+            };
+            check(libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_SNDTIMEO,
+                &timeout as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            ))?;
             check(libc::bind(
                 fd,
                 &sockaddr(local) as *const _ as *const libc::sockaddr,
@@ -527,6 +539,29 @@ fn masqueraded_nodeport_flows_from_one_client_port_keep_their_replies_apart() ->
             "the {what} flow gets its own echo"
         );
     }
+    Ok(())
+}
+
+#[test]
+fn a_direct_connection_on_a_former_service_flows_ports_is_not_rewritten() -> Result<()> {
+    let c = cluster(1)?;
+    let n1 = c.node(1);
+    let pod = backend(&c, 1, "direct", 8080)?;
+    add_service(n1, "via-vip", "10.96.0.90:80/tcp", &[&pod], 8080, &[])?;
+    let node = &n1.ns.path;
+    let local = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 40124));
+    let vip = SocketAddr::from((Ipv4Addr::new(10, 96, 0, 90), 80));
+    let via = exchange(connect_from(node, local, vip)?, b"through the service")?;
+    assert_eq!(via, b"direct:through the service".to_vec());
+    // The same source port straight to the pod (its 4-tuple differs from the closed
+    // service flow's): the old flow's entries must not rewrite the new one's replies.
+    let to_pod = SocketAddr::from((pod.ip, 8080));
+    let direct = connect_from(node, local, to_pod).context("connecting straight to the pod")?;
+    assert_eq!(
+        exchange(direct, b"straight to the pod")?,
+        b"direct:straight to the pod".to_vec(),
+        "the direct flow's replies come from the pod"
+    );
     Ok(())
 }
 
