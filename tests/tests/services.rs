@@ -366,7 +366,7 @@ fn the_nodes_own_processes_reach_services() -> Result<()> {
 fn session_affinity_keeps_a_client_on_one_backend() -> Result<()> {
     let c = cluster(1)?;
     let n1 = c.node(1);
-    let names = ["s1", "s2", "s3"];
+    let names = ["s1", "s2", "s3", "s4", "s5", "s6"];
     let pods = names
         .iter()
         .map(|n| backend(&c, 1, n, 8080))
@@ -390,31 +390,41 @@ fn session_affinity_keeps_a_client_on_one_backend() -> Result<()> {
             "connection {i} of the same client sticks to {first}"
         );
     }
+    let keep = |gone: &[&str]| -> Result<()> {
+        let rest: Vec<&PodInfo> = names
+            .iter()
+            .zip(&pods)
+            .filter(|(n, _)| !gone.contains(*n))
+            .map(|(_, p)| p)
+            .collect();
+        add_service(
+            n1,
+            "sticky",
+            "10.96.0.70:80/tcp",
+            &rest,
+            8080,
+            &["--session-affinity", "--replace"],
+        )
+        .map(drop)
+    };
     // Its backend goes away: the client moves to another one, and sticks there.
-    let rest: Vec<&PodInfo> = names
-        .iter()
-        .zip(&pods)
-        .filter(|(n, _)| **n != first)
-        .map(|(_, p)| p)
-        .collect();
-    add_service(
-        n1,
-        "sticky",
-        "10.96.0.70:80/tcp",
-        &rest,
-        8080,
-        &["--session-affinity", "--replace"],
-    )?;
+    keep(&[&first])?;
     let second = echo::tcp_exchange(&client.netns, vip, b"moved")?;
     assert_ne!(
         second, first,
         "no new connection goes to the removed backend"
     );
+    // Another backend goes away (the first listed): the client keeps its own.
+    let other = names
+        .iter()
+        .find(|n| **n != first && **n != second)
+        .unwrap();
+    keep(&[&first, other])?;
     for i in 0..10 {
         let who = echo::tcp_exchange(&client.netns, vip, format!("again {i}").as_bytes())?;
         assert_eq!(
             who, second,
-            "after the move, connection {i} sticks to {second}"
+            "connection {i} sticks to {second}, also after {other} was removed"
         );
     }
     Ok(())

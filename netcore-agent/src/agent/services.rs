@@ -10,13 +10,32 @@ use tracing::{info, warn};
 
 use super::{Agent, AgentError, Result};
 use crate::{
-    api::service::{ServiceSpec, ServiceStatus, MAX_AFFINITY_SECONDS},
+    api::service::{Endpoint, ServiceSpec, ServiceStatus, MAX_AFFINITY_SECONDS},
     maps::service::{backend, key},
     state::ServiceRecord,
 };
 
 /// NodePorts, as Kubernetes' default `--service-node-port-range`.
 const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+
+/// Backends in map-slot order after a change from `old` (in slot order) to `new`:
+/// those that stay keep their slots, a removed one's slot goes to the last one, new
+/// ones come after; so the backends that stay keep their flows' shares and their
+/// clients' session affinity.
+fn slot_order(old: &[Endpoint], new: &[Endpoint]) -> Vec<Endpoint> {
+    let mut order = old.to_vec();
+    let mut i = 0;
+    while i < order.len() {
+        if new.contains(&order[i]) {
+            i += 1;
+        } else {
+            order.swap_remove(i);
+        }
+    }
+    let fresh: Vec<Endpoint> = new.iter().filter(|b| !order.contains(b)).copied().collect();
+    order.extend(fresh);
+    order
+}
 
 fn bad(m: String) -> Result<()> {
     Err(AgentError::BadService(m))
@@ -41,10 +60,11 @@ impl Agent {
             Some(o) => o.id,
             None => self.free_service_id()?,
         };
-        self.install_service(id, &spec, old.as_ref())?;
+        let slots = self.install_service(id, &spec, old.as_ref())?;
         let rec = ServiceRecord {
             id,
             spec: spec.clone(),
+            slots,
         };
         self.state.services.insert(spec.name.clone(), rec.clone());
         self.write_datapath_config()?;
@@ -53,17 +73,15 @@ impl Agent {
         Ok(self.service_status(&rec))
     }
 
+    /// Writes the service into the maps; returns its backends in slot order.
     fn install_service(
         &mut self,
         id: u32,
         spec: &ServiceSpec,
         old: Option<&ServiceRecord>,
-    ) -> Result<()> {
-        let backends: Vec<_> = spec
-            .backends
-            .iter()
-            .map(|b| backend(b.ip, b.port))
-            .collect();
+    ) -> Result<Vec<Endpoint>> {
+        let slots = slot_order(old.map_or(&[], |o| o.slot_order()), &spec.backends);
+        let backends: Vec<_> = slots.iter().map(|b| backend(b.ip, b.port)).collect();
         let old_count = old.map_or(0, |o| o.spec.backends.len() as u32);
         let flags = if spec.keep_source {
             SVC_LOCAL_KEEPS_SOURCE
@@ -93,7 +111,7 @@ impl Agent {
                 self.maps.services.remove_frontend(k)?;
             }
         }
-        Ok(())
+        Ok(slots)
     }
 
     fn free_service_id(&self) -> Result<u32> {
@@ -264,5 +282,49 @@ impl Agent {
             self.install_service(rec.id, &rec.spec, Some(&rec))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eps(names: &str) -> Vec<Endpoint> {
+        names
+            .chars()
+            .map(|c| Endpoint {
+                ip: std::net::Ipv4Addr::new(10, 244, 1, c as u8),
+                port: 80,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn backends_that_stay_keep_their_slots() {
+        assert_eq!(
+            slot_order(&[], &eps("abc")),
+            eps("abc"),
+            "a new service: as given"
+        );
+        assert_eq!(
+            slot_order(&eps("abc"), &eps("bc")),
+            eps("cb"),
+            "the last fills the hole"
+        );
+        assert_eq!(
+            slot_order(&eps("abc"), &eps("abcd")),
+            eps("abcd"),
+            "new ones come after"
+        );
+        assert_eq!(
+            slot_order(&eps("abc"), &eps("cab")),
+            eps("abc"),
+            "reordering changes nothing"
+        );
+        assert_eq!(
+            slot_order(&eps("abcd"), &eps("ade")),
+            eps("ade"),
+            "d fills b's slot, c's goes"
+        );
     }
 }
