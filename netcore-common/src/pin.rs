@@ -11,6 +11,7 @@ pub const MAP_CONNTRACK: &str = "NC_CONNTRACK";
 pub const MAP_SVC_COUNTERS: &str = "NC_SVC_COUNTERS";
 pub const MAP_SVC_AFFINITY: &str = "NC_SVC_AFFINITY";
 pub const MAP_AFFINITY: &str = "NC_AFFINITY";
+pub const MAP_BACKEND_SLOTS: &str = "NC_BACKEND_SLOTS";
 
 /// Programs, one per attach point.
 /// TCX ingress of a pod's host veth: what a pod sends.

@@ -43,7 +43,7 @@ const _: () = assert!(core::mem::size_of::<BackendKey>() == 8);
 
 /// A backend: address and port in network order.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct Backend {
     pub ip: u32,
     pub port: u16,
@@ -51,6 +51,16 @@ pub struct Backend {
 }
 
 const _: () = assert!(core::mem::size_of::<Backend>() == 8);
+
+/// A backend of a service by address, to find its slot (`NC_BACKEND_SLOTS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct BackendRef {
+    pub service_id: u32,
+    pub backend: Backend,
+}
+
+const _: () = assert!(core::mem::size_of::<BackendRef>() == 12);
 
 /// Key of the session-affinity map: a client of a service with ClientIP affinity.
 #[repr(C)]
@@ -63,7 +73,7 @@ pub struct AffinityKey {
 
 const _: () = assert!(core::mem::size_of::<AffinityKey>() == 8);
 
-/// The backend a client's last new connection got, in which slot, and when
+/// The backend a client's last new connection got, in which slot (then), and when
 /// (`bpf_ktime_get_ns`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -104,5 +114,6 @@ crate::user_pod!(
     Backend,
     ServiceCounter,
     AffinityKey,
-    Affinity
+    Affinity,
+    BackendRef
 );

@@ -9,7 +9,7 @@ use netcore_common::{
     config::DatapathConfig,
     conntrack::{CtEntry, CtKey, MAX_CT_ENTRIES},
     service::{
-        Affinity, AffinityKey, Backend, BackendKey, ServiceCounter, ServiceInfo, ServiceKey, MAX_AFFINITIES,
+        Affinity, AffinityKey, Backend, BackendKey, BackendRef, ServiceCounter, ServiceInfo, ServiceKey, MAX_AFFINITIES,
         MAX_BACKENDS, MAX_SERVICES,
     },
     counters::{Counter, MAX_REASONS},
@@ -56,3 +56,7 @@ pub static NC_SVC_AFFINITY: Array<u32> = Array::pinned(MAX_SERVICES, 0);
 /// The backend each client of a service with affinity got last.
 #[map]
 pub static NC_AFFINITY: LruHashMap<AffinityKey, Affinity> = LruHashMap::pinned(MAX_AFFINITIES, 0);
+
+/// Each service's backends by address -> their slot (for session affinity).
+#[map]
+pub static NC_BACKEND_SLOTS: HashMap<BackendRef, u32> = HashMap::pinned(MAX_BACKENDS, 0);

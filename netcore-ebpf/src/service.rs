@@ -13,7 +13,7 @@ use netcore_common::{
     conntrack::{CtEntry, CT_FORWARD, CT_NODEPORT, CT_REVERSE, CT_SNAT},
     counters::Reason,
     service::{
-        Affinity, AffinityKey, Backend, BackendKey, ServiceInfo, ServiceKey, MAX_BACKENDS_PER_SERVICE,
+        Affinity, AffinityKey, Backend, BackendKey, BackendRef, ServiceInfo, ServiceKey, MAX_BACKENDS_PER_SERVICE,
         SVC_LOCAL_KEEPS_SOURCE,
     },
 };
@@ -22,7 +22,7 @@ use crate::{
     conntrack,
     forward::{self, Dest},
     l4::{self, Flow, IPPROTO_TCP, TCP_ACK, TCP_SYN},
-    maps::{NC_AFFINITY, NC_BACKENDS, NC_SERVICES, NC_SVC_AFFINITY, NC_SVC_COUNTERS},
+    maps::{NC_AFFINITY, NC_BACKENDS, NC_BACKEND_SLOTS, NC_SERVICES, NC_SVC_AFFINITY, NC_SVC_COUNTERS},
     nat,
     reject::{self, Back},
     verdict::Verdict,
@@ -160,10 +160,8 @@ fn pick(svc: &ServiceInfo, client: u32) -> Option<Backend> {
         if let Some(a) = unsafe { NC_AFFINITY.get(&key) }.copied() {
             // Saturating: another CPU may have stamped it after `now` was read.
             let fresh = now.saturating_sub(a.last_ns) < timeout_s as u64 * 1_000_000_000;
-            // Field by field: comparing the structs would be a call to bcmp.
-            let same = |b: Backend| b.ip == a.backend.ip && b.port == a.backend.port;
-            if fresh && a.slot < svc.count && backend_at(svc.id, a.slot).is_some_and(same) {
-                remember(&key, a.backend, a.slot, now);
+            if let Some(slot) = slot_of(svc, &a.backend).filter(|_| fresh) {
+                remember(&key, a.backend, slot, now);
                 return Some(a.backend);
             }
         }
@@ -175,6 +173,16 @@ fn pick(svc: &ServiceInfo, client: u32) -> Option<Backend> {
         remember(&key, backend, slot, now);
     }
     Some(backend)
+}
+
+/// The slot `b` holds among `svc`'s current backends, if it is one of them.
+#[inline(always)]
+fn slot_of(svc: &ServiceInfo, b: &Backend) -> Option<u32> {
+    let r = BackendRef { service_id: svc.id, backend: *b };
+    let slot = unsafe { NC_BACKEND_SLOTS.get(&r) }.copied()?;
+    // Field by field: comparing the structs would be a call to bcmp.
+    let same = |x: Backend| x.ip == b.ip && x.port == b.port;
+    (slot < svc.count && backend_at(svc.id, slot).is_some_and(same)).then_some(slot)
 }
 
 #[inline(always)]

@@ -106,6 +106,13 @@ impl Agent {
         self.maps
             .services
             .trim_backends(id, backends.len() as u32, old_count)?;
+        let gone: Vec<_> = old
+            .map_or(&[][..], |o| o.slot_order())
+            .iter()
+            .filter(|b| !slots.contains(b))
+            .map(|b| backend(b.ip, b.port))
+            .collect();
+        self.maps.services.forget_backends(id, &gone)?;
         if let Some(o) = old {
             for k in frontends(&o.spec).into_iter().filter(|k| !keys.contains(k)) {
                 self.maps.services.remove_frontend(k)?;
@@ -208,6 +215,12 @@ impl Agent {
         self.maps
             .services
             .trim_backends(rec.id, 0, rec.spec.backends.len() as u32)?;
+        let gone: Vec<_> = rec
+            .slot_order()
+            .iter()
+            .map(|b| backend(b.ip, b.port))
+            .collect();
+        self.maps.services.forget_backends(rec.id, &gone)?;
         self.maps.services.set_affinity(rec.id, 0)?;
         self.write_datapath_config()?;
         self.save()?;

@@ -30,6 +30,7 @@ impl Maps {
                 take(ebpf, netcore_common::pin::MAP_BACKENDS)?,
                 take(ebpf, netcore_common::pin::MAP_SVC_COUNTERS)?,
                 take(ebpf, netcore_common::pin::MAP_SVC_AFFINITY)?,
+                take(ebpf, netcore_common::pin::MAP_BACKEND_SLOTS)?,
             )?,
         })
     }

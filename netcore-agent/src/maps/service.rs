@@ -4,7 +4,9 @@
 use std::net::Ipv4Addr;
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
-use netcore_common::service::{Backend, BackendKey, ServiceCounter, ServiceInfo, ServiceKey};
+use netcore_common::service::{
+    Backend, BackendKey, BackendRef, ServiceCounter, ServiceInfo, ServiceKey,
+};
 
 use super::{err, is_not_found};
 use crate::datapath::DatapathError;
@@ -14,6 +16,7 @@ pub struct ServiceMaps {
     backends: HashMap<MapData, BackendKey, Backend>,
     counters: PerCpuArray<MapData, ServiceCounter>,
     affinity: Array<MapData, u32>,
+    slots: HashMap<MapData, BackendRef, u32>,
 }
 
 /// A service's frontend as the maps key it.
@@ -40,12 +43,14 @@ impl ServiceMaps {
         backends: (Map, &'static str),
         counters: (Map, &'static str),
         affinity: (Map, &'static str),
+        slots: (Map, &'static str),
     ) -> Result<Self, DatapathError> {
         Ok(Self {
             services: HashMap::try_from(services.0).map_err(err(services.1))?,
             backends: HashMap::try_from(backends.0).map_err(err(backends.1))?,
             counters: PerCpuArray::try_from(counters.0).map_err(err(counters.1))?,
             affinity: Array::try_from(affinity.0).map_err(err(affinity.1))?,
+            slots: HashMap::try_from(slots.0).map_err(err(slots.1))?,
         })
     }
 
@@ -56,7 +61,7 @@ impl ServiceMaps {
             .map_err(err("NC_SVC_AFFINITY"))
     }
 
-    /// Writes service `id`'s backends into slots `0..n`.
+    /// Writes service `id`'s backends into slots `0..n`, and where each one is.
     pub fn write_backends(&mut self, id: u32, backends: &[Backend]) -> Result<(), DatapathError> {
         for (slot, b) in backends.iter().enumerate() {
             let k = BackendKey {
@@ -64,6 +69,28 @@ impl ServiceMaps {
                 slot: slot as u32,
             };
             self.backends.insert(k, b, 0).map_err(err("NC_BACKENDS"))?;
+            let r = BackendRef {
+                service_id: id,
+                backend: *b,
+            };
+            self.slots
+                .insert(r, slot as u32, 0)
+                .map_err(err("NC_BACKEND_SLOTS"))?;
+        }
+        Ok(())
+    }
+
+    /// Forgets where service `id`'s former backends were.
+    pub fn forget_backends(&mut self, id: u32, gone: &[Backend]) -> Result<(), DatapathError> {
+        for b in gone {
+            let r = BackendRef {
+                service_id: id,
+                backend: *b,
+            };
+            match self.slots.remove(&r) {
+                Err(e) if !is_not_found(&e) => return Err(err("NC_BACKEND_SLOTS")(e)),
+                _ => {}
+            }
         }
         Ok(())
     }
