@@ -9,12 +9,7 @@ use crate::bench::testbed::{bridged_pods, pod_ip};
 pub fn setup(ctx: &Context, tag: &str) -> Result<Setup> {
     let node = ctx.namer.netns(&format!("{tag}-n1"))?;
     let pods = bridged_pods(&ctx.namer, &[&node], tag, ctx.mtu)?;
-    let target = Target {
-        client: pods[0].name.clone(),
-        server: pods[1].name.clone(),
-        server_ip: pod_ip(1, 3),
-        path_mtu: ctx.mtu,
-    };
+    let target = Target::between(&pods, pod_ip(1, 3), ctx.mtu);
     let mut parts: Vec<Box<dyn std::any::Any>> = Vec::new();
     parts.extend(pods.into_iter().map(|p| Box::new(p) as _));
     parts.push(Box::new(node));

@@ -11,12 +11,7 @@ pub fn setup(ctx: &Context, tag: &str) -> Result<Setup> {
     let pods = bridged_pods(&ctx.namer, &[&n1, &n2], tag, ctx.mtu)?;
     n1.sh(&format!("ip route add {} via {}", pod_cidr(2), node_ip(2)))?;
     n2.sh(&format!("ip route add {} via {}", pod_cidr(1), node_ip(1)))?;
-    let target = Target {
-        client: pods[0].name.clone(),
-        server: pods[1].name.clone(),
-        server_ip: pod_ip(2, 2),
-        path_mtu: ctx.mtu,
-    };
+    let target = Target::between(&pods, pod_ip(2, 2), ctx.mtu);
     let mut parts: Vec<Box<dyn std::any::Any>> = Vec::new();
     parts.extend(pods.into_iter().map(|p| Box::new(p) as _));
     parts.push(Box::new(n1));

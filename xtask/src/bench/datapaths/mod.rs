@@ -14,7 +14,7 @@ use std::{any::Any, net::Ipv4Addr, path::PathBuf};
 use anyhow::Result;
 use clap::ValueEnum;
 
-use super::testbed::Namer;
+use super::{netns::Netns, testbed::Namer};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Datapath {
@@ -34,6 +34,18 @@ pub struct Target {
     pub server: String,
     pub server_ip: Ipv4Addr,
     pub path_mtu: u32,
+}
+
+impl Target {
+    /// From the first of two pods to the second, at `server_ip`.
+    pub fn between(pods: &[Netns], server_ip: Ipv4Addr, path_mtu: u32) -> Target {
+        Target {
+            client: pods[0].name.clone(),
+            server: pods[1].name.clone(),
+            server_ip,
+            path_mtu,
+        }
+    }
 }
 
 /// A datapath that is up: its target, and what keeps it up (agents, namespaces),

@@ -28,12 +28,7 @@ pub fn setup(ctx: &Context, tag: &str) -> Result<Setup> {
     let s2 = tunnel(&n2, 2, 1, mtu)?;
     let s1 = tunnel(&n1, 1, 2, mtu)?;
     let pods = bridged_pods(&ctx.namer, &[&n1, &n2], tag, mtu)?;
-    let target = Target {
-        client: pods[0].name.clone(),
-        server: pods[1].name.clone(),
-        server_ip: pod_ip(2, 2),
-        path_mtu: mtu,
-    };
+    let target = Target::between(&pods, pod_ip(2, 2), mtu);
     let mut parts: Vec<Box<dyn std::any::Any>> = vec![Box::new(s1), Box::new(s2)];
     parts.extend(pods.into_iter().map(|p| Box::new(p) as _));
     parts.push(Box::new(n1));
