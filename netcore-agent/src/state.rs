@@ -88,20 +88,6 @@ pub struct NodeState {
 pub struct ServiceRecord {
     pub id: u32,
     pub spec: crate::api::service::ServiceSpec,
-    /// The backends in the order of their map slots (empty in records written before
-    /// slots were kept: then the spec's order).
-    #[serde(default)]
-    pub slots: Vec<crate::api::service::Endpoint>,
-}
-
-impl ServiceRecord {
-    pub fn slot_order(&self) -> &[crate::api::service::Endpoint] {
-        if self.slots.is_empty() {
-            &self.spec.backends
-        } else {
-            &self.slots
-        }
-    }
 }
 
 impl NodeState {

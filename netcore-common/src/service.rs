@@ -73,18 +73,15 @@ pub struct AffinityKey {
 
 const _: () = assert!(core::mem::size_of::<AffinityKey>() == 8);
 
-/// The backend a client's last new connection got, in which slot (then), and when
-/// (`bpf_ktime_get_ns`).
+/// The backend a client's last new connection got, and when (`bpf_ktime_get_ns`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Affinity {
     pub backend: Backend,
-    pub slot: u32,
-    pub _pad: u32,
     pub last_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<Affinity>() == 24);
+const _: () = assert!(core::mem::size_of::<Affinity>() == 16);
 
 /// Clients remembered for session affinity (least recently used ones are dropped).
 pub const MAX_AFFINITIES: u32 = 65536;

@@ -160,8 +160,8 @@ fn pick(svc: &ServiceInfo, client: u32) -> Option<Backend> {
         if let Some(a) = unsafe { NC_AFFINITY.get(&key) }.copied() {
             // Saturating: another CPU may have stamped it after `now` was read.
             let fresh = now.saturating_sub(a.last_ns) < timeout_s as u64 * 1_000_000_000;
-            if let Some(slot) = slot_of(svc, &a.backend).filter(|_| fresh) {
-                remember(&key, a.backend, slot, now);
+            if fresh && is_backend(svc, &a.backend) {
+                remember(&key, a.backend, now);
                 return Some(a.backend);
             }
         }
@@ -170,19 +170,19 @@ fn pick(svc: &ServiceInfo, client: u32) -> Option<Backend> {
     let slot = unsafe { bpf_get_prandom_u32() }.checked_rem(svc.count)?;
     let backend = backend_at(svc.id, slot)?;
     if timeout_s != 0 {
-        remember(&key, backend, slot, now);
+        remember(&key, backend, now);
     }
     Some(backend)
 }
 
-/// The slot `b` holds among `svc`'s current backends, if it is one of them.
+/// Whether `b` is one of `svc`'s current backends (its slot, by address, is in use
+/// and holds it).
 #[inline(always)]
-fn slot_of(svc: &ServiceInfo, b: &Backend) -> Option<u32> {
+fn is_backend(svc: &ServiceInfo, b: &Backend) -> bool {
     let r = BackendRef { service_id: svc.id, backend: *b };
-    let slot = unsafe { NC_BACKEND_SLOTS.get(&r) }.copied()?;
+    let Some(slot) = unsafe { NC_BACKEND_SLOTS.get(&r) }.copied() else { return false };
     // Field by field: comparing the structs would be a call to bcmp.
-    let same = |x: Backend| x.ip == b.ip && x.port == b.port;
-    (slot < svc.count && backend_at(svc.id, slot).is_some_and(same)).then_some(slot)
+    slot < svc.count && backend_at(svc.id, slot).is_some_and(|x| x.ip == b.ip && x.port == b.port)
 }
 
 #[inline(always)]
@@ -191,8 +191,8 @@ fn backend_at(service_id: u32, slot: u32) -> Option<Backend> {
 }
 
 #[inline(always)]
-fn remember(key: &AffinityKey, backend: Backend, slot: u32, now: u64) {
-    let a = Affinity { backend, slot, _pad: 0, last_ns: now };
+fn remember(key: &AffinityKey, backend: Backend, now: u64) {
+    let a = Affinity { backend, last_ns: now };
     // Best effort: without an entry the next connection is balanced afresh.
     let _ = NC_AFFINITY.insert(key, &a, 0);
 }

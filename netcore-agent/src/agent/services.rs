@@ -10,32 +10,13 @@ use tracing::{info, warn};
 
 use super::{Agent, AgentError, Result};
 use crate::{
-    api::service::{Endpoint, ServiceSpec, ServiceStatus, MAX_AFFINITY_SECONDS},
+    api::service::{ServiceSpec, ServiceStatus, MAX_AFFINITY_SECONDS},
     maps::service::{backend, key},
     state::ServiceRecord,
 };
 
 /// NodePorts, as Kubernetes' default `--service-node-port-range`.
 const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
-
-/// Backends in map-slot order after a change from `old` (in slot order) to `new`:
-/// those that stay keep their slots, a removed one's slot goes to the last one, new
-/// ones come after; so the backends that stay keep their flows' shares and their
-/// clients' session affinity.
-fn slot_order(old: &[Endpoint], new: &[Endpoint]) -> Vec<Endpoint> {
-    let mut order = old.to_vec();
-    let mut i = 0;
-    while i < order.len() {
-        if new.contains(&order[i]) {
-            i += 1;
-        } else {
-            order.swap_remove(i);
-        }
-    }
-    let fresh: Vec<Endpoint> = new.iter().filter(|b| !order.contains(b)).copied().collect();
-    order.extend(fresh);
-    order
-}
 
 fn bad(m: String) -> Result<()> {
     Err(AgentError::BadService(m))
@@ -60,11 +41,10 @@ impl Agent {
             Some(o) => o.id,
             None => self.free_service_id()?,
         };
-        let slots = self.install_service(id, &spec, old.as_ref())?;
+        self.install_service(id, &spec, old.as_ref())?;
         let rec = ServiceRecord {
             id,
             spec: spec.clone(),
-            slots,
         };
         self.state.services.insert(spec.name.clone(), rec.clone());
         self.write_datapath_config()?;
@@ -73,15 +53,17 @@ impl Agent {
         Ok(self.service_status(&rec))
     }
 
-    /// Writes the service into the maps; returns its backends in slot order.
     fn install_service(
         &mut self,
         id: u32,
         spec: &ServiceSpec,
         old: Option<&ServiceRecord>,
-    ) -> Result<Vec<Endpoint>> {
-        let slots = slot_order(old.map_or(&[], |o| o.slot_order()), &spec.backends);
-        let backends: Vec<_> = slots.iter().map(|b| backend(b.ip, b.port)).collect();
+    ) -> Result<()> {
+        let backends: Vec<_> = spec
+            .backends
+            .iter()
+            .map(|b| backend(b.ip, b.port))
+            .collect();
         let old_count = old.map_or(0, |o| o.spec.backends.len() as u32);
         let flags = if spec.keep_source {
             SVC_LOCAL_KEEPS_SOURCE
@@ -107,9 +89,9 @@ impl Agent {
             .services
             .trim_backends(id, backends.len() as u32, old_count)?;
         let gone: Vec<_> = old
-            .map_or(&[][..], |o| o.slot_order())
+            .map_or(&[][..], |o| &o.spec.backends)
             .iter()
-            .filter(|b| !slots.contains(b))
+            .filter(|b| !spec.backends.contains(b))
             .map(|b| backend(b.ip, b.port))
             .collect();
         self.maps.services.forget_backends(id, &gone)?;
@@ -118,7 +100,7 @@ impl Agent {
                 self.maps.services.remove_frontend(k)?;
             }
         }
-        Ok(slots)
+        Ok(())
     }
 
     fn free_service_id(&self) -> Result<u32> {
@@ -216,7 +198,8 @@ impl Agent {
             .services
             .trim_backends(rec.id, 0, rec.spec.backends.len() as u32)?;
         let gone: Vec<_> = rec
-            .slot_order()
+            .spec
+            .backends
             .iter()
             .map(|b| backend(b.ip, b.port))
             .collect();
@@ -295,49 +278,5 @@ impl Agent {
             self.install_service(rec.id, &rec.spec, Some(&rec))?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn eps(names: &str) -> Vec<Endpoint> {
-        names
-            .chars()
-            .map(|c| Endpoint {
-                ip: std::net::Ipv4Addr::new(10, 244, 1, c as u8),
-                port: 80,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn backends_that_stay_keep_their_slots() {
-        assert_eq!(
-            slot_order(&[], &eps("abc")),
-            eps("abc"),
-            "a new service: as given"
-        );
-        assert_eq!(
-            slot_order(&eps("abc"), &eps("bc")),
-            eps("cb"),
-            "the last fills the hole"
-        );
-        assert_eq!(
-            slot_order(&eps("abc"), &eps("abcd")),
-            eps("abcd"),
-            "new ones come after"
-        );
-        assert_eq!(
-            slot_order(&eps("abc"), &eps("cab")),
-            eps("abc"),
-            "reordering changes nothing"
-        );
-        assert_eq!(
-            slot_order(&eps("abcd"), &eps("ade")),
-            eps("ade"),
-            "d fills b's slot, c's goes"
-        );
     }
 }
