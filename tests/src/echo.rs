@@ -56,7 +56,11 @@ pub fn udp_server(ns: &Path, port: u16, name: &str) -> Result<()> {
 /// One TCP exchange from `ns` to `to`: sends `data`, returns who answered, after
 /// checking the echo.
 pub fn tcp_exchange(ns: &Path, to: SocketAddr, data: &[u8]) -> Result<String> {
-    let mut s = traffic::connect_tcp(ns, to)?;
+    tcp_exchange_on(traffic::connect_tcp(ns, to)?, data)
+}
+
+/// The same exchange on a connection already made.
+pub fn tcp_exchange_on(mut s: std::net::TcpStream, data: &[u8]) -> Result<String> {
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.write_all(data)?;
     s.shutdown(std::net::Shutdown::Write)?;

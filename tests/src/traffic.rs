@@ -241,3 +241,78 @@ impl Drop for Stream {
 pub fn udp_socket(ns: &Path, port: u16) -> Result<UdpSocket> {
     in_netns(ns, || UdpSocket::bind(("0.0.0.0", port)))
 }
+
+/// A TCP connection in `ns` from `local` (a port other sockets may share, as with
+/// SO_REUSEADDR) to `to`; connecting gives up after 5 s.
+pub fn connect_tcp_from(ns: &Path, local: SocketAddr, to: SocketAddr) -> Result<TcpStream> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    fn check(r: libc::c_int) -> std::io::Result<libc::c_int> {
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    }
+    fn set<T>(fd: libc::c_int, opt: libc::c_int, value: &T) -> std::io::Result<()> {
+        let len = std::mem::size_of::<T>() as libc::socklen_t;
+        // SAFETY: `value` is a live T of `len` bytes.
+        check(unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                value as *const T as *const libc::c_void,
+                len,
+            )
+        })
+        .map(drop)
+    }
+    fn sockaddr(a: SocketAddr) -> std::io::Result<libc::sockaddr_in> {
+        let SocketAddr::V4(a) = a else {
+            return Err(std::io::Error::other("IPv4 only"));
+        };
+        Ok(libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: a.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        })
+    }
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let (local, to) = (sockaddr(local)?, sockaddr(to)?);
+    in_netns(ns, || {
+        // SAFETY: a fresh descriptor, owned by the stream from here on.
+        let stream = unsafe {
+            TcpStream::from_raw_fd(check(libc::socket(
+                libc::AF_INET,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+            ))?)
+        };
+        let fd = stream.as_raw_fd();
+        set(fd, libc::SO_REUSEADDR, &(1 as libc::c_int))?;
+        // connect() gives up after this (the SYN's retries would take two minutes).
+        set(
+            fd,
+            libc::SO_SNDTIMEO,
+            &libc::timeval {
+                tv_sec: 5,
+                tv_usec: 0,
+            },
+        )?;
+        let addr = |a: &libc::sockaddr_in| a as *const libc::sockaddr_in as *const libc::sockaddr;
+        // SAFETY: both addresses are live sockaddr_in of `len` bytes.
+        check(unsafe { libc::bind(fd, addr(&local), len) })?;
+        check(unsafe { libc::connect(fd, addr(&to), len) })?;
+        Ok(stream)
+    })
+    .with_context(|| {
+        format!(
+            "connecting to {} from port {}",
+            u16::from_be(to.sin_port),
+            u16::from_be(local.sin_port)
+        )
+    })
+}

@@ -430,90 +430,6 @@ fn session_affinity_keeps_a_client_on_one_backend() -> Result<()> {
     Ok(())
 }
 
-/// A TCP connection from `local` (a port other sockets may share) to `to`, in `ns`.
-fn connect_from(
-    ns: &std::path::Path,
-    local: SocketAddr,
-    to: SocketAddr,
-) -> Result<std::net::TcpStream> {
-    use std::os::fd::FromRawFd;
-    let sockaddr = |a: SocketAddr| {
-        let SocketAddr::V4(a) = a else {
-            unreachable!("IPv4 only")
-        };
-        libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: a.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(a.ip().octets()),
-            },
-            sin_zero: [0; 8],
-        }
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    let stream = netcore_agent::netns::run_in(ns, || -> std::io::Result<std::net::TcpStream> {
-        let check = |r: libc::c_int| {
-            if r < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(r)
-            }
-        };
-        // SAFETY: plain socket calls on a descriptor owned by the returned stream.
-        unsafe {
-            let fd = check(libc::socket(
-                libc::AF_INET,
-                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-                0,
-            ))?;
-            let stream = std::net::TcpStream::from_raw_fd(fd);
-            let one: libc::c_int = 1;
-            check(libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_REUSEADDR,
-                &one as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            ))?;
-            // connect() gives up after this (the SYN's retries would take two minutes).
-            let timeout = libc::timeval {
-                tv_sec: 5,
-                tv_usec: 0,
-            };
-            check(libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_SNDTIMEO,
-                &timeout as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            ))?;
-            check(libc::bind(
-                fd,
-                &sockaddr(local) as *const _ as *const libc::sockaddr,
-                len,
-            ))?;
-            check(libc::connect(
-                fd,
-                &sockaddr(to) as *const _ as *const libc::sockaddr,
-                len,
-            ))?;
-            Ok(stream)
-        }
-    })??;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    Ok(stream)
-}
-
-/// Sends `data`, closes the sending side and returns the echo server's answer.
-fn exchange(mut s: std::net::TcpStream, data: &[u8]) -> Result<Vec<u8>> {
-    use std::io::{Read, Write};
-    s.write_all(data)?;
-    s.shutdown(std::net::Shutdown::Write)?;
-    let mut reply = Vec::new();
-    s.read_to_end(&mut reply).context("reading the echo")?;
-    Ok(reply)
-}
-
 #[test]
 fn masqueraded_nodeport_flows_from_one_client_port_keep_their_replies_apart() -> Result<()> {
     let c = cluster(1)?;
@@ -538,16 +454,15 @@ fn masqueraded_nodeport_flows_from_one_client_port_keep_their_replies_apart() ->
     // Both flows are masqueraded as the node towards the same backend address and
     // port: with the client's port kept on both, their replies would be one flow.
     let local = SocketAddr::from((OUTSIDE_IP, 40123));
-    let first = connect_from(&c.outside.path, local, (n1.ip, 30180).into())?;
-    let second = connect_from(&c.outside.path, local, (n1.ip, 30181).into())?;
+    let first =
+        netcore_tests::traffic::connect_tcp_from(&c.outside.path, local, (n1.ip, 30180).into())?;
+    let second =
+        netcore_tests::traffic::connect_tcp_from(&c.outside.path, local, (n1.ip, 30181).into())?;
     for (s, what) in [(first, "first"), (second, "second")] {
         let data = format!("the {what} flow");
-        let reply = exchange(s, data.as_bytes()).with_context(|| format!("the {what} flow"))?;
-        assert_eq!(
-            reply,
-            format!("shared:{data}").into_bytes(),
-            "the {what} flow gets its own echo"
-        );
+        let who = echo::tcp_exchange_on(s, data.as_bytes())
+            .with_context(|| format!("the {what} flow"))?;
+        assert_eq!(who, "shared", "the {what} flow gets its own echo");
     }
     Ok(())
 }
@@ -561,16 +476,20 @@ fn a_direct_connection_on_a_former_service_flows_ports_is_not_rewritten() -> Res
     let node = &n1.ns.path;
     let local = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 40124));
     let vip = SocketAddr::from((Ipv4Addr::new(10, 96, 0, 90), 80));
-    let via = exchange(connect_from(node, local, vip)?, b"through the service")?;
-    assert_eq!(via, b"direct:through the service".to_vec());
+    let via = echo::tcp_exchange_on(
+        netcore_tests::traffic::connect_tcp_from(node, local, vip)?,
+        b"through the service",
+    )?;
+    assert_eq!(via, "direct");
     // The same source port straight to the pod (its 4-tuple differs from the closed
     // service flow's): the old flow's entries must not rewrite the new one's replies.
     let to_pod = SocketAddr::from((pod.ip, 8080));
-    let direct = connect_from(node, local, to_pod).context("connecting straight to the pod")?;
+    let direct = netcore_tests::traffic::connect_tcp_from(node, local, to_pod)
+        .context("connecting straight to the pod")?;
     assert_eq!(
-        exchange(direct, b"straight to the pod")?,
-        b"direct:straight to the pod".to_vec(),
-        "the direct flow's replies come from the pod"
+        echo::tcp_exchange_on(direct, b"straight to the pod")?,
+        "direct",
+        "the direct flow's replies come from the pod, echoed whole"
     );
     Ok(())
 }
