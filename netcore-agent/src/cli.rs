@@ -488,7 +488,14 @@ fn print_status(s: &Status) {
         "subnet    {} of {}  gateway {} on {}  pod MTU {}",
         s.pod_cidr, s.cluster_cidr, s.gateway, s.bridge, s.pod_mtu
     );
-    println!("overlay   VXLAN port {} VNI {}", s.vxlan_port, s.vni);
+    println!(
+        "overlay   VXLAN port {} VNI {}  device {}  decap {}",
+        s.vxlan_port, s.vni, s.datapath.vxlan_device, s.datapath.decap
+    );
+    println!(
+        "kernel    {}  attach {}",
+        s.datapath.kernel, s.datapath.attach
+    );
     println!(
         "pods      {}  (IPs {}/{} in use)",
         s.pods.len(),

@@ -87,6 +87,55 @@ pub struct AgentConfig {
     /// Per-packet logs from the eBPF programs (aya-log), for debugging only.
     #[serde(default)]
     pub bpf_log: bool,
+    /// How programs are attached: TCX links where the kernel has them ("auto"), or
+    /// forced: "tcx", or "tc" (clsact filters, as on Linux before 6.6).
+    #[serde(default)]
+    pub attach: AttachChoice,
+    /// Who unwraps VXLAN from other nodes: "auto" (`from_uplink` for local pods, the
+    /// node's VXLAN device for the rest), or forced: "device" or "tc" (everything).
+    #[serde(default)]
+    pub decap: DecapMode,
+    /// Name of the node's VXLAN device (collect_md, on `vxlan_port`).
+    #[serde(default = "default_vxlan_device")]
+    pub vxlan_device: String,
+}
+
+/// The `attach` setting.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachChoice {
+    /// TCX if the kernel has it, else legacy TC.
+    #[default]
+    Auto,
+    Tcx,
+    Tc,
+}
+
+/// The `decap` setting.
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DecapMode {
+    /// `from_uplink` unwraps what goes into a local pod (redirected straight in); the
+    /// VXLAN device unwraps what goes to the node itself (its decapsulation clears the
+    /// tunnel offload state, so the node may forward it on).
+    #[default]
+    Auto,
+    /// The kernel's VXLAN device unwraps everything; `from_overlay` on its ingress
+    /// checks and delivers.
+    Device,
+    /// `from_uplink` unwraps with `bpf_skb_adjust_room` (the device only registers the
+    /// port for GRO and NIC offloads).
+    Tc,
+}
+
+impl DecapMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            DecapMode::Auto => "auto",
+            DecapMode::Device => "device",
+            DecapMode::Tc => "tc",
+        }
+    }
 }
 
 /// Kubernetes' default service cluster IP range.
@@ -97,6 +146,9 @@ fn default_cluster_cidr() -> Ipv4Net {
 }
 fn default_bridge() -> String {
     "nc0".into()
+}
+fn default_vxlan_device() -> String {
+    "nc-vxlan".into()
 }
 fn default_state_dir() -> PathBuf {
     "/var/lib/netcore".into()
@@ -171,10 +223,21 @@ impl AgentConfig {
                 self.node_name
             ));
         }
-        for (what, name) in [("uplink", &self.uplink), ("bridge", &self.bridge)] {
+        let devices = [
+            ("uplink", &self.uplink),
+            ("bridge", &self.bridge),
+            ("vxlan_device", &self.vxlan_device),
+        ];
+        for (what, name) in devices {
             if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
                 return invalid(format!("{what} {name:?} is not a valid interface name"));
             }
+        }
+        if self.vxlan_device == self.uplink || self.vxlan_device == self.bridge {
+            return invalid(format!(
+                "vxlan_device {:?} is also the uplink or the bridge",
+                self.vxlan_device
+            ));
         }
         let store = self
             .store_url()
@@ -354,6 +417,18 @@ mod tests {
             (
                 "node_name = \"n\"\nuplink = \"e\"\npod_cidr = \"10.244.1.0/24\"\nbogus = 1",
                 "unknown field",
+            ),
+            (
+                "node_name = \"n\"\nuplink = \"e\"\npod_cidr = \"10.244.1.0/24\"\nattach = \"xdp\"",
+                "unknown variant `xdp`, expected one of `auto`, `tcx`, `tc`",
+            ),
+            (
+                "node_name = \"n\"\nuplink = \"e\"\npod_cidr = \"10.244.1.0/24\"\ndecap = \"cpu\"",
+                "unknown variant `cpu`, expected one of `auto`, `device`, `tc`",
+            ),
+            (
+                "node_name = \"n\"\nuplink = \"e\"\npod_cidr = \"10.244.1.0/24\"\nvxlan_device = \"e\"",
+                "also the uplink",
             ),
             ("this is not toml", "expected"),
         ];

@@ -6,10 +6,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use futures::TryStreamExt;
 use netlink_packet_route::{
     address::AddressAttribute,
-    link::{LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
+    link::{InfoData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
     route::{RouteAddress, RouteAttribute},
 };
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
+};
 
 use crate::mac::Mac;
 
@@ -19,6 +21,12 @@ pub enum NetlinkError {
     NoSuchLink(String),
     #[error("interface {0} exists and is not a bridge: choose another bridge name")]
     NotABridge(String),
+    #[error("interface {0} exists and is not a VXLAN device: choose another vxlan_device name")]
+    NotVxlan(String),
+    #[error("UDP port {0} is taken by another VXLAN device in this namespace (a flannel.1?): remove it or set vxlan_port")]
+    VxlanPortTaken(u16),
+    #[error("this kernel cannot create VXLAN devices ({0}): load the vxlan module")]
+    NoVxlan(String),
     #[error("netlink: {what}: {source}")]
     Op {
         what: String,
@@ -41,6 +49,8 @@ pub struct Link {
     pub kind: Option<String>,
     /// Administratively up (IFF_UP).
     pub up: bool,
+    /// A VXLAN device's UDP port and whether it is collect_md ("external").
+    pub vxlan: Option<(u16, bool)>,
 }
 
 impl From<&LinkMessage> for Link {
@@ -53,6 +63,7 @@ impl From<&LinkMessage> for Link {
             master: None,
             kind: None,
             up: msg.header.flags.contains(LinkFlags::Up),
+            vxlan: None,
         };
         for attr in &msg.attributes {
             match attr {
@@ -62,8 +73,12 @@ impl From<&LinkMessage> for Link {
                 LinkAttribute::Controller(c) => link.master = Some(*c),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
-                        if let LinkInfo::Kind(k) = info {
-                            link.kind = Some(k.to_string());
+                        match info {
+                            LinkInfo::Kind(k) => link.kind = Some(k.to_string()),
+                            LinkInfo::Data(InfoData::Vxlan(v)) => {
+                                link.vxlan = Some(vxlan_settings(v))
+                            }
+                            _ => {}
                         }
                     }
                 }
@@ -72,6 +87,18 @@ impl From<&LinkMessage> for Link {
         }
         link
     }
+}
+
+fn vxlan_settings(infos: &[InfoVxlan]) -> (u16, bool) {
+    let (mut port, mut external) = (0, false);
+    for i in infos {
+        match i {
+            InfoVxlan::Port(p) => port = *p,
+            InfoVxlan::CollectMetadata(c) => external = *c,
+            _ => {}
+        }
+    }
+    (port, external)
 }
 
 /// Opens a netlink connection in the calling thread's network namespace, driven by
@@ -164,6 +191,44 @@ pub async fn ensure_bridge(h: &Handle, name: &str, mac: Mac, mtu: u32) -> Result
         .up()
         .build();
     set_link(h, msg, format!("configure bridge {name}")).await?;
+    require_link(h, name).await
+}
+
+/// The node's VXLAN device, as `ip link add NAME type vxlan external dstport PORT
+/// nolearning`: collect_md (the programs read the outer addresses from the tunnel
+/// key), learning off, the node's VTEP MAC (so frames for it are the host's), `mtu`,
+/// up. A device of that name with other settings is replaced.
+pub async fn ensure_vxlan(h: &Handle, name: &str, port: u16, mac: Mac, mtu: u32) -> Result<Link> {
+    if let Some(old) = link(h, name).await? {
+        match (old.kind.as_deref(), old.vxlan) {
+            (Some("vxlan"), Some(settings)) if settings == (port, true) => {}
+            (Some("vxlan"), _) => del_link(h, name).await?,
+            _ => return Err(NetlinkError::NotVxlan(name.into())),
+        }
+    }
+    let msg = LinkMessageBuilder::<LinkVxlan>::new(name)
+        .port(port)
+        .collect_metadata(true)
+        .learning(false)
+        .build();
+    match h.link().add(msg).execute().await {
+        Ok(()) => {}
+        Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+        Err(e) if errno(&e) == Some(libc::EADDRINUSE) => {
+            return Err(NetlinkError::VxlanPortTaken(port))
+        }
+        Err(e) if errno(&e) == Some(libc::EOPNOTSUPP) => {
+            return Err(NetlinkError::NoVxlan(e.to_string()))
+        }
+        Err(e) => return Err(op(format!("create VXLAN device {name}"))(e)),
+    }
+    let dev = require_link(h, name).await?;
+    let msg = LinkUnspec::new_with_index(dev.index)
+        .address(mac.0.to_vec())
+        .mtu(mtu)
+        .up()
+        .build();
+    set_link(h, msg, format!("configure VXLAN device {name}")).await?;
     require_link(h, name).await
 }
 

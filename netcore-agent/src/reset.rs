@@ -22,6 +22,8 @@ pub async fn reset(cfg: &AgentConfig) -> anyhow::Result<()> {
         }
     }
     netlink::del_link(&nl, &cfg.bridge).await?;
+    netlink::del_link(&nl, &cfg.vxlan_device).await?;
+    datapath::remove_all_filters(&cfg.state_dir);
     masq::remove()?;
     datapath::remove_pins(&datapath::layout_dir(&cfg.pin_dir))
         .with_context(|| format!("removing pins under {}", cfg.pin_dir.display()))?;

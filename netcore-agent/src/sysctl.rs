@@ -21,12 +21,14 @@ pub fn set(key: &str, value: &'static str) -> Result<(), SysctlError> {
 }
 
 /// Forwarding on; no ICMP redirects from the bridge, whose pods must keep using it;
-/// loose reverse-path filtering on the uplink, where decapsulated replies to the node
-/// arrive from pod addresses that are routed into the bridge (the kernel takes the
-/// larger of `all` and the device's value: 2 on the uplink is loose whatever `all` is).
-pub fn prepare_node(bridge: &str, uplink: &str) -> Result<(), SysctlError> {
+/// loose reverse-path filtering on the uplink and the VXLAN device, where
+/// decapsulated replies to the node arrive from pod addresses that are routed into
+/// the bridge (the kernel takes the larger of `all` and the device's value: 2 is
+/// loose whatever `all` is).
+pub fn prepare_node(bridge: &str, uplink: &str, vxlan: &str) -> Result<(), SysctlError> {
     set("net/ipv4/ip_forward", "1")?;
     set("net/ipv4/conf/all/send_redirects", "0")?;
     set(&format!("net/ipv4/conf/{bridge}/send_redirects"), "0")?;
-    set(&format!("net/ipv4/conf/{uplink}/rp_filter"), "2")
+    set(&format!("net/ipv4/conf/{uplink}/rp_filter"), "2")?;
+    set(&format!("net/ipv4/conf/{vxlan}/rp_filter"), "2")
 }

@@ -22,13 +22,25 @@ pub struct DatapathConfig {
     pub gateway_mac: [u8; 6],
     /// MAC address of this node's VTEP (inner source MAC of what it encapsulates).
     pub vtep_mac: [u8; 6],
+    /// Interface index of the node's VXLAN device (collect_md): it owns the UDP port
+    /// (receive GRO, NIC offloads) and decapsulates unless `FLAG_TC_DECAP` is set.
+    pub vxlan_ifindex: u32,
+    pub _pad: [u8; 4],
 }
 
-const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 32);
+const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 40);
 
 /// The config entry has been written (an all-zero entry means "agent not ready").
 pub const FLAG_READY: u16 = 1;
 /// At least one service exists: the programs look flows up (no cost without).
 pub const FLAG_SERVICES: u16 = 2;
+/// Who unwraps VXLAN from members. Neither flag ("auto"): `from_uplink` unwraps what
+/// goes into a local pod (straight in with `bpf_redirect_peer`, where the tunnel
+/// offload state an unwrapped merged packet keeps is harmless) and leaves the rest to
+/// the VXLAN device, whose decapsulation clears that state.
+/// `FLAG_TC_DECAP`: `from_uplink` unwraps everything (the forced "tc" mode).
+pub const FLAG_TC_DECAP: u16 = 4;
+/// `FLAG_DEVICE_DECAP`: the VXLAN device unwraps everything (the forced "device" mode).
+pub const FLAG_DEVICE_DECAP: u16 = 8;
 
 crate::user_pod!(DatapathConfig);

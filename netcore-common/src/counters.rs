@@ -39,6 +39,8 @@ reasons! {
     Decapsulated = 3, "decapsulated";
     DecapsulatedToHost = 4, "decapsulated-to-host";
     NodePortReply = 5, "nodeport-reply";
+    PassedToVxlan = 6, "passed-to-vxlan-device";
+    EncapsulatedByDevice = 7, "encapsulated-by-device";
     DropMalformed = 16, "dropped-malformed";
     DropIpOptions = 17, "dropped-ip-options";
     DropFragment = 18, "dropped-fragment";
@@ -54,12 +56,13 @@ reasons! {
     DropSpoofedSource = 29, "dropped-spoofed-source";
     DropBadChecksum = 30, "dropped-bad-checksum";
     RejectedNoBackend = 28, "rejected-no-backend";
+    DropCeOnNotEct = 31, "dropped-ce-on-not-ect";
 }
 
 /// Reasons numbered from here on are drops.
 pub const FIRST_DROP: u32 = 16;
 /// Slots in the counter array (every reason number is below it).
-pub const MAX_REASONS: u32 = 32;
+pub const MAX_REASONS: u32 = 64;
 
 impl Reason {
     pub const fn is_drop(self) -> bool {

@@ -18,12 +18,17 @@ pub const MAP_BACKEND_SLOTS: &str = "NC_BACKEND_SLOTS";
 pub const PROG_FROM_POD: &str = "from_pod";
 /// TCX egress of the node bridge: what the node's own stack sends towards pods.
 pub const PROG_FROM_HOST: &str = "from_host";
-/// TCX ingress of the uplink: VXLAN from other nodes, and the node's own traffic.
+/// TCX ingress of the uplink: NodePort flows, screening of VXLAN (and its
+/// decapsulation in the forced "tc" decap mode), the node's own traffic.
+pub const PROG_FROM_UPLINK: &str = "from_uplink";
+/// TCX ingress of the node's VXLAN device: decapsulated frames from other nodes.
 pub const PROG_FROM_OVERLAY: &str = "from_overlay";
 
 /// Pinned maps live in `<pin dir>/<PIN_LAYOUT>/maps`, links in `<pin dir>/<PIN_LAYOUT>/links`.
 /// aya reuses a pinned map without checking its definition, so any change to a map's
 /// key, value or size must bump this version.
-pub const PIN_LAYOUT: &str = "v1";
+pub const PIN_LAYOUT: &str = "v2";
+/// Layouts of earlier versions, removed once a newer agent has attached its programs.
+pub const OLD_PIN_LAYOUTS: &[&str] = &["v1"];
 pub const PIN_MAPS: &str = "maps";
 pub const PIN_LINKS: &str = "links";

@@ -89,16 +89,27 @@ pub fn to_local_pod_from_host(ctx: &TcContext, cfg: &DatapathConfig, ep: &Endpoi
 }
 
 /// Encapsulates the frame for `node` and sends it out of the uplink; the kernel
-/// resolves the underlay next hop (the peer, or a router).
+/// resolves the underlay next hop (the peer, or a router). A packet that still carries
+/// an earlier decapsulation's tunnel offload state is wrapped by the node's VXLAN
+/// device instead, whose transmit path keeps its segmentation right.
 #[inline(always)]
 pub fn to_remote_node(
     ctx: &TcContext,
     cfg: &DatapathConfig,
     node: &RemoteNode,
 ) -> Result<Verdict, Reason> {
-    vxlan::encap(ctx, cfg, node)?;
-    let ret = unsafe { bpf_redirect_neigh(cfg.uplink_ifindex, core::ptr::null_mut(), 0, 0) };
-    Verdict::redirected(Reason::Encapsulated, ret)
+    match vxlan::encap(ctx, cfg, node)? {
+        vxlan::Encap::Wrapped => {
+            let ret = unsafe { bpf_redirect_neigh(cfg.uplink_ifindex, core::ptr::null_mut(), 0, 0) };
+            Verdict::redirected(Reason::Encapsulated, ret)
+        }
+        vxlan::Encap::CarriesTunnelState => {
+            vxlan::set_tunnel(ctx, cfg, node)?;
+            set_macs(ctx, node.vtep_mac, cfg.vtep_mac)?;
+            let ret = unsafe { bpf_redirect(cfg.vxlan_ifindex, 0) };
+            Verdict::redirected(Reason::EncapsulatedByDevice, ret)
+        }
+    }
 }
 
 #[inline(always)]

@@ -2,7 +2,8 @@
 //!
 //! - `from_pod`: ingress of a pod's host veth (what the pod sends);
 //! - `from_host`: egress of the node bridge (what the node's own stack sends to pods);
-//! - `from_overlay`: ingress of the uplink (VXLAN from other nodes; the rest passes).
+//! - `from_uplink`: ingress of the uplink (NodePort, VXLAN screening; the rest passes);
+//! - `from_overlay`: ingress of the node's VXLAN device (what other nodes' pods send).
 //!
 //! Every program returns `Result<Verdict, Reason>` from small helpers, and
 //! `verdict::finish` is the one exit that counts the outcome.
@@ -14,9 +15,11 @@ mod forward;
 mod from_host;
 mod from_overlay;
 mod from_pod;
+mod from_uplink;
 mod l4;
 mod maps;
 mod nat;
+mod overlay;
 mod packet;
 mod reject;
 mod service;
@@ -33,6 +36,11 @@ pub fn from_pod(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn from_host(ctx: TcContext) -> i32 {
     verdict::finish(&ctx, from_host::run(&ctx))
+}
+
+#[classifier]
+pub fn from_uplink(ctx: TcContext) -> i32 {
+    verdict::finish(&ctx, from_uplink::run(&ctx))
 }
 
 #[classifier]

@@ -4,12 +4,13 @@
 
 use aya_ebpf::{
     bindings::{
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_DECAP_L3_IPV4,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
         BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
         BPF_F_ADJ_ROOM_FIXED_GSO,
     },
+    bindings::bpf_tunnel_key,
     bpf_f_adj_room_encap_l2,
-    helpers::bpf_get_hash_recalc,
+    helpers::{bpf_get_hash_recalc, bpf_skb_ecn_set_ce, bpf_skb_set_tunnel_key},
     programs::TcContext,
 };
 use netcore_common::{
@@ -33,14 +34,14 @@ pub struct VxlanHdr {
 
 /// The bytes an encapsulation inserts after the outer Ethernet header.
 #[repr(C, packed)]
-pub struct Encap {
+pub struct EncapHdrs {
     pub ip: Ipv4Hdr,
     pub udp: UdpHdr,
     pub vxlan: VxlanHdr,
     pub inner_eth: EthHdr,
 }
 
-const _: () = assert!(core::mem::size_of::<Encap>() == VXLAN_OVERHEAD);
+const _: () = assert!(core::mem::size_of::<EncapHdrs>() == VXLAN_OVERHEAD);
 
 /// Source ports spread flows over receive queues, like Linux's `udp_flow_src_port`.
 const SPORT_MIN: u32 = 32768;
@@ -52,13 +53,34 @@ const ENCAP_FLAGS: u64 = (BPF_F_ADJ_ROOM_FIXED_GSO
     | BPF_F_ADJ_ROOM_ENCAP_L2_ETH) as u64
     | bpf_f_adj_room_encap_l2(ETH_HLEN as u64);
 
-const DECAP_FLAGS: u64 = (BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_DECAP_L3_IPV4) as u64;
+/// IPv4 in IPv4 keeps `skb->protocol`, so no DECAP_L3 flag (Linux 6.3+) is needed:
+/// the same call works on 6.1. It leaves the tunnel GSO state of a merged packet
+/// (`skb->encapsulation`), which is why the VXLAN device decapsulates by default.
+const DECAP_FLAGS: u64 = BPF_F_ADJ_ROOM_FIXED_GSO as u64;
+
+/// The ECN field's Congestion Experienced codepoint.
+const ECN_CE: u8 = 0x03;
+
+/// The part of `bpf_tunnel_key` up to `local_ipv4`: a size Linux 5.x, 6.1 and later
+/// all accept.
+pub const TUNNEL_KEY_SIZE: u32 = core::mem::offset_of!(bpf_tunnel_key, __bindgen_anon_3) as u32;
+
+/// What `encap` did.
+pub enum Encap {
+    Wrapped,
+    /// Refused (-EALREADY): the packet still carries the tunnel offload state of an
+    /// earlier decapsulation (a merged packet a pod forwards on), which the helper
+    /// cannot wrap again.
+    CarriesTunnelState,
+}
+
+const EALREADY: i64 = 114;
 
 /// Wraps the frame at the start of the packet (an IPv4 frame) for `node`. The outer
 /// Ethernet addresses are left for `bpf_redirect_neigh` to fill.
 #[inline(always)]
-pub fn encap(ctx: &TcContext, cfg: &DatapathConfig, node: &RemoteNode) -> Result<(), Reason> {
-        // The outer lengths are 16 bits: a super-packet that would overflow them is refused.
+pub fn encap(ctx: &TcContext, cfg: &DatapathConfig, node: &RemoteNode) -> Result<Encap, Reason> {
+    // The outer lengths are 16 bits: a super-packet that would overflow them is refused.
     if ctx.len() as usize - ETH_HLEN + VXLAN_OVERHEAD > u16::MAX as usize {
         return Err(Reason::DropEncapFailed);
     }
@@ -66,12 +88,15 @@ pub fn encap(ctx: &TcContext, cfg: &DatapathConfig, node: &RemoteNode) -> Result
     let ecn = unsafe { (*inner_ip).tos } & 0x03;
     let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
 
-    ctx.adjust_room(VXLAN_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS)
-        .map_err(|_| Reason::DropEncapFailed)?;
+    match ctx.adjust_room(VXLAN_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS) {
+        Ok(()) => {}
+        Err(e) if e == -EALREADY => return Ok(Encap::CarriesTunnelState),
+        Err(_) => return Err(Reason::DropEncapFailed),
+    }
     pull(ctx, ETH_HLEN + VXLAN_OVERHEAD)?;
 
     let outer_len = ctx.len() as usize - ETH_HLEN;
-    let hdr: *mut Encap = ptr_at(ctx, ETH_HLEN)?;
+    let hdr: *mut EncapHdrs = ptr_at(ctx, ETH_HLEN)?;
     unsafe {
         (*hdr).ip = outer_ipv4(cfg.node_ip, node.underlay_ip, ecn, outer_len as u16);
         (*hdr).udp = UdpHdr {
@@ -97,15 +122,38 @@ pub fn encap(ctx: &TcContext, cfg: &DatapathConfig, node: &RemoteNode) -> Result
         (*eth).dst_addr = [0; 6];
         (*eth).src_addr = [0; 6];
     }
-    Ok(())
+    Ok(Encap::Wrapped)
+}
+
+/// Sets the tunnel key the node's VXLAN device (collect_md) encapsulates with: VNI
+/// and the remote node's underlay address.
+#[inline(always)]
+pub fn set_tunnel(ctx: &TcContext, cfg: &DatapathConfig, node: &RemoteNode) -> Result<(), Reason> {
+    let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
+    key.tunnel_id = cfg.vni;
+    key.__bindgen_anon_1.remote_ipv4 = u32::from_be(node.underlay_ip);
+    key.tunnel_ttl = 64;
+    match unsafe { bpf_skb_set_tunnel_key(ctx.skb.skb, &mut key, TUNNEL_KEY_SIZE, 0) } {
+        0 => Ok(()),
+        _ => Err(Reason::DropEncapFailed),
+    }
 }
 
 /// Strips outer IPv4, UDP, VXLAN and the inner Ethernet header; the outer Ethernet
-/// header stays in front of the inner IPv4 packet.
+/// header stays in front of the inner IPv4 packet. Congestion marked on the way
+/// (outer CE) is carried into the inner header as RFC 6040 asks; a CE mark on a
+/// packet whose sender does not do ECN is dropped, as the kernel's tunnels do.
 #[inline(always)]
 pub fn decap(ctx: &TcContext) -> Result<(), Reason> {
+    let outer: *const Ipv4Hdr = ptr_at(ctx, ETH_HLEN)?;
+    let congested = unsafe { (*outer).tos } & ECN_CE == ECN_CE;
     ctx.adjust_room(-(VXLAN_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, DECAP_FLAGS)
-        .map_err(|_| Reason::DropDecapFailed)
+        .map_err(|_| Reason::DropDecapFailed)?;
+    // The helper marks ECT packets (and fixes the checksum); it answers 0 for Not-ECT.
+    if congested && unsafe { bpf_skb_ecn_set_ce(ctx.skb.skb) } == 0 {
+        return Err(Reason::DropCeOnNotEct);
+    }
+    Ok(())
 }
 
 #[inline(always)]

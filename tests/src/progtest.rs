@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{bail, Result};
 use netcore_agent::{
-    datapath::{self, Datapath},
+    datapath::{self, AttachMode, Datapath},
     mac::Mac,
     maps::Maps,
 };
@@ -114,23 +114,30 @@ fn config(id: &Identity, flags: u16) -> DatapathConfig {
         flags,
         gateway_mac: id.gateway_mac.0,
         vtep_mac: id.vtep_mac.0,
+        vxlan_ifindex: 0,
+        _pad: [0; 4],
     }
 }
 
 impl Loaded {
     pub fn new(id: &Identity) -> Result<Self> {
         let pin_dir = PathBuf::from("/sys/fs/bpf/netcore-test").join(unique("pkt"));
-        let (dp, mut maps) = Datapath::load(&pin_dir, false)?;
+        let state_dir = std::env::temp_dir().join(unique("netcore-pkt"));
+        let loaded = Datapath::load(&pin_dir, &state_dir, AttachMode::Tc, false);
+        let _ = std::fs::remove_dir_all(&state_dir);
+        let (dp, mut maps) = loaded?;
         maps.config.set(&config(id, FLAG_READY))?;
         Ok(Loaded { dp, maps, pin_dir })
     }
 
     /// Turns service handling on, as the agent does once a service exists.
     pub fn enable_services(&mut self, id: &Identity) -> Result<()> {
-        Ok(self
-            .maps
-            .config
-            .set(&config(id, FLAG_READY | FLAG_SERVICES))?)
+        self.set_flags(id, FLAG_READY | FLAG_SERVICES)
+    }
+
+    /// Writes the node's config with these `FLAG_*` bits.
+    pub fn set_flags(&mut self, id: &Identity, flags: u16) -> Result<()> {
+        Ok(self.maps.config.set(&config(id, flags))?)
     }
 
     pub fn run(&self, program: &'static str, packet: &[u8]) -> Result<Run> {

@@ -7,15 +7,20 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-const DATAPATHS: [&str; 7] = [
+const DATAPATHS: [&str; 9] = [
     "underlay",
     "host-gw",
     "vxlan-kernel",
     "socat-tun-udp",
     "netcore",
+    "netcore-decap-tc",
+    "netcore-attach-tc",
     "bridge",
     "netcore-local",
 ];
+
+/// Every datapath is measured on both underlays.
+const PROFILES: [&str; 2] = ["veth", "nic"];
 
 /// The service beds of a quick run (1 and 10 services).
 const SERVICE_BEDS: [&str; 4] = [
@@ -48,6 +53,18 @@ fn record<'a>(results: &'a Value, datapath: &str, metric: &str) -> Option<&'a Va
         .find(|r| r["datapath"] == datapath && r["metric"] == metric)
 }
 
+fn record_in<'a>(
+    results: &'a Value,
+    profile: &str,
+    datapath: &str,
+    metric: &str,
+) -> Option<&'a Value> {
+    results["records"]
+        .as_array()?
+        .iter()
+        .find(|r| r["profile"] == profile && r["datapath"] == datapath && r["metric"] == metric)
+}
+
 #[test]
 fn quick_bench_passes_traffic_on_every_datapath() -> Result<()> {
     let out = std::env::temp_dir().join(netcore_tests::unique("netcore-bench-test-"));
@@ -62,13 +79,16 @@ fn quick_bench_passes_traffic_on_every_datapath() -> Result<()> {
     for dp in results["datapaths"].as_array().context("no datapaths")? {
         assert_eq!(dp["status"], "ok", "datapath failed: {dp}");
     }
-    for dp in DATAPATHS {
-        for metric in ["tcp_1_stream", "tcp_4_streams", "rr_rate"] {
-            let median = record(&results, dp, metric).and_then(|r| r["median"].as_f64());
-            assert!(
-                median.is_some_and(|v| v > 0.0),
-                "{dp} passed no traffic in {metric}: {median:?}"
-            );
+    for profile in PROFILES {
+        for dp in DATAPATHS {
+            for metric in ["tcp_1_stream", "tcp_4_streams", "rr_rate"] {
+                let median =
+                    record_in(&results, profile, dp, metric).and_then(|r| r["median"].as_f64());
+                assert!(
+                    median.is_some_and(|v| v > 0.0),
+                    "{dp} passed no traffic in {metric} on the {profile} underlay: {median:?}"
+                );
+            }
         }
     }
     for bed in results["services"].as_array().context("no services")? {

@@ -7,7 +7,8 @@ use anyhow::Result;
 use netcore_agent::mac::Mac;
 use netcore_agent::maps::service::key;
 use netcore_common::{
-    pin::{PROG_FROM_HOST, PROG_FROM_OVERLAY, PROG_FROM_POD},
+    config::{FLAG_DEVICE_DECAP, FLAG_READY, FLAG_TC_DECAP},
+    pin::{PROG_FROM_HOST, PROG_FROM_OVERLAY, PROG_FROM_POD, PROG_FROM_UPLINK},
     service::ServiceInfo,
 };
 use netcore_tests::{
@@ -184,73 +185,187 @@ fn other_traffic_from_a_pod_passes_untouched() -> Result<()> {
     Ok(())
 }
 
+/// The node in the forced "tc" decap mode: `from_uplink` unwraps everything.
+fn tc_decap_node() -> Result<(Loaded, Identity)> {
+    node_in(FLAG_TC_DECAP)
+}
+
+fn node_in(decap_flag: u16) -> Result<(Loaded, Identity)> {
+    let (mut l, id) = node()?;
+    l.set_flags(&id, FLAG_READY | decap_flag)?;
+    Ok((l, id))
+}
+
+/// Decap modes by their flags: "auto" (none), "tc", "device".
+const AUTO: u16 = 0;
+
 #[test]
-fn vxlan_from_a_known_node_is_unwrapped_into_the_pod() -> Result<()> {
-    let (l, id) = node()?;
-    let inner = ipv4_udp(REMOTE_POD, POD_IP, 999, 80, b"from afar");
-    let run = l.run(PROG_FROM_OVERLAY, &vxlan_frame(&id, REMOTE_NODE, 1, &inner))?;
-    assert_eq!(
-        run.verdict, TC_ACT_REDIRECT,
-        "delivered by redirect into the pod"
-    );
-    assert_eq!(&run.out[0..6], &POD_MAC.0);
-    assert_eq!(&run.out[6..12], &id.gateway_mac.0);
-    assert_eq!(&run.out[12..14], &ETH_P_IPV4.to_be_bytes());
-    assert_eq!(&run.out[14..], &inner[..], "the inner packet arrives whole");
-    assert_eq!(l.counter("decapsulated"), 1);
+fn vxlan_for_a_local_pod_is_unwrapped_into_it() -> Result<()> {
+    for mode in [AUTO, FLAG_TC_DECAP] {
+        let (l, id) = node_in(mode)?;
+        let inner = ipv4_udp(REMOTE_POD, POD_IP, 999, 80, b"from afar");
+        let run = l.run(PROG_FROM_UPLINK, &vxlan_frame(&id, REMOTE_NODE, 1, &inner))?;
+        assert_eq!(
+            run.verdict, TC_ACT_REDIRECT,
+            "delivered by redirect into the pod (decap flags {mode})"
+        );
+        assert_eq!(&run.out[0..6], &POD_MAC.0);
+        assert_eq!(&run.out[6..12], &id.gateway_mac.0);
+        assert_eq!(&run.out[12..14], &ETH_P_IPV4.to_be_bytes());
+        assert_eq!(&run.out[14..], &inner[..], "the inner packet arrives whole");
+        assert_eq!(l.counter("decapsulated"), 1);
+    }
     Ok(())
 }
 
 #[test]
-fn vxlan_for_the_node_itself_goes_to_its_stack() -> Result<()> {
+fn vxlan_the_vxlan_device_unwraps_passes_checked_and_untouched() -> Result<()> {
+    let to_pod = ipv4_udp(REMOTE_POD, POD_IP, 999, 80, b"from afar");
+    let (_, id) = node()?;
+    let to_node = ipv4_udp(REMOTE_POD, id.node_ip, 999, 80, b"to the node");
+    // "auto" leaves what goes to the node itself to the device; "device" everything.
+    let cases = [
+        (AUTO, &to_node),
+        (FLAG_DEVICE_DECAP, &to_node),
+        (FLAG_DEVICE_DECAP, &to_pod),
+    ];
+    for (mode, inner) in cases {
+        let (l, id) = node_in(mode)?;
+        let frame = vxlan_frame(&id, REMOTE_NODE, 1, inner);
+        let run = l.run(PROG_FROM_UPLINK, &frame)?;
+        assert_eq!(
+            (run.verdict, &run.out),
+            (TC_ACT_OK, &frame),
+            "checked, then passed untouched up to the VXLAN device (decap flags {mode})"
+        );
+        assert_eq!(l.counter("passed-to-vxlan-device"), 1);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_frame_on_the_vxlan_device_without_tunnel_metadata_is_dropped() -> Result<()> {
     let (l, id) = node()?;
+    let inner = ethernet(
+        id.vtep_mac.0,
+        REMOTE_VTEP.0,
+        ETH_P_IPV4,
+        &ipv4_udp(REMOTE_POD, POD_IP, 999, 80, b"no tunnel"),
+    );
+    let run = l.run(PROG_FROM_OVERLAY, &inner)?;
+    assert_eq!(run.verdict, TC_ACT_SHOT, "no outer sender: not delivered");
+    assert_eq!(l.counter("dropped-unknown-source"), 1);
+    Ok(())
+}
+
+#[test]
+fn vxlan_for_the_node_itself_is_unwrapped_to_its_stack_in_tc_mode() -> Result<()> {
+    let (l, id) = tc_decap_node()?;
     let inner = ipv4_udp(REMOTE_POD, id.node_ip, 999, 80, b"to the node");
-    let run = l.run(PROG_FROM_OVERLAY, &vxlan_frame(&id, REMOTE_NODE, 1, &inner))?;
+    let run = l.run(PROG_FROM_UPLINK, &vxlan_frame(&id, REMOTE_NODE, 1, &inner))?;
     assert_eq!(run.verdict, TC_ACT_OK);
     assert_eq!(&run.out[14..], &inner[..]);
     assert_eq!(l.counter("decapsulated-to-host"), 1);
     Ok(())
 }
 
+/// `inner` with its ECN field set to `ecn` and its header checksum made right.
+fn with_ecn(inner: &[u8], ecn: u8) -> Vec<u8> {
+    let mut p = inner.to_vec();
+    p[1] = (p[1] & !3) | ecn;
+    p[10..12].copy_from_slice(&[0, 0]);
+    let c = checksum(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+#[test]
+fn congestion_marked_on_the_underlay_reaches_the_inner_header() -> Result<()> {
+    const ECT0: u8 = 2;
+    const CE: u8 = 3;
+    let (l, id) = tc_decap_node()?;
+    let inner = with_ecn(&ipv4_udp(REMOTE_POD, POD_IP, 999, 80, b"ecn"), ECT0);
+    let mut frame = vxlan_frame(&id, REMOTE_NODE, 1, &inner);
+    // Outer CE (a router on the underlay marked it), outer checksum fixed up.
+    let outer = with_ecn(&frame[14..], CE);
+    frame.splice(14.., outer);
+    let run = l.run(PROG_FROM_UPLINK, &frame)?;
+    assert_eq!(run.verdict, TC_ACT_REDIRECT, "delivered into the pod");
+    let got = &run.out[14..];
+    assert_eq!(
+        got[1] & 3,
+        CE,
+        "RFC 6040: outer CE is copied into the inner ECT header"
+    );
+    assert_eq!(
+        checksum(&got[..20]),
+        0,
+        "the inner IPv4 checksum stays valid"
+    );
+    assert_eq!(&got[20..], &inner[20..], "the payload is untouched");
+
+    let not_ect = with_ecn(&ipv4_udp(REMOTE_POD, POD_IP, 999, 80, b"ecn"), 0);
+    let mut frame = vxlan_frame(&id, REMOTE_NODE, 1, &not_ect);
+    let outer = with_ecn(&frame[14..], CE);
+    frame.splice(14.., outer);
+    let run = l.run(PROG_FROM_UPLINK, &frame)?;
+    assert_eq!(
+        run.verdict, TC_ACT_SHOT,
+        "CE on a Not-ECT packet is dropped (RFC 6040)"
+    );
+    assert_eq!(l.counter("dropped-ce-on-not-ect"), 1);
+    Ok(())
+}
+
 #[test]
 fn bad_vxlan_is_dropped_with_its_reason() -> Result<()> {
-    let (l, id) = node()?;
     let inner = ipv4_udp(REMOTE_POD, POD_IP, 999, 80, b"x");
     let spoofed_inner = ipv4_udp(Ipv4Addr::new(10, 244, 3, 3), POD_IP, 999, 80, b"x");
     let unknown_dst = ipv4_udp(REMOTE_POD, Ipv4Addr::new(10, 244, 1, 200), 999, 80, b"x");
-    let mut truncated = vxlan_frame(&id, REMOTE_NODE, 1, &inner);
-    truncated.truncate(14 + 20 + 8 + 8 + 10);
-    let mut corrupted = vxlan_frame(&id, REMOTE_NODE, 1, &inner);
-    corrupted[14 + 15] ^= 0x01; // the outer source becomes 192.168.50.13
-    let cases = [
-        (
-            "dropped-unknown-source",
-            vxlan_frame(&id, Ipv4Addr::new(192, 168, 50, 99), 1, &inner),
-        ),
-        (
-            "dropped-unknown-source",
-            vxlan_frame(&id, REMOTE_NODE, 1, &spoofed_inner),
-        ),
-        ("dropped-bad-vni", vxlan_frame(&id, REMOTE_NODE, 7, &inner)),
-        (
-            "dropped-no-route",
-            vxlan_frame(&id, REMOTE_NODE, 1, &unknown_dst),
-        ),
-        ("dropped-malformed", truncated),
-        ("dropped-bad-checksum", corrupted),
-    ];
-    for (reason, frame) in cases {
-        let before = l.counter(reason);
-        let run = l.run(PROG_FROM_OVERLAY, &frame)?;
-        assert_eq!(
-            run.verdict, TC_ACT_SHOT,
-            "expected a drop counted as {reason}"
-        );
-        assert_eq!(
-            l.counter(reason),
-            before + 1,
-            "{reason} must count the drop"
-        );
+    // The uplink screens the same way in both decap modes; the destination is known
+    // only once someone unwraps.
+    for tc_decap in [false, true] {
+        let (l, id) = node_in(if tc_decap {
+            FLAG_TC_DECAP
+        } else {
+            FLAG_DEVICE_DECAP
+        })?;
+        let mut truncated = vxlan_frame(&id, REMOTE_NODE, 1, &inner);
+        truncated.truncate(14 + 20 + 8 + 8 + 10);
+        let mut corrupted = vxlan_frame(&id, REMOTE_NODE, 1, &inner);
+        corrupted[14 + 15] ^= 0x01; // the outer source becomes 192.168.50.13
+        let mut cases = vec![
+            (
+                "dropped-unknown-source",
+                vxlan_frame(&id, Ipv4Addr::new(192, 168, 50, 99), 1, &inner),
+            ),
+            (
+                "dropped-unknown-source",
+                vxlan_frame(&id, REMOTE_NODE, 1, &spoofed_inner),
+            ),
+            ("dropped-bad-vni", vxlan_frame(&id, REMOTE_NODE, 7, &inner)),
+            ("dropped-malformed", truncated),
+            ("dropped-bad-checksum", corrupted),
+        ];
+        if tc_decap {
+            cases.push((
+                "dropped-no-route",
+                vxlan_frame(&id, REMOTE_NODE, 1, &unknown_dst),
+            ));
+        }
+        for (reason, frame) in cases {
+            let before = l.counter(reason);
+            let run = l.run(PROG_FROM_UPLINK, &frame)?;
+            assert_eq!(
+                run.verdict, TC_ACT_SHOT,
+                "expected a drop counted as {reason} (tc decap: {tc_decap})"
+            );
+            assert_eq!(
+                l.counter(reason),
+                before + 1,
+                "{reason} must count the drop (tc decap: {tc_decap})"
+            );
+        }
     }
     Ok(())
 }
@@ -264,7 +379,7 @@ fn the_nodes_own_traffic_on_the_uplink_passes() -> Result<()> {
         ETH_P_IPV4,
         &ipv4_udp(REMOTE_NODE, id.node_ip, 53, 53, b"dns"),
     );
-    let run = l.run(PROG_FROM_OVERLAY, &udp)?;
+    let run = l.run(PROG_FROM_UPLINK, &udp)?;
     assert_eq!(
         (run.verdict, run.out),
         (TC_ACT_OK, udp),

@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 
 use aya::programs::TcAttachType;
 use netcore_common::{
-    config::{DatapathConfig, FLAG_READY, FLAG_SERVICES},
-    pin::{PROG_FROM_HOST, PROG_FROM_OVERLAY},
+    config::{DatapathConfig, FLAG_DEVICE_DECAP, FLAG_READY, FLAG_SERVICES, FLAG_TC_DECAP},
+    pin::{PROG_FROM_HOST, PROG_FROM_OVERLAY, PROG_FROM_UPLINK},
     wire::VXLAN_OVERHEAD,
 };
 use rtnetlink::Handle;
@@ -19,12 +19,13 @@ mod pods;
 mod services;
 
 use crate::{
+    api::DatapathInfo,
     api::{Reply, Request, Status},
-    config::{AgentConfig, DEFAULT_SERVICE_CIDR},
-    datapath::{Datapath, DatapathError},
+    config::{AgentConfig, AttachChoice, DecapMode, DEFAULT_SERVICE_CIDR},
+    datapath::{features::Features, AttachMode, Datapath, DatapathError},
     ipam::{Ipam, IpamError},
     mac::Mac,
-    maps::Maps,
+    maps::{MapError, Maps},
     masq,
     netlink::{self, Link, NetlinkError},
     netns::NetnsError,
@@ -78,6 +79,8 @@ pub enum AgentError {
     #[error(transparent)]
     Datapath(#[from] DatapathError),
     #[error(transparent)]
+    Map(#[from] MapError),
+    #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
     Sysctl(#[from] sysctl::SysctlError),
@@ -115,6 +118,19 @@ fn service_cidr(
     }
 }
 
+/// The attach mode: the configured one, or TCX where the kernel has it.
+fn attach_mode(cfg: &AgentConfig, features: &Features) -> Result<AttachMode> {
+    match cfg.attach {
+        AttachChoice::Tcx if !features.tcx => {
+            Err(DatapathError::from(crate::datapath::features::FeatureError::NoTcx).into())
+        }
+        AttachChoice::Tcx => Ok(AttachMode::Tcx),
+        AttachChoice::Tc => Ok(AttachMode::Tc),
+        AttachChoice::Auto if features.tcx => Ok(AttachMode::Tcx),
+        AttachChoice::Auto => Ok(AttachMode::Tc),
+    }
+}
+
 pub struct Agent {
     cfg: AgentConfig,
     nl: Handle,
@@ -125,6 +141,8 @@ pub struct Agent {
     node_ip: Ipv4Addr,
     uplink: Link,
     bridge: Link,
+    vxlan: Link,
+    features: Features,
     pod_mtu: u32,
     net: Subnets,
     /// Routed into the bridge for the node's own flows to services, if any.
@@ -220,10 +238,27 @@ impl Agent {
         state.cluster_cidr = Some(net.cluster_cidr);
         let pod_mtu = uplink.mtu - VXLAN_OVERHEAD as u32;
 
+        let features = crate::datapath::features::probe().map_err(DatapathError::from)?;
+        let mode = attach_mode(&cfg, &features)?;
         let bridge = netlink::ensure_bridge(&nl, &cfg.bridge, state.gateway_mac, pod_mtu).await?;
         netlink::add_addr(&nl, bridge.index, net.gateway(), net.pod_cidr.prefix_len()).await?;
-        sysctl::prepare_node(&cfg.bridge, &cfg.uplink)?;
-        let (dp, maps) = Datapath::load(&cfg.pin_dir, cfg.bpf_log)?;
+        let vxlan = netlink::ensure_vxlan(
+            &nl,
+            &cfg.vxlan_device,
+            cfg.vxlan_port,
+            state.vtep_mac,
+            pod_mtu,
+        )
+        .await?;
+        // As flannel.1 has: reverse-path filtering fails every packet on a device
+        // without an IPv4 address, and unwrapped replies to the node arrive there.
+        netlink::add_addr(&nl, vxlan.index, net.pod_cidr.network(), 32).await?;
+        sysctl::prepare_node(&cfg.bridge, &cfg.uplink, &cfg.vxlan_device)?;
+        let (dp, maps) = Datapath::load(&cfg.pin_dir, &cfg.state_dir, mode, cfg.bpf_log)?;
+        info!(
+            kernel = %features.kernel, attach = mode.name(), decap = cfg.decap.name(),
+            vxlan_device = %cfg.vxlan_device, "data path"
+        );
         let ipam = Ipam::new(net.pod_cidr, state.last_ip);
         let applied = maps
             .nodes
@@ -242,18 +277,15 @@ impl Agent {
             node_ip,
             uplink,
             bridge,
+            vxlan,
+            features,
             pod_mtu,
             service_cidr,
             applied,
             store_health: None,
         };
         agent.write_datapath_config()?;
-        agent
-            .dp
-            .attach(PROG_FROM_OVERLAY, &agent.cfg.uplink, TcAttachType::Ingress)?;
-        agent
-            .dp
-            .attach(PROG_FROM_HOST, &agent.cfg.bridge, TcAttachType::Egress)?;
+        agent.attach_node_programs()?;
         agent.reconcile_pods().await?;
         agent.apply_nodes()?;
         agent.apply_services()?;
@@ -268,6 +300,10 @@ impl Agent {
             masq::remove()?;
         }
         agent.save()?;
+        // Only now that this version's programs run with full maps may what an older
+        // version or another attach mode left go.
+        agent.dp.remove_other_mode();
+        agent.dp.remove_old_layouts(&agent.cfg.pin_dir);
         info!(
             node = %agent.cfg.node_name, pod_cidr = %agent.net.pod_cidr, underlay = %agent.node_ip,
             pods = agent.state.pods.len(), "node ready"
@@ -304,6 +340,18 @@ impl Agent {
         Ok(self.state.save(&self.cfg.state_dir)?)
     }
 
+    /// The programs of the node's own interfaces (pods get theirs when plumbed).
+    fn attach_node_programs(&mut self) -> Result<()> {
+        let cfg = &self.cfg;
+        self.dp
+            .attach(PROG_FROM_UPLINK, &cfg.uplink, TcAttachType::Ingress)?;
+        self.dp
+            .attach(PROG_FROM_OVERLAY, &cfg.vxlan_device, TcAttachType::Ingress)?;
+        self.dp
+            .attach(PROG_FROM_HOST, &cfg.bridge, TcAttachType::Egress)?;
+        Ok(())
+    }
+
     fn write_datapath_config(&mut self) -> Result<()> {
         let be = |ip: Ipv4Addr| u32::from_ne_bytes(ip.octets());
         let cfg = DatapathConfig {
@@ -317,9 +365,16 @@ impl Agent {
                     0
                 } else {
                     FLAG_SERVICES
+                }
+                | match self.cfg.decap {
+                    DecapMode::Auto => 0,
+                    DecapMode::Tc => FLAG_TC_DECAP,
+                    DecapMode::Device => FLAG_DEVICE_DECAP,
                 },
             gateway_mac: self.state.gateway_mac.0,
             vtep_mac: self.state.vtep_mac.0,
+            vxlan_ifindex: self.vxlan.index,
+            _pad: [0; 4],
         };
         Ok(self.maps.config.set(&cfg)?)
     }
@@ -387,6 +442,12 @@ impl Agent {
             ips_total: self.ipam.capacity(),
             nodes: self.node_list(),
             programs: self.dp.attachments(),
+            datapath: DatapathInfo {
+                kernel: self.features.kernel.clone(),
+                attach: self.dp.attach_mode().name().into(),
+                decap: self.cfg.decap.name().into(),
+                vxlan_device: self.cfg.vxlan_device.clone(),
+            },
             counters: self.maps.counters.read(),
             services: self.service_list(),
             store: self

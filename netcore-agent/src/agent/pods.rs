@@ -150,7 +150,11 @@ impl Agent {
     /// program); the rest, and anything a crash left behind, is removed.
     pub(super) async fn reconcile_pods(&mut self) -> Result<()> {
         let records: Vec<PodRecord> = self.state.pods.values().cloned().collect();
-        let mut keep = vec![self.cfg.uplink.clone(), self.cfg.bridge.clone()];
+        let mut keep = vec![
+            self.cfg.uplink.clone(),
+            self.cfg.bridge.clone(),
+            self.cfg.vxlan_device.clone(),
+        ];
         for rec in records {
             let host = netlink::link(&self.nl, &rec.host_if).await?;
             let complete = rec.mac != Mac::default() && pod::exists_inside(&rec.netns, &rec.ifname);

@@ -106,6 +106,19 @@ pub struct NodeInfo {
     pub in_map: bool,
 }
 
+/// The kernel, and the modes the agent chose (or was told to use) on it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatapathInfo {
+    /// `uname -r`.
+    pub kernel: String,
+    /// "tcx" (links) or "tc" (clsact filters).
+    pub attach: String,
+    /// Who unwraps VXLAN: "device" (the node's VXLAN device) or "tc" (`from_uplink`).
+    pub decap: String,
+    /// The node's VXLAN device.
+    pub vxlan_device: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     pub node: String,
@@ -124,6 +137,8 @@ pub struct Status {
     pub ips_total: usize,
     pub nodes: Vec<NodeInfo>,
     pub programs: Vec<Attachment>,
+    /// How the data path runs on this kernel.
+    pub datapath: DatapathInfo,
     pub counters: Vec<CounterValue>,
     pub services: Vec<service::ServiceStatus>,
     /// The cluster store, when there is one.

@@ -1,17 +1,39 @@
-//! Attaching programs through TCX links pinned in bpffs: a pinned link keeps its
-//! program on the interface while the agent is down; on restart the new program
-//! replaces the old one in the same link (no moment without a program).
+//! Attaching programs to interfaces, in one of two modes that keep a program on its
+//! interface while the agent is down and let a restarted agent swap in its newly
+//! loaded program with no moment without one:
+//!
+//! - TCX (Linux 6.6+): links pinned in bpffs (`tcx.rs`);
+//! - legacy TC: cls_bpf direct-action filters on a clsact qdisc at a fixed priority
+//!   and handle, replaced in place (`legacy.rs`); a record file per filter in the
+//!   state dir stands for the pin.
+//!
+//! Either way, an attachment is named `program@interface@direction`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use aya::programs::{
-    links::{FdLink, LinkError, PinnedLink},
-    tc::SchedClassifierLink,
-    SchedClassifier, TcAttachType,
-};
+use aya::programs::TcAttachType;
 use serde::{Deserialize, Serialize};
 
 use super::{Datapath, DatapathError};
+
+/// How programs are attached on this node.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// TCX links (Linux 6.6+).
+    Tcx,
+    /// cls_bpf filters on clsact (any kernel netcore runs on).
+    Tc,
+}
+
+impl AttachMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachMode::Tcx => "tcx",
+            AttachMode::Tc => "tc",
+        }
+    }
+}
 
 /// One program on one interface.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -21,7 +43,7 @@ pub struct Attachment {
     pub direction: String,
 }
 
-fn direction(t: TcAttachType) -> &'static str {
+pub(super) fn direction(t: TcAttachType) -> &'static str {
     match t {
         TcAttachType::Ingress => "ingress",
         TcAttachType::Egress => "egress",
@@ -29,81 +51,65 @@ fn direction(t: TcAttachType) -> &'static str {
     }
 }
 
-fn pin_name(program: &str, ifname: &str, t: TcAttachType) -> String {
+fn direction_of(name: &str) -> Option<TcAttachType> {
+    match name {
+        "ingress" => Some(TcAttachType::Ingress),
+        "egress" => Some(TcAttachType::Egress),
+        _ => None,
+    }
+}
+
+pub(super) fn record_name(program: &str, ifname: &str, t: TcAttachType) -> String {
     format!("{program}@{ifname}@{}", direction(t))
 }
 
+/// Where the records of attachments made in `mode` live.
+pub(super) fn records_dir(dp: &Datapath, mode: AttachMode) -> &Path {
+    match mode {
+        AttachMode::Tcx => &dp.links_dir,
+        AttachMode::Tc => &dp.filters_dir,
+    }
+}
+
 impl Datapath {
-    fn link_path(&self, name: &str) -> PathBuf {
-        self.links_dir.join(name)
+    pub fn attach_mode(&self) -> AttachMode {
+        self.mode
     }
 
-    /// Attaches `program` to `ifname` (in the agent's namespace) and pins the link, or
-    /// swaps the program inside an already pinned link.
+    /// Attaches `program` to `ifname` (in the agent's namespace), or swaps the program
+    /// of an existing attachment.
     pub fn attach(
         &mut self,
         program: &'static str,
         ifname: &str,
         t: TcAttachType,
     ) -> Result<(), DatapathError> {
-        let path = self.link_path(&pin_name(program, ifname, t));
-        let link_err = |reason: String| DatapathError::Link {
-            path: path.clone(),
-            reason,
-        };
-        let prog: &mut SchedClassifier = super::classifier(&mut self.ebpf, program)?;
-        let existing = match PinnedLink::from_pin(&path) {
-            Ok(pinned) => SchedClassifierLink::try_from(FdLink::from(pinned)).ok(),
-            Err(_) => None,
-        };
-        if let Some(old) = existing {
-            match prog.attach_to_link(old) {
-                // The link keeps its pin; the program in it is ours now.
-                Ok(id) => return forget(prog, id, &path),
-                // A defunct link (its interface was deleted and re-made): start over.
-                Err(_) => remove_pin(&path),
-            }
-        } else {
-            remove_pin(&path);
+        match self.mode {
+            AttachMode::Tcx => self.attach_tcx(program, ifname, t),
+            AttachMode::Tc => self.attach_legacy(program, ifname, t),
         }
-        let id = prog
-            .attach(ifname, t)
-            .map_err(|e| link_err(format!("attach to {ifname}: {e}")))?;
-        let link: FdLink = prog
-            .take_link(id)
-            .map_err(|e| link_err(e.to_string()))?
-            .try_into()
-            .map_err(|e: LinkError| link_err(e.to_string()))?;
-        link.pin(&path).map_err(|e| link_err(format!("pin: {e}")))?;
-        Ok(())
     }
 
-    /// Removes the pinned link of `program` on `ifname`: the program detaches.
+    /// Removes the attachment of `program` on `ifname`: the program detaches.
     pub fn detach(&mut self, program: &str, ifname: &str, t: TcAttachType) {
-        remove_pin(&self.link_path(&pin_name(program, ifname, t)));
+        self.detach_in(self.mode, &record_name(program, ifname, t));
     }
 
-    /// The attachments pinned for this node.
+    fn detach_in(&mut self, mode: AttachMode, name: &str) {
+        match mode {
+            AttachMode::Tcx => remove_record(&self.links_dir.join(name)),
+            AttachMode::Tc => self.detach_legacy(name),
+        }
+    }
+
+    /// The attachments of this node, in its attach mode.
     pub fn attachments(&self) -> Vec<Attachment> {
-        let Ok(dir) = std::fs::read_dir(&self.links_dir) else {
-            return Vec::new();
-        };
-        let mut out: Vec<Attachment> = dir
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter_map(|name| {
-                let mut parts = name.splitn(3, '@');
-                Some(Attachment {
-                    program: parts.next()?.into(),
-                    interface: parts.next()?.into(),
-                    direction: parts.next()?.into(),
-                })
-            })
-            .collect();
+        let mut out = list_records(records_dir(self, self.mode));
         out.sort_by(|a, b| (&a.interface, &a.program).cmp(&(&b.interface, &b.program)));
         out
     }
 
-    /// Pinned links whose interface is not in `keep`: for clean-up after a crash.
+    /// Attachments whose interface is not in `keep`: for clean-up after a crash.
     pub fn stale_attachments(&self, keep: &[String]) -> Vec<Attachment> {
         self.attachments()
             .into_iter()
@@ -112,25 +118,62 @@ impl Datapath {
     }
 
     pub fn remove_attachment(&mut self, a: &Attachment) {
-        remove_pin(&self.link_path(&format!("{}@{}@{}", a.program, a.interface, a.direction)));
+        self.detach_in(
+            self.mode,
+            &format!("{}@{}@{}", a.program, a.interface, a.direction),
+        );
+    }
+
+    /// Removes what an agent in the other attach mode left (a node whose mode was
+    /// changed): called once the programs are attached in this mode.
+    pub fn remove_other_mode(&mut self) {
+        let other = match self.mode {
+            AttachMode::Tcx => AttachMode::Tc,
+            AttachMode::Tc => AttachMode::Tcx,
+        };
+        for a in list_records(records_dir(self, other)) {
+            tracing::info!(program = %a.program, interface = %a.interface, "removing a {} attachment left by an earlier mode", other.name());
+            self.detach_in(
+                other,
+                &format!("{}@{}@{}", a.program, a.interface, a.direction),
+            );
+        }
     }
 }
 
-/// Stops tracking a link the program now owns, so dropping the program (or the agent
-/// exiting) leaves it attached through its pin.
-fn forget(
-    prog: &mut SchedClassifier,
-    id: aya::programs::tc::SchedClassifierLinkId,
-    path: &std::path::Path,
-) -> Result<(), DatapathError> {
-    prog.take_link(id)
-        .map(drop)
-        .map_err(|e| DatapathError::Link {
-            path: path.into(),
-            reason: e.to_string(),
-        })
+fn list_records(dir: &Path) -> Vec<Attachment> {
+    let Ok(dir) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|name| parse_record(&name))
+        .collect()
 }
 
-fn remove_pin(path: &std::path::Path) {
+fn parse_record(name: &str) -> Option<Attachment> {
+    let mut parts = name.splitn(3, '@');
+    let a = Attachment {
+        program: parts.next()?.into(),
+        interface: parts.next()?.into(),
+        direction: parts.next()?.into(),
+    };
+    direction_of(&a.direction)?;
+    Some(a)
+}
+
+/// The interface and direction of a record name.
+pub(super) fn parse_target(name: &str) -> Option<(String, TcAttachType)> {
+    let a = parse_record(name)?;
+    Some((a.interface, direction_of(&a.direction)?))
+}
+
+pub(super) fn remove_record(path: &Path) {
     let _ = std::fs::remove_file(path);
+}
+
+pub(super) fn link_err(path: &Path) -> impl Fn(String) -> DatapathError + '_ {
+    move |reason| DatapathError::Link {
+        path: PathBuf::from(path),
+        reason,
+    }
 }

@@ -1,24 +1,37 @@
 //! The eBPF side as the agent holds it: the object loaded once, its maps reused from
 //! the pin directory (so the data path keeps its state across agent restarts), and
-//! its programs attached through pinned TCX links.
+//! its programs attached in the node's attach mode (TCX links or clsact filters).
 
+pub mod features;
+mod legacy;
 mod links;
+mod tcx;
 
 use std::path::{Path, PathBuf};
 
 use aya::{Ebpf, EbpfLoader};
 use netcore_common::pin::{
-    PIN_LAYOUT, PIN_LINKS, PIN_MAPS, PROG_FROM_HOST, PROG_FROM_OVERLAY, PROG_FROM_POD,
+    OLD_PIN_LAYOUTS, PIN_LAYOUT, PIN_LINKS, PIN_MAPS, PROG_FROM_HOST, PROG_FROM_OVERLAY,
+    PROG_FROM_POD, PROG_FROM_UPLINK,
 };
 
-pub use links::Attachment;
+pub use legacy::remove_all_filters;
+pub use links::{AttachMode, Attachment};
 
-use crate::maps::Maps;
+use crate::maps::{MapError, Maps};
 
 /// The compiled data path (built by build.rs from netcore-ebpf).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("NETCORE_EBPF_OBJ"));
 
-pub const PROGRAMS: [&str; 3] = [PROG_FROM_POD, PROG_FROM_HOST, PROG_FROM_OVERLAY];
+pub const PROGRAMS: [&str; 4] = [
+    PROG_FROM_POD,
+    PROG_FROM_HOST,
+    PROG_FROM_UPLINK,
+    PROG_FROM_OVERLAY,
+];
+
+/// The state-dir subdirectory with one record per legacy TC filter.
+const FILTERS_DIR: &str = "tc-filters";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
@@ -36,20 +49,21 @@ pub enum DatapathError {
         name: &'static str,
         source: aya::programs::ProgramError,
     },
-    #[error("map {name}: {source}")]
-    Map {
-        name: &'static str,
-        source: aya::maps::MapError,
-    },
-    #[error("map {0} missing from the eBPF object")]
-    MissingMap(&'static str),
+    #[error(transparent)]
+    Map(#[from] MapError),
+    #[error(transparent)]
+    Feature(#[from] features::FeatureError),
     #[error("link {path}: {reason}")]
     Link { path: PathBuf, reason: String },
 }
 
 pub struct Datapath {
     ebpf: Ebpf,
+    mode: AttachMode,
+    /// Pinned TCX links.
     links_dir: PathBuf,
+    /// Records of legacy TC filters (bpffs holds no plain files).
+    filters_dir: PathBuf,
 }
 
 /// aya-log levels: 0 turns every log statement off (the verifier removes them); the
@@ -64,12 +78,19 @@ pub fn layout_dir(pin_dir: &Path) -> PathBuf {
 
 impl Datapath {
     /// Loads the programs, reusing pinned maps under `pin_dir` or creating and pinning
-    /// them, and returns the maps for the agent to fill.
-    pub fn load(pin_dir: &Path, bpf_log: bool) -> Result<(Self, Maps), DatapathError> {
+    /// them, and returns the maps for the agent to fill. Programs will be attached in
+    /// `mode`; legacy filters are recorded under `state_dir`.
+    pub fn load(
+        pin_dir: &Path,
+        state_dir: &Path,
+        mode: AttachMode,
+        bpf_log: bool,
+    ) -> Result<(Self, Maps), DatapathError> {
         let root = layout_dir(pin_dir);
         let maps_dir = root.join(PIN_MAPS);
         let links_dir = root.join(PIN_LINKS);
-        for dir in [&maps_dir, &links_dir] {
+        let filters_dir = state_dir.join(FILTERS_DIR);
+        for dir in [&maps_dir, &links_dir, &filters_dir] {
             std::fs::create_dir_all(dir).map_err(|source| DatapathError::PinDir {
                 path: dir.clone(),
                 source,
@@ -92,7 +113,29 @@ impl Datapath {
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
         let maps = Maps::take(&mut ebpf)?;
-        Ok((Self { ebpf, links_dir }, maps))
+        let dp = Self {
+            ebpf,
+            mode,
+            links_dir,
+            filters_dir,
+        };
+        Ok((dp, maps))
+    }
+
+    /// Removes the pins of earlier layout versions: their links, and with them the
+    /// older programs, leave the interfaces. Called once this version's programs are
+    /// attached and its maps filled, so an upgrade has no moment without a program
+    /// (TCX runs the older links first until they go).
+    pub fn remove_old_layouts(&self, pin_dir: &Path) {
+        for old in OLD_PIN_LAYOUTS {
+            let dir = pin_dir.join(old);
+            if dir.exists() {
+                tracing::info!(dir = %dir.display(), "removing the pins of an earlier netcore version");
+                if let Err(e) = remove_pins(&dir) {
+                    tracing::warn!(dir = %dir.display(), "removing old pins: {e}");
+                }
+            }
+        }
     }
 }
 

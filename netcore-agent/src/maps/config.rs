@@ -4,7 +4,7 @@ use aya::maps::{Array, Map, MapData};
 use netcore_common::config::DatapathConfig;
 
 use super::err;
-use crate::datapath::DatapathError;
+use super::MapError;
 
 pub struct ConfigMap {
     map: Array<MapData, DatapathConfig>,
@@ -12,14 +12,14 @@ pub struct ConfigMap {
 }
 
 impl ConfigMap {
-    pub fn new((map, name): (Map, &'static str)) -> Result<Self, DatapathError> {
+    pub fn new((map, name): (Map, &'static str)) -> Result<Self, MapError> {
         Ok(Self {
             map: Array::try_from(map).map_err(err(name))?,
             name,
         })
     }
 
-    pub fn set(&mut self, cfg: &DatapathConfig) -> Result<(), DatapathError> {
+    pub fn set(&mut self, cfg: &DatapathConfig) -> Result<(), MapError> {
         self.map.set(0, cfg, 0).map_err(err(self.name))
     }
 

@@ -5,7 +5,7 @@ use netcore_common::counters::{Counter, Reason};
 use serde::Serialize;
 
 use super::err;
-use crate::datapath::DatapathError;
+use super::MapError;
 
 pub struct CounterMap {
     map: PerCpuArray<MapData, Counter>,
@@ -20,7 +20,7 @@ pub struct CounterValue {
 }
 
 impl CounterMap {
-    pub fn new((map, name): (Map, &'static str)) -> Result<Self, DatapathError> {
+    pub fn new((map, name): (Map, &'static str)) -> Result<Self, MapError> {
         Ok(Self {
             map: PerCpuArray::try_from(map).map_err(err(name))?,
         })

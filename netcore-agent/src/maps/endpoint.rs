@@ -5,8 +5,9 @@ use std::net::Ipv4Addr;
 use aya::maps::{HashMap, Map, MapData};
 use netcore_common::endpoint::EndpointInfo;
 
+use super::MapError;
 use super::{err, is_not_found};
-use crate::{datapath::DatapathError, mac::Mac};
+use crate::mac::Mac;
 
 pub struct EndpointMap {
     map: HashMap<MapData, u32, EndpointInfo>,
@@ -18,7 +19,7 @@ fn key(ip: Ipv4Addr) -> u32 {
 }
 
 impl EndpointMap {
-    pub fn new((map, name): (Map, &'static str)) -> Result<Self, DatapathError> {
+    pub fn new((map, name): (Map, &'static str)) -> Result<Self, MapError> {
         Ok(Self {
             map: HashMap::try_from(map).map_err(err(name))?,
             name,
@@ -30,13 +31,13 @@ impl EndpointMap {
         ip: Ipv4Addr,
         host_ifindex: u32,
         pod_mac: Mac,
-    ) -> Result<(), DatapathError> {
+    ) -> Result<(), MapError> {
         let value = EndpointInfo::new(host_ifindex, pod_mac.0);
         self.map.insert(key(ip), value, 0).map_err(err(self.name))
     }
 
     /// Removes the entry; a missing one is not an error.
-    pub fn remove(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError> {
+    pub fn remove(&mut self, ip: Ipv4Addr) -> Result<(), MapError> {
         match self.map.remove(&key(ip)) {
             Err(e) if is_not_found(&e) => Ok(()),
             other => other.map_err(err(self.name)),

@@ -8,7 +8,17 @@ pub mod service;
 
 use aya::{maps::Map, Ebpf};
 
-use crate::datapath::DatapathError;
+/// A map the agent could not take or use, by name.
+#[derive(Debug, thiserror::Error)]
+pub enum MapError {
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("map {0} missing from the eBPF object")]
+    Missing(&'static str),
+}
 
 pub struct Maps {
     pub endpoints: endpoint::EndpointMap,
@@ -19,7 +29,7 @@ pub struct Maps {
 }
 
 impl Maps {
-    pub fn take(ebpf: &mut Ebpf) -> Result<Self, DatapathError> {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapError> {
         Ok(Self {
             endpoints: endpoint::EndpointMap::new(take(ebpf, netcore_common::pin::MAP_ENDPOINTS)?)?,
             nodes: node::NodeMap::new(take(ebpf, netcore_common::pin::MAP_NODES)?)?,
@@ -36,16 +46,13 @@ impl Maps {
     }
 }
 
-fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<(Map, &'static str), DatapathError> {
-    Ok((
-        ebpf.take_map(name).ok_or(DatapathError::MissingMap(name))?,
-        name,
-    ))
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<(Map, &'static str), MapError> {
+    Ok((ebpf.take_map(name).ok_or(MapError::Missing(name))?, name))
 }
 
 /// Maps a map error to the agent's error, naming the map.
-pub(crate) fn err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
-    move |source| DatapathError::Map { name, source }
+pub(crate) fn err(name: &'static str) -> impl Fn(aya::maps::MapError) -> MapError {
+    move |source| MapError::Map { name, source }
 }
 
 /// Whether a map error means "no such key".

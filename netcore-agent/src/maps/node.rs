@@ -7,8 +7,9 @@ use aya::maps::{lpm_trie::Key, LpmTrie, Map, MapData};
 use ipnet::Ipv4Net;
 use netcore_common::node::RemoteNode;
 
+use super::MapError;
 use super::{err, is_not_found};
-use crate::{datapath::DatapathError, mac::Mac};
+use crate::mac::Mac;
 
 pub struct NodeMap {
     map: LpmTrie<MapData, u32, RemoteNode>,
@@ -23,7 +24,7 @@ fn key(net: Ipv4Net) -> Key<u32> {
 }
 
 impl NodeMap {
-    pub fn new((map, name): (Map, &'static str)) -> Result<Self, DatapathError> {
+    pub fn new((map, name): (Map, &'static str)) -> Result<Self, MapError> {
         Ok(Self {
             map: LpmTrie::try_from(map).map_err(err(name))?,
             name,
@@ -35,12 +36,12 @@ impl NodeMap {
         net: Ipv4Net,
         underlay_ip: Ipv4Addr,
         vtep_mac: Mac,
-    ) -> Result<(), DatapathError> {
+    ) -> Result<(), MapError> {
         let value = RemoteNode::new(u32::from_ne_bytes(underlay_ip.octets()), vtep_mac.0);
         self.map.insert(&key(net), value, 0).map_err(err(self.name))
     }
 
-    pub fn remove(&mut self, net: Ipv4Net) -> Result<(), DatapathError> {
+    pub fn remove(&mut self, net: Ipv4Net) -> Result<(), MapError> {
         match self.map.remove(&key(net)) {
             Err(e) if is_not_found(&e) => Ok(()),
             other => other.map_err(err(self.name)),

@@ -8,8 +8,8 @@ use netcore_common::service::{
     Backend, BackendKey, BackendRef, ServiceCounter, ServiceInfo, ServiceKey,
 };
 
+use super::MapError;
 use super::{err, is_not_found};
-use crate::datapath::DatapathError;
 
 pub struct ServiceMaps {
     services: HashMap<MapData, ServiceKey, ServiceInfo>,
@@ -44,7 +44,7 @@ impl ServiceMaps {
         counters: (Map, &'static str),
         affinity: (Map, &'static str),
         slots: (Map, &'static str),
-    ) -> Result<Self, DatapathError> {
+    ) -> Result<Self, MapError> {
         Ok(Self {
             services: HashMap::try_from(services.0).map_err(err(services.1))?,
             backends: HashMap::try_from(backends.0).map_err(err(backends.1))?,
@@ -55,14 +55,14 @@ impl ServiceMaps {
     }
 
     /// Session affinity of service `id`: seconds a client keeps its backend, 0 for none.
-    pub fn set_affinity(&mut self, id: u32, seconds: u32) -> Result<(), DatapathError> {
+    pub fn set_affinity(&mut self, id: u32, seconds: u32) -> Result<(), MapError> {
         self.affinity
             .set(id, seconds, 0)
             .map_err(err("NC_SVC_AFFINITY"))
     }
 
     /// Writes service `id`'s backends into slots `0..n`, and where each one is.
-    pub fn write_backends(&mut self, id: u32, backends: &[Backend]) -> Result<(), DatapathError> {
+    pub fn write_backends(&mut self, id: u32, backends: &[Backend]) -> Result<(), MapError> {
         for (slot, b) in backends.iter().enumerate() {
             let k = BackendKey {
                 service_id: id,
@@ -81,7 +81,7 @@ impl ServiceMaps {
     }
 
     /// Forgets where service `id`'s former backends were.
-    pub fn forget_backends(&mut self, id: u32, gone: &[Backend]) -> Result<(), DatapathError> {
+    pub fn forget_backends(&mut self, id: u32, gone: &[Backend]) -> Result<(), MapError> {
         for b in gone {
             let r = BackendRef {
                 service_id: id,
@@ -96,7 +96,7 @@ impl ServiceMaps {
     }
 
     /// Removes slots `from..to` of service `id`.
-    pub fn trim_backends(&mut self, id: u32, from: u32, to: u32) -> Result<(), DatapathError> {
+    pub fn trim_backends(&mut self, id: u32, from: u32, to: u32) -> Result<(), MapError> {
         for slot in from..to {
             match self.backends.remove(&BackendKey {
                 service_id: id,
@@ -109,17 +109,13 @@ impl ServiceMaps {
         Ok(())
     }
 
-    pub fn set_frontend(
-        &mut self,
-        key: ServiceKey,
-        info: ServiceInfo,
-    ) -> Result<(), DatapathError> {
+    pub fn set_frontend(&mut self, key: ServiceKey, info: ServiceInfo) -> Result<(), MapError> {
         self.services
             .insert(key, info, 0)
             .map_err(err("NC_SERVICES"))
     }
 
-    pub fn remove_frontend(&mut self, key: ServiceKey) -> Result<(), DatapathError> {
+    pub fn remove_frontend(&mut self, key: ServiceKey) -> Result<(), MapError> {
         match self.services.remove(&key) {
             Err(e) if !is_not_found(&e) => Err(err("NC_SERVICES")(e)),
             _ => Ok(()),

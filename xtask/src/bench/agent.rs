@@ -34,6 +34,8 @@ pub struct AgentSpec<'a> {
     /// The cluster store's URL; `None` for `none` (the bench never touches the host's
     /// default store).
     pub store: Option<&'a str>,
+    /// More config lines (a forced mode).
+    pub extra: &'a str,
 }
 
 impl Agent {
@@ -44,14 +46,15 @@ impl Agent {
         let socket = dir.join("api.sock");
         let toml = format!(
             "node_name = \"{}\"\nuplink = \"ul0\"\npod_cidr = \"{}\"\ncluster_cidr = \"{}\"\n\
-             state_dir = \"{}\"\npin_dir = \"{}\"\napi_socket = \"{}\"\nstore = \"{}\"\n",
+             state_dir = \"{}\"\npin_dir = \"{}\"\napi_socket = \"{}\"\nstore = \"{}\"\n{}\n",
             spec.name,
             spec.pod_cidr,
             spec.cluster_cidr,
             dir.join("state").display(),
             ctx.pin_dir.join(spec.name).display(),
             socket.display(),
-            spec.store.unwrap_or("none")
+            spec.store.unwrap_or("none"),
+            spec.extra
         );
         std::fs::write(&config, toml)?;
         let log = std::fs::File::create(dir.join("agent.log"))?;

@@ -17,19 +17,20 @@ pub fn write(r: &Results, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// One line per datapath: name, TCP 1 and 4 streams (Gbit/s), ping and RR p50 (µs);
-/// `?` where there is no figure.
+/// One line per datapath and underlay profile: `name/profile`, TCP 1 and 4 streams
+/// (Gbit/s), ping and RR p50 (µs); `?` where there is no figure.
 fn data_file(r: &Results) -> String {
-    let mut s = String::from("# datapath tcp1 tcp4 ping_us rr_p50_us\n");
+    let mut s = String::from("# datapath(profile) tcp1 tcp4 ping_us rr_p50_us\n");
     for d in &r.datapaths {
         let v = |m: Metric, scale: f64| {
-            r.record(&d.name, m.key())
+            r.record(d, m.key())
                 .map_or("?".into(), |rec| format!("{:.4}", rec.median * scale))
         };
         let _ = writeln!(
             s,
-            "{} {} {} {} {}",
+            "{}/{} {} {} {} {}",
             d.name,
+            d.profile.unwrap_or("-"),
             v(Metric::Tcp1, 1.0),
             v(Metric::Tcp4, 1.0),
             v(Metric::PingRtt, 1000.0),
@@ -41,8 +42,8 @@ fn data_file(r: &Results) -> String {
 
 fn gnuplot_script(r: &Results, data: &Path, png: &Path) -> String {
     let title = format!(
-        "netcore bench: {} rounds, MTU {}, Linux {}, {} CPUs (medians)",
-        r.rounds, r.mtu, r.machine.kernel, r.machine.cpus
+        "netcore bench: {} rounds, MTU {}, Linux {}, {} CPUs, {} (medians; /veth and /nic underlays)",
+        r.rounds, r.mtu, r.machine.kernel, r.machine.cpus, r.machine.cpu_model
     );
     format!(
         r#"set terminal pngcairo size 1400,600 font "sans,11"

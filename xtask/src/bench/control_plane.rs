@@ -86,6 +86,7 @@ fn start_node(ctx: &Context, tag: &str) -> Result<(Netns, Agent, PathBuf)> {
         // which the agent then leaves unrouted (with a warning).
         cluster_cidr: "10.0.0.0/8",
         store: Some(&url),
+        extra: "",
     };
     let agent = Agent::start(ctx, &node, &spec)?;
     Ok((node, agent, store))

@@ -27,10 +27,12 @@ pub struct Throughput {
     pub dsacks: u64,
     /// Segments the receiver queued out of order.
     pub out_of_order: u64,
+    /// Mean size of what the server's interfaces received meanwhile (bytes/packet).
+    pub rx_packet_bytes: f64,
 }
 
 /// One iperf3 run: throughput, and CPU seconds spent machine-wide during it.
-pub fn run(t: &Target, streams: u32, seconds: u32) -> Result<(Throughput, f64)> {
+pub fn run(t: &Target, streams: u32, seconds: u32, cc: &str) -> Result<(Throughput, f64)> {
     let mut server = Process::spawn(
         &mut cmd::in_ns(&t.server, &["iperf3", "-s", "-1", "-p", PORT]),
         &format!("iperf3 server in {}", t.server),
@@ -42,15 +44,19 @@ pub fn run(t: &Target, streams: u32, seconds: u32) -> Result<(Throughput, f64)> 
         seconds.to_string(),
     );
     let args = [
-        "iperf3", "-c", &ip, "-p", PORT, "-P", &streams, "-t", &secs, "-J",
+        "iperf3", "-c", &ip, "-p", PORT, "-P", &streams, "-t", &secs, "-C", cc, "-J",
     ];
     let (tx0, rx0) = (netstat::tcp_ext(&t.client)?, netstat::tcp_ext(&t.server)?);
+    let dev0 = netstat::rx_totals(&t.server)?;
     let before = cpu::snapshot()?;
     let out = cmd::output(&mut cmd::in_ns(&t.client, &args))?;
     let after = cpu::snapshot()?;
     let json = String::from_utf8_lossy(&out.stdout);
     let mut result = parse(&json).with_context(|| format!("iperf3 to {ip} from {}", t.client))?;
     let (tx1, rx1) = (netstat::tcp_ext(&t.client)?, netstat::tcp_ext(&t.server)?);
+    let dev1 = netstat::rx_totals(&t.server)?;
+    let packets = dev1.1.saturating_sub(dev0.1).max(1);
+    result.rx_packet_bytes = dev1.0.saturating_sub(dev0.0) as f64 / packets as f64;
     result.dsacks = netstat::delta(&tx0, &tx1, "TCPDSACKRecvSegs");
     result.out_of_order = netstat::delta(&rx0, &rx1, "TCPOFOQueue");
     Ok((result, cpu::busy_seconds(before, after)))
@@ -92,6 +98,7 @@ pub fn parse(json: &str) -> Result<Throughput> {
         retransmits: v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
         dsacks: 0,
         out_of_order: 0,
+        rx_packet_bytes: 0.0,
     })
 }
 

@@ -1,6 +1,6 @@
 //! What is measured per datapath and round, with units and which way is better.
 
-use super::datapaths::Datapath;
+use super::{datapaths::Datapath, profile::Profile};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Metric {
@@ -14,11 +14,15 @@ pub enum Metric {
     Retransmits,
     Dsacks,
     OutOfOrder,
+    /// Mean size of the packets the server's interfaces received during the 1-stream
+    /// TCP run: far above the MTU when GRO merged them.
+    RxPacket,
 }
 
 /// One measured value.
 #[derive(Clone, Debug)]
 pub struct Sample {
+    pub profile: Profile,
     pub datapath: Datapath,
     pub metric: Metric,
     pub round: usize,
@@ -26,7 +30,7 @@ pub struct Sample {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 10] = [
+    pub const ALL: [Metric; 11] = [
         Metric::Tcp1,
         Metric::Tcp4,
         Metric::PingRtt,
@@ -37,6 +41,7 @@ impl Metric {
         Metric::Retransmits,
         Metric::Dsacks,
         Metric::OutOfOrder,
+        Metric::RxPacket,
     ];
 
     pub fn key(self) -> &'static str {
@@ -51,6 +56,7 @@ impl Metric {
             Metric::Retransmits => "tcp_1_stream_retransmits",
             Metric::Dsacks => "tcp_1_stream_dsacks",
             Metric::OutOfOrder => "tcp_1_stream_out_of_order",
+            Metric::RxPacket => "tcp_1_stream_rx_packet_bytes",
         }
     }
 
@@ -62,11 +68,15 @@ impl Metric {
             Metric::RrRate => "transactions/s",
             Metric::CpuPerGb => "CPU s/GB",
             Metric::Retransmits | Metric::Dsacks | Metric::OutOfOrder => "segments",
+            Metric::RxPacket => "bytes",
         }
     }
 
     pub fn higher_is_better(self) -> bool {
-        matches!(self, Metric::Tcp1 | Metric::Tcp4 | Metric::RrRate)
+        matches!(
+            self,
+            Metric::Tcp1 | Metric::Tcp4 | Metric::RrRate | Metric::RxPacket
+        )
     }
 
     /// Column heading in the markdown table.
@@ -82,6 +92,7 @@ impl Metric {
             Metric::Retransmits => "retransmits",
             Metric::Dsacks => "DSACKed (spurious)",
             Metric::OutOfOrder => "out of order at receiver",
+            Metric::RxPacket => "bytes per packet at receiver",
         }
     }
 }

@@ -14,6 +14,7 @@ mod metric;
 mod netns;
 mod netstat;
 mod ping;
+mod profile;
 mod report;
 mod results;
 pub mod rr;
@@ -29,6 +30,7 @@ use anyhow::{bail, Result};
 use clap::{value_parser, Args, ValueEnum};
 
 pub use datapaths::Datapath;
+pub use profile::Profile;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -38,6 +40,15 @@ pub struct BenchArgs {
     /// Seconds per throughput and request/response measurement.
     #[arg(long, default_value_t = 5, value_parser = value_parser!(u32).range(1..=300))]
     pub seconds: u32,
+    /// Underlay profiles to measure in, each with every datapath (comma-separated):
+    /// `veth` (64 KB packets cross whole) and `nic` (segmented, then merged by GRO).
+    #[arg(long, value_delimiter = ',', default_value = "veth,nic")]
+    pub underlay: Vec<Profile>,
+    /// TCP congestion control of every measured flow: Linux's default (cubic) unless
+    /// asked otherwise; some machines default to BBR, which paces and retransmits
+    /// differently.
+    #[arg(long, value_enum, default_value_t = Cc::Cubic)]
+    pub cc: Cc,
     /// Underlay MTU (try 9000 for jumbo frames).
     #[arg(long, default_value_t = 1500, value_parser = value_parser!(u32).range(1280..=9000))]
     pub mtu: u32,
@@ -61,6 +72,24 @@ pub struct BenchArgs {
     /// Use the binaries already in target/debug (no set-up, no build): for the test suite.
     #[arg(long)]
     pub no_build: bool,
+}
+
+/// A TCP congestion control module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Cc {
+    Cubic,
+    Bbr,
+    Reno,
+}
+
+impl Cc {
+    pub fn name(self) -> &'static str {
+        match self {
+            Cc::Cubic => "cubic",
+            Cc::Bbr => "bbr",
+            Cc::Reno => "reno",
+        }
+    }
 }
 
 /// What `--only` names: a datapath, or the services figures.

@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 
 use super::{
     metric::Metric,
-    results::{Ratio, Record, Results},
+    profile::Profile,
+    results::{DatapathStatus, Ratio, Record, Results},
 };
 
 /// Metrics in the main table, in column order.
@@ -20,7 +21,12 @@ const COLUMNS: [Metric; 7] = [
     Metric::CpuPerGb,
 ];
 /// The single stream's loss and reordering counters.
-const TCP_COLUMNS: [Metric; 3] = [Metric::Retransmits, Metric::Dsacks, Metric::OutOfOrder];
+const TCP_COLUMNS: [Metric; 4] = [
+    Metric::Retransmits,
+    Metric::Dsacks,
+    Metric::OutOfOrder,
+    Metric::RxPacket,
+];
 /// Metrics whose paired ratios are tabulated.
 const RATIO_COLUMNS: [Metric; 5] = [
     Metric::Tcp1,
@@ -41,8 +47,8 @@ pub fn markdown(r: &Results) -> String {
     let m = &r.machine;
     let _ = writeln!(
         s,
-        "netcore bench: {} rounds × {} s, underlay MTU {}, Linux {}, {} CPUs ({})\n",
-        r.rounds, r.seconds, r.mtu, m.kernel, m.cpus, m.cpu_model
+        "netcore bench: {} rounds × {} s, underlay MTU {}, TCP {}, Linux {}, {} CPUs ({})\n",
+        r.rounds, r.seconds, r.mtu, r.tcp_congestion_control, m.kernel, m.cpus, m.cpu_model
     );
     if !r.datapaths.is_empty() {
         datapath_tables(r, &mut s);
@@ -59,14 +65,31 @@ pub fn markdown(r: &Results) -> String {
 }
 
 fn datapath_tables(r: &Results, s: &mut String) {
-    main_table(r, &COLUMNS, s);
-    s.push_str("\nTCP, 1 stream: segments retransmitted, segments the receiver reported as duplicates (DSACK: the retransmission was spurious), segments the receiver queued out of order.\n\n");
-    main_table(r, &TCP_COLUMNS, s);
-    s.push_str("\nPaired per-round ratios (median, min–max): above 1 is faster for throughput, slower for latency and CPU.\n\n");
-    ratio_table(r, s);
+    for profile in Profile::ALL {
+        let statuses: Vec<&DatapathStatus> = r
+            .datapaths
+            .iter()
+            .filter(|d| d.profile == Some(profile.name()))
+            .collect();
+        if statuses.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "### Underlay `{}`: {}\n",
+            profile.name(),
+            profile.describe()
+        );
+        main_table(r, &statuses, &COLUMNS, s);
+        s.push_str("\nTCP, 1 stream: segments retransmitted, segments the receiver reported as duplicates (DSACK: the retransmission was spurious), segments the receiver queued out of order, and the mean size of the packets the server received (above the MTU: merged by GRO or sent whole).\n\n");
+        main_table(r, &statuses, &TCP_COLUMNS, s);
+        s.push_str("\nPaired per-round ratios (median, min–max): above 1 is faster for throughput, slower for latency and CPU.\n\n");
+        ratio_table(r, &statuses, s);
+        s.push('\n');
+    }
 }
 
-fn main_table(r: &Results, columns: &[Metric], s: &mut String) {
+fn main_table(r: &Results, statuses: &[&DatapathStatus], columns: &[Metric], s: &mut String) {
     s.push_str("| datapath | path MTU |");
     columns.iter().for_each(|c| {
         let _ = write!(s, " {} |", c.heading());
@@ -74,7 +97,7 @@ fn main_table(r: &Results, columns: &[Metric], s: &mut String) {
     s.push_str("\n|---|---:|");
     s.push_str(&"---:|".repeat(columns.len()));
     s.push('\n');
-    for d in &r.datapaths {
+    for &d in statuses {
         let mtu = d.path_mtu.map_or("-".into(), |m| m.to_string());
         let _ = write!(s, "| {} | {mtu} |", d.name);
         if let Some(err) = &d.error {
@@ -82,7 +105,7 @@ fn main_table(r: &Results, columns: &[Metric], s: &mut String) {
             continue;
         }
         for &c in columns {
-            let cell = r.record(&d.name, c.key()).map_or("-".into(), cell);
+            let cell = r.record(d, c.key()).map_or("-".into(), cell);
             let _ = write!(s, " {cell} |");
         }
         s.push('\n');
@@ -96,7 +119,7 @@ fn cell(rec: &Record) -> String {
     format!("{} ({}–{})", num(rec.median), num(rec.min), num(rec.max))
 }
 
-fn ratio_table(r: &Results, s: &mut String) {
+fn ratio_table(r: &Results, statuses: &[&DatapathStatus], s: &mut String) {
     s.push_str("| datapath | vs |");
     RATIO_COLUMNS.iter().for_each(|c| {
         // Ratios have no unit: the heading without its last word.
@@ -106,16 +129,14 @@ fn ratio_table(r: &Results, s: &mut String) {
     s.push_str("\n|---|---|");
     s.push_str(&"---:|".repeat(RATIO_COLUMNS.len()));
     s.push('\n');
-    for d in r.datapaths.iter().filter(|d| d.error.is_none()) {
-        let Some(first) = r.record(&d.name, Metric::Tcp1.key()) else {
+    for &d in statuses.iter().filter(|d| d.error.is_none()) {
+        let Some(first) = r.record(d, Metric::Tcp1.key()) else {
             continue;
         };
         for base in first.ratio_to.keys() {
             let _ = write!(s, "| {} | {base} |", d.name);
             for c in RATIO_COLUMNS {
-                let ratio = r
-                    .record(&d.name, c.key())
-                    .and_then(|rec| rec.ratio_to.get(base));
+                let ratio = r.record(d, c.key()).and_then(|rec| rec.ratio_to.get(base));
                 let text = ratio.map_or("-".into(), ratio_cell);
                 let _ = write!(s, " {text} |");
             }
@@ -136,22 +157,20 @@ fn services_table(r: &Results, s: &mut String) {
             continue;
         }
         for key in SERVICE_COLUMNS {
-            let text = r.record(&d.name, key).map_or("-".into(), cell);
+            let text = r.record(d, key).map_or("-".into(), cell);
             let _ = write!(s, " {text} |");
         }
         s.push('\n');
     }
     s.push_str("\n| datapath | vs | connections/s | RR p50 | RR p99 |\n|---|---|---:|---:|---:|\n");
     for d in r.services.iter().filter(|d| d.error.is_none()) {
-        let Some(first) = r.record(&d.name, SERVICE_COLUMNS[0]) else {
+        let Some(first) = r.record(d, SERVICE_COLUMNS[0]) else {
             continue;
         };
         for base in first.ratio_to.keys() {
             let _ = write!(s, "| {} | {base} |", d.name);
             for key in SERVICE_COLUMNS {
-                let q = r
-                    .record(&d.name, key)
-                    .and_then(|rec| rec.ratio_to.get(base));
+                let q = r.record(d, key).and_then(|rec| rec.ratio_to.get(base));
                 let _ = write!(s, " {} |", q.map_or("-".into(), ratio_cell));
             }
             s.push('\n');

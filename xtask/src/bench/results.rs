@@ -10,16 +10,19 @@ use super::{
     control_plane::CpRecord,
     datapaths::Datapath,
     metric::{Metric, Sample},
+    profile::Profile,
     stats,
 };
 
-pub const SCHEMA: u32 = 1;
+/// 2: records and datapath statuses name their underlay profile.
+pub const SCHEMA: u32 = 2;
 
 #[derive(Debug, Serialize)]
 pub struct Results {
     pub schema: u32,
     pub machine: Machine,
     pub mtu: u32,
+    pub tcp_congestion_control: &'static str,
     pub rounds: u32,
     pub seconds: u32,
     pub quick: bool,
@@ -42,6 +45,9 @@ pub struct Machine {
 #[derive(Debug, Clone, Serialize)]
 pub struct DatapathStatus {
     pub name: String,
+    /// The underlay profile ("veth" or "nic"); none for the service beds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<&'static str>,
     pub scope: &'static str,
     /// "ok", or "failed" (then `error` says why, and it has no records).
     pub status: &'static str,
@@ -52,6 +58,8 @@ pub struct DatapathStatus {
 #[derive(Debug, Serialize)]
 pub struct Record {
     pub datapath: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<&'static str>,
     pub metric: &'static str,
     pub unit: &'static str,
     pub better: &'static str,
@@ -81,20 +89,21 @@ fn baselines(dp: Datapath) -> Vec<Datapath> {
     b
 }
 
-fn runs(samples: &[Sample], dp: Datapath, m: Metric) -> Vec<(usize, f64)> {
+fn runs(samples: &[Sample], p: Profile, dp: Datapath, m: Metric) -> Vec<(usize, f64)> {
     samples
         .iter()
-        .filter(|s| s.datapath == dp && s.metric == m)
+        .filter(|s| s.profile == p && s.datapath == dp && s.metric == m)
         .map(|s| (s.round, s.value))
         .collect()
 }
 
-/// One record per datapath (that did not fail) and metric.
-pub fn records(samples: &[Sample], ok: &[Datapath]) -> Vec<Record> {
+/// One record per profile, datapath (that did not fail there) and metric; ratios
+/// pair rounds of the same profile.
+pub fn records(samples: &[Sample], ok: &[(Profile, Datapath)]) -> Vec<Record> {
     let mut out = Vec::new();
-    for &dp in ok {
+    for &(p, dp) in ok {
         for m in Metric::ALL {
-            let mine = runs(samples, dp, m);
+            let mine = runs(samples, p, dp, m);
             let Some(mut rec) = summary(
                 dp.name().into(),
                 m.key(),
@@ -104,10 +113,11 @@ pub fn records(samples: &[Sample], ok: &[Datapath]) -> Vec<Record> {
             ) else {
                 continue;
             };
+            rec.profile = Some(p.name());
             rec.ratio_to = baselines(dp)
                 .into_iter()
-                .filter(|b| ok.contains(b))
-                .filter_map(|b| Some((b.name().into(), ratio(&mine, &runs(samples, b, m))?)))
+                .filter(|b| ok.contains(&(p, *b)))
+                .filter_map(|b| Some((b.name().into(), ratio(&mine, &runs(samples, p, b, m))?)))
                 .collect();
             out.push(rec);
         }
@@ -126,6 +136,7 @@ pub fn summary(
     let values: Vec<f64> = runs.iter().map(|(_, v)| *v).collect();
     Some(Record {
         datapath,
+        profile: None,
         metric,
         unit,
         better: if higher_is_better { "higher" } else { "lower" },
@@ -149,10 +160,11 @@ pub fn ratio(a: &[(usize, f64)], b: &[(usize, f64)]) -> Option<Ratio> {
 }
 
 impl Results {
-    pub fn record(&self, dp: &str, metric: &str) -> Option<&Record> {
+    /// The record of the datapath or bed `d` (in its profile) for `metric`.
+    pub fn record(&self, d: &DatapathStatus, metric: &str) -> Option<&Record> {
         self.records
             .iter()
-            .find(|r| r.datapath == dp && r.metric == metric)
+            .find(|r| r.datapath == d.name && r.profile == d.profile && r.metric == metric)
     }
 }
 
@@ -188,6 +200,7 @@ mod tests {
 
     fn s(dp: Datapath, round: usize, value: f64) -> Sample {
         Sample {
+            profile: Profile::Veth,
             datapath: dp,
             metric: Metric::Tcp1,
             round,
@@ -203,7 +216,13 @@ mod tests {
             s(Datapath::Netcore, 0, 10.0),
             s(Datapath::Netcore, 1, 6.0),
         ];
-        let recs = records(&samples, &[Datapath::HostGw, Datapath::Netcore]);
+        let recs = records(
+            &samples,
+            &[
+                (Profile::Veth, Datapath::HostGw),
+                (Profile::Veth, Datapath::Netcore),
+            ],
+        );
         let nc = recs.iter().find(|r| r.datapath == "netcore").unwrap();
         assert_eq!((nc.median, nc.min, nc.max), (8.0, 6.0, 10.0));
         let r = &nc.ratio_to["host-gw"];

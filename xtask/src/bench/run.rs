@@ -14,7 +14,9 @@ use super::{
     datapaths::{Context, Datapath, Setup},
     measure::{self, Durations, Failure},
     metric::{Metric, Sample},
-    netns, report,
+    netns,
+    profile::Profile,
+    report,
     results::{self, DatapathStatus, Machine, Results},
     services, signals,
     testbed::Namer,
@@ -25,6 +27,7 @@ use super::{
 const TAG: &str = "ncb";
 
 struct Plan {
+    profiles: Vec<Profile>,
     datapaths: Vec<Datapath>,
     rounds: u32,
     durations: Durations,
@@ -58,13 +61,18 @@ impl Plan {
                 nodes: vec![1000, 10000],
             }
         };
+        let mut profiles = a.underlay.clone();
+        profiles.sort();
+        profiles.dedup();
         Plan {
+            profiles,
             datapaths,
             rounds,
             durations: Durations {
                 iperf_s: secs,
                 rr_s: secs,
                 pings,
+                cc: a.cc.name(),
             },
             control_plane: (!a.no_control_plane).then_some(counts),
             services: services_plan(a, rounds, secs),
@@ -140,20 +148,30 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let prefix = format!("{TAG}{}", std::process::id());
     let dirs = RunDirs::new(&prefix)?;
-    let ctx = Context {
+    let mut ctx = Context {
         namer: Namer { prefix },
         mtu: args.mtu,
+        profile: Profile::Veth,
         netcore,
         work_dir: dirs.work.clone(),
         pin_dir: dirs.pins.clone(),
     };
     let mut statuses = Vec::new();
-    let (samples, svc, control) = {
+    let mut samples = Vec::new();
+    // One profile at a time: every datapath set up on that underlay, measured in
+    // interleaved rounds, then taken down.
+    for &profile in &plan.profiles {
+        ctx.profile = profile;
+        eprintln!(
+            "bench: underlay profile {}: {}",
+            profile.name(),
+            profile.describe()
+        );
         let setups = set_up(&ctx, &plan, &mut statuses)?;
-        let samples = rounds(&plan, &setups, &mut statuses)?;
-        drop(setups);
-        (samples, services(&ctx, &plan)?, control(&ctx, &plan)?)
-    };
+        samples.extend(rounds(profile, &plan, &setups, &mut statuses)?);
+    }
+    ctx.profile = Profile::Veth;
+    let (svc, control) = (services(&ctx, &plan)?, control(&ctx, &plan)?);
     let mut results = assemble(&args, &plan, machine, statuses, &samples, control);
     results.records.extend(svc.records);
     results.services = svc.statuses;
@@ -171,9 +189,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn status(dp: Datapath, path_mtu: Option<u32>, error: Option<String>) -> DatapathStatus {
+fn status(
+    profile: Profile,
+    dp: Datapath,
+    path_mtu: Option<u32>,
+    error: Option<String>,
+) -> DatapathStatus {
     DatapathStatus {
         name: dp.name().into(),
+        profile: Some(profile.name()),
         scope: if dp.same_node() {
             "same-node"
         } else {
@@ -196,12 +220,17 @@ fn set_up(
         eprintln!("bench: setting up {}", dp.name());
         match dp.setup(ctx) {
             Ok(s) => {
-                statuses.push(status(dp, Some(s.target.path_mtu), None));
+                statuses.push(status(ctx.profile, dp, Some(s.target.path_mtu), None));
                 setups.push((dp, s));
             }
             Err(e) => {
                 eprintln!("bench: {} FAILED to set up: {e:#}", dp.name());
-                statuses.push(status(dp, None, Some(format!("set-up: {e:#}"))));
+                statuses.push(status(
+                    ctx.profile,
+                    dp,
+                    None,
+                    Some(format!("set-up: {e:#}")),
+                ));
             }
         }
     }
@@ -209,6 +238,7 @@ fn set_up(
 }
 
 fn rounds(
+    profile: Profile,
     plan: &Plan,
     setups: &[(Datapath, Setup)],
     statuses: &mut [DatapathStatus],
@@ -219,21 +249,27 @@ fn rounds(
             let (dp, setup) = &setups[(k + round) % setups.len()];
             let st = statuses
                 .iter_mut()
-                .find(|s| s.name == dp.name())
-                .expect("a status per datapath");
+                .find(|s| s.name == dp.name() && s.profile == Some(profile.name()))
+                .expect("a status per datapath and profile");
             if st.error.is_some() {
                 continue;
             }
             signals::check()?;
-            eprintln!("bench: round {}/{}: {}", round + 1, plan.rounds, dp.name());
-            match measure::turn(*dp, &setup.target, plan.durations, round) {
+            eprintln!(
+                "bench: {} round {}/{}: {}",
+                profile.name(),
+                round + 1,
+                plan.rounds,
+                dp.name()
+            );
+            match measure::turn(profile, *dp, &setup.target, plan.durations, round) {
                 Ok(got) => {
                     progress(&got);
                     samples.extend(got);
                 }
                 Err(f) => {
                     signals::check()?;
-                    *st = status(*dp, st.path_mtu, Some(failure_text(f)));
+                    *st = status(profile, *dp, st.path_mtu, Some(failure_text(f)));
                     eprintln!(
                         "bench: {} FAILED: {}",
                         dp.name(),
@@ -260,7 +296,7 @@ fn progress(got: &[Sample]) {
             .map_or(f64::NAN, |s| s.value)
     };
     eprintln!(
-        "bench:   TCP {:.2} Gbit/s (4 streams {:.2}), ping {:.3} ms, RR p50 {:.0} µs p99 {:.0} µs, {:.2} CPU s/GB, {} retransmits ({} DSACKed, {} out of order)",
+        "bench:   TCP {:.2} Gbit/s (4 streams {:.2}), ping {:.3} ms, RR p50 {:.0} µs p99 {:.0} µs, {:.2} CPU s/GB, {} retransmits ({} DSACKed, {} out of order), {:.0} B/packet received",
         v(Metric::Tcp1),
         v(Metric::Tcp4),
         v(Metric::PingRtt),
@@ -269,7 +305,8 @@ fn progress(got: &[Sample]) {
         v(Metric::CpuPerGb),
         v(Metric::Retransmits),
         v(Metric::Dsacks),
-        v(Metric::OutOfOrder)
+        v(Metric::OutOfOrder),
+        v(Metric::RxPacket)
     );
 }
 
@@ -300,20 +337,21 @@ fn assemble(
     samples: &[Sample],
     control_plane: Vec<control_plane::CpRecord>,
 ) -> Results {
-    let ok: Vec<Datapath> = plan
-        .datapaths
+    let ok: Vec<(Profile, Datapath)> = plan
+        .profiles
         .iter()
-        .copied()
-        .filter(|d| {
+        .flat_map(|p| plan.datapaths.iter().map(move |d| (*p, *d)))
+        .filter(|(p, d)| {
             statuses
                 .iter()
-                .any(|s| s.name == d.name() && s.error.is_none())
+                .any(|s| s.name == d.name() && s.profile == Some(p.name()) && s.error.is_none())
         })
         .collect();
     Results {
         schema: results::SCHEMA,
         machine,
         mtu: args.mtu,
+        tcp_congestion_control: plan.durations.cc,
         rounds: plan.rounds,
         seconds: plan.durations.iperf_s,
         quick: args.quick,

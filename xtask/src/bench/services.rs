@@ -100,6 +100,7 @@ pub fn run(ctx: &Context, plan: &Plan) -> Result<Outcome> {
 fn status(name: String, path_mtu: Option<u32>, error: Option<String>) -> DatapathStatus {
     DatapathStatus {
         name,
+        profile: None,
         scope: "same-node",
         status: if error.is_some() { "failed" } else { "ok" },
         path_mtu,

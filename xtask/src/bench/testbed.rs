@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::Result;
 
-use super::netns::Netns;
+use super::{netns::Netns, profile::Profile};
 
 /// Node i (1 or 2) is 192.168.77.i on the underlay.
 pub fn node_ip(i: u8) -> Ipv4Addr {
@@ -38,9 +38,9 @@ impl Namer {
     }
 }
 
-/// Two nodes whose `ul0` interfaces are the two ends of one veth pair (MTU `mtu`),
-/// addressed 192.168.77.1/24 and .2/24, forwarding on.
-pub fn node_pair(namer: &Namer, tag: &str, mtu: u32) -> Result<[Netns; 2]> {
+/// Two nodes whose `ul0` interfaces are the two ends of one veth pair (MTU `mtu`,
+/// behaving as `profile` says), addressed 192.168.77.1/24 and .2/24, forwarding on.
+pub fn node_pair(namer: &Namer, tag: &str, mtu: u32, profile: Profile) -> Result<[Netns; 2]> {
     let n1 = namer.netns(&format!("{tag}-n1"))?;
     let n2 = namer.netns(&format!("{tag}-n2"))?;
     n1.sh(&format!(
@@ -53,6 +53,7 @@ pub fn node_pair(namer: &Namer, tag: &str, mtu: u32) -> Result<[Netns; 2]> {
              sysctl -qw net.ipv4.ip_forward=1",
             node_ip(i)
         ))?;
+        profile.apply(n, "ul0")?;
     }
     Ok([n1, n2])
 }

@@ -7,7 +7,7 @@ use super::{setup_of, Context, Setup, Target};
 use crate::bench::testbed::{bridged_pods, node_ip, node_pair, pod_cidr, pod_ip};
 
 pub fn setup(ctx: &Context, tag: &str) -> Result<Setup> {
-    let [n1, n2] = node_pair(&ctx.namer, tag, ctx.mtu)?;
+    let [n1, n2] = node_pair(&ctx.namer, tag, ctx.mtu, ctx.profile)?;
     let pods = bridged_pods(&ctx.namer, &[&n1, &n2], tag, ctx.mtu)?;
     n1.sh(&format!("ip route add {} via {}", pod_cidr(2), node_ip(2)))?;
     n2.sh(&format!("ip route add {} via {}", pod_cidr(1), node_ip(1)))?;

@@ -14,7 +14,7 @@ use std::{any::Any, net::Ipv4Addr, path::PathBuf};
 use anyhow::Result;
 use clap::ValueEnum;
 
-use super::{netns::Netns, testbed::Namer};
+use super::{netns::Netns, profile::Profile, testbed::Namer};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Datapath {
@@ -23,6 +23,8 @@ pub enum Datapath {
     VxlanKernel,
     SocatTunUdp,
     Netcore,
+    NetcoreDecapTc,
+    NetcoreAttachTc,
     Bridge,
     NetcoreLocal,
 }
@@ -61,18 +63,22 @@ pub struct Setup {
 pub struct Context {
     pub namer: Namer,
     pub mtu: u32,
+    /// How the underlay between the nodes behaves.
+    pub profile: Profile,
     pub netcore: PathBuf,
     pub work_dir: PathBuf,
     pub pin_dir: PathBuf,
 }
 
 impl Datapath {
-    pub const ALL: [Datapath; 7] = [
+    pub const ALL: [Datapath; 9] = [
         Datapath::Underlay,
         Datapath::HostGw,
         Datapath::VxlanKernel,
         Datapath::SocatTunUdp,
         Datapath::Netcore,
+        Datapath::NetcoreDecapTc,
+        Datapath::NetcoreAttachTc,
         Datapath::Bridge,
         Datapath::NetcoreLocal,
     ];
@@ -84,6 +90,8 @@ impl Datapath {
             Datapath::VxlanKernel => "vxlan-kernel",
             Datapath::SocatTunUdp => "socat-tun-udp",
             Datapath::Netcore => "netcore",
+            Datapath::NetcoreDecapTc => "netcore-decap-tc",
+            Datapath::NetcoreAttachTc => "netcore-attach-tc",
             Datapath::Bridge => "bridge",
             Datapath::NetcoreLocal => "netcore-local",
         }
@@ -97,6 +105,8 @@ impl Datapath {
             Datapath::VxlanKernel => "vx",
             Datapath::SocatTunUdp => "st",
             Datapath::Netcore => "nc",
+            Datapath::NetcoreDecapTc => "nd",
+            Datapath::NetcoreAttachTc => "na",
             Datapath::Bridge => "br",
             Datapath::NetcoreLocal => "nl",
         }
@@ -113,7 +123,9 @@ impl Datapath {
             Datapath::HostGw => host_gw::setup(ctx, tag),
             Datapath::VxlanKernel => vxlan_kernel::setup(ctx, tag),
             Datapath::SocatTunUdp => socat_tun_udp::setup(ctx, tag),
-            Datapath::Netcore => netcore::setup(ctx, tag),
+            Datapath::Netcore => netcore::setup(ctx, tag, ""),
+            Datapath::NetcoreDecapTc => netcore::setup(ctx, tag, "decap = \"tc\""),
+            Datapath::NetcoreAttachTc => netcore::setup(ctx, tag, "attach = \"tc\""),
             Datapath::Bridge => bridge::setup(ctx, tag),
             Datapath::NetcoreLocal => netcore_local::setup(ctx, tag),
         }

@@ -1,5 +1,8 @@
 //! `netcore`: two nodes with real agents (`netcore agent`), one pod each made with
-//! `netcore pod add`, meshed with `netcore node add`: the eBPF VXLAN data path.
+//! `netcore pod add`, meshed with `netcore node add`: the eBPF VXLAN data path. Its
+//! variants force the older paths: `netcore-decap-tc` (`from_uplink` unwraps, the
+//! VXLAN device only registers the port) and `netcore-attach-tc` (clsact filters
+//! instead of TCX links, as on Linux before 6.6).
 
 use anyhow::Result;
 
@@ -12,8 +15,9 @@ use crate::bench::{
 /// Pods get uplink MTU − 50 from the agent.
 const VXLAN_OVERHEAD: u32 = 50;
 
-pub fn setup(ctx: &Context, tag: &str) -> Result<Setup> {
-    let [n1, n2] = node_pair(&ctx.namer, tag, ctx.mtu)?;
+/// `extra` forces a mode (`decap = "tc"`, `attach = "tc"`) for the variants.
+pub fn setup(ctx: &Context, tag: &str, extra: &str) -> Result<Setup> {
+    let [n1, n2] = node_pair(&ctx.namer, tag, ctx.mtu, ctx.profile)?;
     let agent = |node, i: u8| {
         let name = format!("{tag}-n{i}");
         let spec = AgentSpec {
@@ -21,6 +25,7 @@ pub fn setup(ctx: &Context, tag: &str) -> Result<Setup> {
             pod_cidr: &pod_cidr(i),
             cluster_cidr: "10.244.0.0/16",
             store: None,
+            extra,
         };
         Agent::start(ctx, node, &spec)
     };

@@ -32,6 +32,7 @@ pub fn local_pair(ctx: &Context, tag: &str) -> Result<LocalPair> {
         pod_cidr: &pod_cidr(1),
         cluster_cidr: "10.244.0.0/16",
         store: None,
+        extra: "",
     };
     let agent = Agent::start(ctx, &node, &spec)?;
     let client = ctx.namer.name(&format!("{tag}-a"));

@@ -22,7 +22,7 @@ const PORT: u16 = 9000;
 
 pub fn setup(ctx: &Context, tag: &str) -> Result<Setup> {
     let mtu = ctx.mtu - UDP_OVERHEAD;
-    let [n1, n2] = node_pair(&ctx.namer, tag, ctx.mtu)?;
+    let [n1, n2] = node_pair(&ctx.namer, tag, ctx.mtu, ctx.profile)?;
     // The receiving side binds first: a connected UDP socket that gets ICMP port
     // unreachable back would make socat exit.
     let s2 = tunnel(&n2, 2, 1, mtu)?;

@@ -6,7 +6,7 @@ use super::{setup_of, Context, Setup, Target};
 use crate::bench::testbed::{node_ip, node_pair};
 
 pub fn setup(ctx: &Context, tag: &str) -> Result<Setup> {
-    let [n1, n2] = node_pair(&ctx.namer, tag, ctx.mtu)?;
+    let [n1, n2] = node_pair(&ctx.namer, tag, ctx.mtu, ctx.profile)?;
     let target = Target {
         client: n1.name.clone(),
         server: n2.name.clone(),

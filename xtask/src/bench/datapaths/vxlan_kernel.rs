@@ -16,7 +16,7 @@ const VXLAN_OVERHEAD: u32 = 50;
 
 pub fn setup(ctx: &Context, tag: &str) -> Result<Setup> {
     let mtu = ctx.mtu - VXLAN_OVERHEAD;
-    let [n1, n2] = node_pair(&ctx.namer, tag, ctx.mtu)?;
+    let [n1, n2] = node_pair(&ctx.namer, tag, ctx.mtu, ctx.profile)?;
     for (i, n) in [(1, &n1), (2, &n2)] {
         flannel_device(n, i, mtu)?;
     }
