@@ -18,6 +18,8 @@ PACKAGES=(
   # the CNI tests: a real runtime (podman's CNI backend with runc), the reference
   # plugins (portmap, bandwidth, tuning) and a static busybox for container roots
   podman runc containernetworking-plugins busybox-static iptables
+  # the suite on Linux 6.1: Debian 12's kernel as a program (User-mode Linux)
+  user-mode-linux
   # the benchmark's chart
   gnuplot-nox
 )

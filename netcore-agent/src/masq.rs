@@ -34,9 +34,18 @@ pub fn apply(pod_cidr: Ipv4Net, cluster_cidr: Ipv4Net, bridge: &str) -> Result<(
     nft(&ruleset(pod_cidr, cluster_cidr, bridge))
 }
 
-/// Removes the table; a missing one is not an error.
+/// Removes the table if there is one. A kernel without nftables has none: a node
+/// with `masquerade = false` needs no nftables at all.
 pub fn remove() -> Result<(), MasqError> {
-    nft(&format!("table ip {TABLE} {{}}\ndelete table ip {TABLE}\n"))
+    let listed = Command::new("nft")
+        .args(["list", "table", "ip", TABLE])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    match listed {
+        Ok(st) if st.success() => nft(&format!("delete table ip {TABLE}\n")),
+        _ => Ok(()),
+    }
 }
 
 fn nft(script: &str) -> Result<(), MasqError> {

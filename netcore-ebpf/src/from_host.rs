@@ -14,7 +14,7 @@ use network_types::eth::EthHdr;
 use crate::{
     forward::{self, Dest},
     packet::{dst_ip, ptr_at},
-    service::{self, Svc},
+    service,
     verdict::Verdict,
 };
 
@@ -26,11 +26,11 @@ pub fn run(ctx: &TcContext) -> Result<Verdict, Reason> {
     let mut dst = dst_ip(ip);
     let mut translated = false;
     if cfg.flags & FLAG_SERVICES != 0 {
-        match service::from_host(ctx)? {
-            Svc::Pass => {}
-            Svc::Dst(backend) => (dst, translated) = (backend, true),
-            Svc::Done(verdict) => return Ok(verdict),
+        let svc = service::from_host(ctx, dst)?;
+        if svc.done {
+            return Ok(svc.verdict);
         }
+        (dst, translated) = (svc.dst, svc.translated);
     }
     match forward::lookup(dst) {
         Dest::Remote(node) => forward::to_remote_node(ctx, &cfg, &node),

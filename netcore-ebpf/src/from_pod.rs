@@ -11,7 +11,7 @@ use netcore_common::{config::FLAG_SERVICES, counters::Reason};
 use crate::{
     forward::{self, Dest},
     packet::{dst_ip, src_ip},
-    service::{self, Svc},
+    service,
     verdict::Verdict,
 };
 
@@ -28,11 +28,11 @@ pub fn run(ctx: &TcContext) -> Result<Verdict, Reason> {
     }
     let mut dst = dst_ip(ip);
     if cfg.flags & FLAG_SERVICES != 0 {
-        match service::from_pod(ctx, &cfg)? {
-            Svc::Pass => {}
-            Svc::Dst(translated) => dst = translated,
-            Svc::Done(verdict) => return Ok(verdict),
+        let svc = service::from_pod(ctx, &cfg, dst)?;
+        if svc.done {
+            return Ok(svc.verdict);
         }
+        dst = svc.dst;
     }
     match forward::lookup(dst) {
         Dest::Local(ep) => forward::to_local_pod(ctx, &cfg, &ep, Reason::RedirectedLocal),

@@ -44,26 +44,48 @@ pub struct Translation {
     pub snat: Option<u32>,
 }
 
-/// What service handling decided for a pod's packet.
-pub enum Svc {
-    /// Not a service flow: route the packet as it is.
-    Pass,
-    /// Translated: route to this destination.
-    Dst(u32),
-    /// Handled entirely (refused, or a NodePort reply sent out).
-    Done(Verdict),
+/// What service handling decided for a packet: route it to `dst` (its own
+/// destination unless `translated`), or, when `done`, it was handled entirely
+/// (refused, or a NodePort reply sent out) and `verdict` says how.
+///
+/// A struct whose every field is written on every path, not an enum: the compiler
+/// may read an enum's payload before checking which variant it holds, and Linux
+/// 6.1's verifier refuses reading a stack slot that no path wrote.
+pub struct Svc {
+    pub dst: u32,
+    pub translated: bool,
+    pub done: bool,
+    pub verdict: Verdict,
+}
+
+impl Svc {
+    /// Not a service flow: route the packet as it is, to `dst`.
+    #[inline(always)]
+    pub fn pass(dst: u32) -> Self {
+        Svc { dst, translated: false, done: false, verdict: Verdict::pass() }
+    }
+
+    #[inline(always)]
+    fn to(dst: u32) -> Self {
+        Svc { dst, translated: true, done: false, verdict: Verdict::pass() }
+    }
+
+    #[inline(always)]
+    fn done(verdict: Verdict) -> Self {
+        Svc { dst: 0, translated: false, done: true, verdict }
+    }
 }
 
 /// A pod's packet: a reply of a local backend gets the service address back, a flow
 /// to a service gets a backend.
 #[inline(always)]
-pub fn from_pod(ctx: &TcContext, cfg: &DatapathConfig) -> Result<Svc, Reason> {
-    let Some(flow) = l4::flow(ctx)? else { return Ok(Svc::Pass) };
+pub fn from_pod(ctx: &TcContext, cfg: &DatapathConfig, dst: u32) -> Result<Svc, Reason> {
+    let Some(flow) = l4::flow(ctx)? else { return Ok(Svc::pass(dst)) };
     if let Some(rev) = reverse(ctx, &flow)? {
         if rev.flags & CT_NODEPORT != 0 {
-            return forward::to_uplink(ctx, cfg).map(Svc::Done);
+            return forward::to_uplink(ctx, cfg).map(Svc::done);
         }
-        return Ok(Svc::Dst(if rev.flags & CT_SNAT != 0 { rev.b_ip } else { flow.dst }));
+        return Ok(Svc::pass(if rev.flags & CT_SNAT != 0 { rev.b_ip } else { flow.dst }));
     }
     to_service(ctx, &flow, Back::ToPod)
 }
@@ -72,8 +94,8 @@ pub fn from_pod(ctx: &TcContext, cfg: &DatapathConfig) -> Result<Svc, Reason> {
 /// flow to a service gets a backend. Replies of the backends are translated where
 /// they arrive (`from_pod`, or after decapsulation).
 #[inline(always)]
-pub fn from_host(ctx: &TcContext) -> Result<Svc, Reason> {
-    let Some(flow) = l4::flow(ctx)? else { return Ok(Svc::Pass) };
+pub fn from_host(ctx: &TcContext, dst: u32) -> Result<Svc, Reason> {
+    let Some(flow) = l4::flow(ctx)? else { return Ok(Svc::pass(dst)) };
     to_service(ctx, &flow, Back::ToHost)
 }
 
@@ -83,11 +105,11 @@ pub fn from_host(ctx: &TcContext) -> Result<Svc, Reason> {
 fn to_service(ctx: &TcContext, flow: &Flow, back: Back) -> Result<Svc, Reason> {
     let Some(svc) = service(flow.dst, flow) else {
         forget_stale_reverse(ctx, flow)?;
-        return Ok(Svc::Pass);
+        return Ok(Svc::pass(flow.dst));
     };
     match balance(ctx, &svc, flow, &Translation { nodeport: false, snat: None })? {
-        Lb::To { dst } => Ok(Svc::Dst(dst)),
-        Lb::NoBackend => reject::refuse(ctx, flow, back).map(Svc::Done),
+        Lb::To { dst } => Ok(Svc::to(dst)),
+        Lb::NoBackend => reject::refuse(ctx, flow, back).map(Svc::done),
     }
 }
 

@@ -172,6 +172,7 @@ impl Cluster {
             socket.display(),
             self.spec.extra_config
         );
+        let text = text + &crate::kernel_config();
         std::fs::write(&config, text)?;
         let mut node = Node {
             name,

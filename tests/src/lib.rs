@@ -26,6 +26,21 @@ pub fn unique(tag: &str) -> String {
     format!("{tag}{:x}x{n:x}", std::process::id())
 }
 
+/// Set (by the Linux 6.1 run) when the kernel has no nftables NAT chains (Debian's
+/// User-mode Linux lacks CONFIG_NFT_NAT): agents then run without masquerade.
+pub const NO_MASQUERADE_ENV: &str = "NETCORE_TEST_NO_MASQUERADE";
+/// Extra agent config lines every test node gets (forced modes for a whole run).
+pub const EXTRA_CONFIG_ENV: &str = "NETCORE_TEST_AGENT_CONFIG";
+
+/// Agent config lines the environment of this run asks for.
+pub fn kernel_config() -> String {
+    let mut extra = std::env::var(EXTRA_CONFIG_ENV).unwrap_or_default();
+    if std::env::var_os(NO_MASQUERADE_ENV).is_some() {
+        extra.push_str("\nmasquerade = false\n");
+    }
+    extra
+}
+
 /// Polls `cond` until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Result<()> {
     let start = Instant::now();

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod uml;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -21,11 +22,22 @@ struct Cli {
 enum Cmd {
     /// Install what a fresh machine lacks (idempotent).
     Setup,
-    /// Set up, build, and run every test.
+    /// Set up, build, and run every test: on this kernel, then the end-to-end suite
+    /// again inside User-mode Linux 6.1 (Debian 12's kernel).
     Test {
-        /// Passed to `cargo test` after `--` (e.g. a test name filter).
+        /// Only on this kernel.
+        #[arg(long)]
+        no_uml: bool,
+        /// Passed to `cargo test` after `--` (e.g. a test name filter); the Linux 6.1
+        /// run is skipped when a filter is given.
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
+    },
+    /// Set up, build, and run the Linux 6.1 part of the suite only (User-mode Linux).
+    TestUml {
+        /// Only these test binaries, each optionally with a test name filter
+        /// (`overlay:flannel`).
+        only: Vec<String>,
     },
     /// Set up, build, and run the multi-node demo on this host.
     Demo {
@@ -64,6 +76,9 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    if uml::is_inside() {
+        uml::inside();
+    }
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -83,15 +98,27 @@ fn root() -> PathBuf {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Setup => setup(),
-        Cmd::Test { args } => {
+        Cmd::Test { no_uml, args } => {
             setup()?;
             build()?;
             let mut cmd = cargo();
             cmd.args(["test", "--workspace"]);
-            if !args.is_empty() {
+            let filtered = !args.is_empty();
+            if filtered {
                 cmd.arg("--").args(args);
             }
-            run_tests(&mut cmd)
+            let host = run_tests(&mut cmd);
+            let old_kernel = if no_uml || filtered {
+                Ok(())
+            } else {
+                test_uml(&[])
+            };
+            host.and(old_kernel)
+        }
+        Cmd::TestUml { only } => {
+            setup()?;
+            build()?;
+            test_uml(&only)
         }
         Cmd::Demo { keep, down, quick } => {
             if !down {
@@ -172,6 +199,92 @@ fn run_tests(cmd: &mut Command) -> Result<()> {
         bail!("tests failed ({st})");
     }
     Ok(())
+}
+
+/// The test binaries that also run on Linux 6.1, and what each must skip there.
+const UML_SUITE: &[(&str, &[&str])] = &[
+    ("packets", &[]),
+    // Debian's UML kernel has no nftables NAT chains (CONFIG_NFT_NAT is off).
+    ("node", &["pods_reach_the_outside_through_masquerade"]),
+    ("overlay", &[]),
+    ("services", &[]),
+];
+
+/// The end-to-end suite inside User-mode Linux 6.1 (or the binaries in `only`, each
+/// `name` or `name:filter`).
+fn test_uml(only: &[String]) -> Result<()> {
+    let exes = test_executables()?;
+    let mut runs = Vec::new();
+    for (name, skip) in UML_SUITE {
+        let wanted = only.iter().find(|o| o.split(':').next() == Some(name));
+        if !only.is_empty() && wanted.is_none() {
+            continue;
+        }
+        let exe = exes
+            .iter()
+            .find(|(n, _)| n == name)
+            .with_context(|| format!("no test binary {name}"))?;
+        let mut args = Vec::new();
+        if let Some((_, filter)) = wanted.and_then(|w| w.split_once(':')) {
+            args.push(filter.to_string());
+        }
+        for s in *skip {
+            args.extend(["--skip".to_string(), s.to_string()]);
+        }
+        runs.push(uml::TestRun {
+            exe: exe.1.clone(),
+            args,
+        });
+    }
+    let (module_dir, modules) = uml::module_plan()?;
+    let plan = uml::Plan {
+        modules,
+        module_dir,
+        runs,
+    };
+    println!(
+        "uml: booting Linux 6.1 (User-mode Linux) for {} test binaries",
+        plan.runs.len()
+    );
+    let outcome = uml::boot(&plan, &root().join("target/uml"))?;
+    let mut total = Totals::default();
+    outcome.lines.iter().for_each(|l| total.add(l));
+    println!(
+        "tests on Linux 6.1 (UML): {} passed, {} failed, {} skipped",
+        total.passed, total.failed, total.ignored
+    );
+    match outcome.failed_binaries {
+        None => bail!("the Linux 6.1 run ended before its tests did (see uml| lines)"),
+        Some(n) if n > 0 || total.failed > 0 => bail!("tests failed on Linux 6.1"),
+        Some(_) if total.passed == 0 => bail!("no test ran on Linux 6.1"),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The workspace's test executables by target name (built if needed).
+fn test_executables() -> Result<Vec<(String, PathBuf)>> {
+    let out = cargo()
+        .args(["test", "--workspace", "--no-run", "--message-format=json"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("building the tests")?;
+    if !out.status.success() {
+        bail!("building the tests failed");
+    }
+    let mut exes = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(name), Some(exe)) = (v["target"]["name"].as_str(), v["executable"].as_str())
+        else {
+            continue;
+        };
+        if v["profile"]["test"] == true {
+            exes.push((name.to_string(), PathBuf::from(exe)));
+        }
+    }
+    Ok(exes)
 }
 
 /// Sums libtest's "test result:" lines.
