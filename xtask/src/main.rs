@@ -102,12 +102,12 @@ fn run(cli: Cli) -> Result<()> {
             setup()?;
             build()?;
             let mut cmd = cargo();
-            cmd.args(["test", "--workspace"]);
+            cmd.args(["test", "--workspace", "--no-fail-fast"]);
             let filtered = !args.is_empty();
             if filtered {
                 cmd.arg("--").args(args);
             }
-            let host = run_tests(&mut cmd);
+            let host = run_tests(&mut cmd, filtered);
             let old_kernel = if no_uml || filtered {
                 Ok(())
             } else {
@@ -178,7 +178,9 @@ fn build() -> Result<()> {
 
 /// Runs `cargo test`, passing its output through, and closes with one summary line
 /// over every test binary.
-fn run_tests(cmd: &mut Command) -> Result<()> {
+/// Runs `cargo test` (all of it: a failing binary does not stop the others), then,
+/// unless `filtered`, the forced-mode runs; one summary line over all.
+fn run_tests(cmd: &mut Command, filtered: bool) -> Result<()> {
     use std::io::BufRead;
     let mut child = cmd
         .stdout(std::process::Stdio::piped())
@@ -191,6 +193,11 @@ fn run_tests(cmd: &mut Command) -> Result<()> {
         total.add(&line);
     }
     let st = child.wait()?;
+    let forced = if filtered {
+        Ok(())
+    } else {
+        test_forced_modes(&mut total)
+    };
     println!(
         "tests: {} passed, {} failed, {} skipped",
         total.passed, total.failed, total.ignored
@@ -198,32 +205,84 @@ fn run_tests(cmd: &mut Command) -> Result<()> {
     if !st.success() || total.failed > 0 {
         bail!("tests failed ({st})");
     }
+    forced
+}
+
+/// The test binaries that also run on Linux 6.1, what each must skip there, and the
+/// agents' forced modes (config lines; by default legacy TC is what 6.1 gets).
+const UML_SUITE: &[(&str, &[&str], &str)] = &[
+    ("packets", &[], ""),
+    // Debian's UML kernel has no nftables NAT chains (CONFIG_NFT_NAT is off).
+    ("node", &["pods_reach_the_outside_through_masquerade"], ""),
+    ("overlay", &[], ""),
+    ("services", &[], ""),
+    ("overlay", &[], DEVICE_DECAP),
+];
+
+const DEVICE_DECAP: &str = "decap = \"device\"";
+const LEGACY_TC_DEVICE_DECAP: &str = "attach = \"tc\"\ndecap = \"device\"";
+const TC_DECAP: &str = "decap = \"tc\"";
+
+/// End-to-end binaries run again on this kernel with the agents' forced modes: the
+/// older attach path and the other decapsulations.
+const FORCED_MODES: &[(&str, &str)] = &[
+    ("node", LEGACY_TC_DEVICE_DECAP),
+    ("overlay", LEGACY_TC_DEVICE_DECAP),
+    ("services", DEVICE_DECAP),
+    ("overlay", TC_DECAP),
+];
+
+/// Runs the `FORCED_MODES` binaries; results go into `total`.
+fn test_forced_modes(total: &mut Totals) -> Result<()> {
+    let exes = test_executables()?;
+    let mut failed = Vec::new();
+    for (name, config) in FORCED_MODES {
+        let exe = exe_of(&exes, name)?;
+        println!("forced modes: {name} with `{}`", config.replace('\n', "; "));
+        let mut child = Command::new(exe)
+            .args(["--test-threads", "1"])
+            .env(AGENT_CONFIG_ENV, config)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {}", exe.display()))?;
+        use std::io::BufRead;
+        let out = child.stdout.take().expect("piped");
+        for line in std::io::BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            total.add(&line);
+        }
+        if !child.wait()?.success() {
+            failed.push(format!("{name} ({})", config.replace('\n', "; ")));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("tests failed in forced modes: {}", failed.join(", "));
+    }
     Ok(())
 }
 
-/// The test binaries that also run on Linux 6.1, and what each must skip there.
-const UML_SUITE: &[(&str, &[&str])] = &[
-    ("packets", &[]),
-    // Debian's UML kernel has no nftables NAT chains (CONFIG_NFT_NAT is off).
-    ("node", &["pods_reach_the_outside_through_masquerade"]),
-    ("overlay", &[]),
-    ("services", &[]),
-];
+/// The tests' variable for extra agent config lines (`netcore_tests::EXTRA_CONFIG_ENV`).
+const AGENT_CONFIG_ENV: &str = "NETCORE_TEST_AGENT_CONFIG";
+
+fn exe_of<'a>(exes: &'a [(String, PathBuf)], name: &str) -> Result<&'a PathBuf> {
+    exes.iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, p)| p)
+        .with_context(|| format!("no test binary {name}"))
+}
 
 /// The end-to-end suite inside User-mode Linux 6.1 (or the binaries in `only`, each
 /// `name` or `name:filter`).
 fn test_uml(only: &[String]) -> Result<()> {
     let exes = test_executables()?;
     let mut runs = Vec::new();
-    for (name, skip) in UML_SUITE {
+    for (name, skip, config) in UML_SUITE {
         let wanted = only.iter().find(|o| o.split(':').next() == Some(name));
         if !only.is_empty() && wanted.is_none() {
             continue;
         }
-        let exe = exes
-            .iter()
-            .find(|(n, _)| n == name)
-            .with_context(|| format!("no test binary {name}"))?;
+        let exe = exe_of(&exes, name)?;
         let mut args = Vec::new();
         if let Some((_, filter)) = wanted.and_then(|w| w.split_once(':')) {
             args.push(filter.to_string());
@@ -231,9 +290,11 @@ fn test_uml(only: &[String]) -> Result<()> {
         for s in *skip {
             args.extend(["--skip".to_string(), s.to_string()]);
         }
+        let env = vec![(AGENT_CONFIG_ENV.to_string(), config.to_string())];
         runs.push(uml::TestRun {
-            exe: exe.1.clone(),
+            exe: exe.clone(),
             args,
+            env,
         });
     }
     let (module_dir, modules) = uml::module_plan()?;

@@ -52,11 +52,12 @@ pub struct Plan {
     pub runs: Vec<TestRun>,
 }
 
-/// One test binary and its arguments (filters, `--skip`).
+/// One test binary, its arguments (filters, `--skip`) and environment.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct TestRun {
     pub exe: PathBuf,
     pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
 /// What the console said.
@@ -223,10 +224,11 @@ fn runner() -> Result<()> {
     );
     let mut failed = 0;
     for run in &plan.runs {
-        println!("netcore-uml: running {}", run.exe.display());
+        println!("netcore-uml: running {} {:?}", run.exe.display(), run.env);
         let status = Command::new(&run.exe)
             .args(&run.args)
             .args(["--test-threads", "1"])
+            .envs(run.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_BACKTRACE", "0")
             .status()
             .with_context(|| format!("running {}", run.exe.display()))?;
