@@ -2,6 +2,7 @@
 //! a switch and the outside world, real agents, real pods, real packets. Everything
 //! made here has a unique name and is removed on drop, also when a test fails.
 
+pub mod attached;
 pub mod capture;
 pub mod cluster;
 pub mod cni;

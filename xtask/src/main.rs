@@ -212,6 +212,7 @@ fn run_tests(cmd: &mut Command, filtered: bool) -> Result<()> {
 /// agents' forced modes (config lines; by default legacy TC is what 6.1 gets).
 const UML_SUITE: &[(&str, &[&str], &str)] = &[
     ("packets", &[], ""),
+    ("kernel", &[], ""),
     // Debian's UML kernel has no nftables NAT chains (CONFIG_NFT_NAT is off).
     ("node", &["pods_reach_the_outside_through_masquerade"], ""),
     ("overlay", &[], ""),
