@@ -226,7 +226,27 @@ impl Cluster {
     }
 }
 
+/// `ethtool -K` settings that make a veth behave like a NIC's driver: segmentation
+/// before the wire (no TSO), merging after it (GRO, in the veth's NAPI).
+pub const NIC_LIKE: &str =
+    "tso off gso off tx-udp_tnl-segmentation off tx-udp_tnl-csum-segmentation off gro on";
+
 impl Cluster {
+    /// Makes every veth of the underlay (nodes' uplinks, switch ports) behave like a
+    /// physical NIC: a veth merges only what a veth without TSO sends it.
+    pub fn nic_like(&self) -> Result<()> {
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| (&n.ns, format!("p{}", &n.name[1..])));
+        for (ns, port) in nodes.chain([(&self.outside, "out".to_string())]) {
+            ns.sh(&format!("ethtool -K ul0 {NIC_LIKE} >/dev/null"))?;
+            self.switch
+                .sh(&format!("ethtool -K {port} {NIC_LIKE} >/dev/null"))?;
+        }
+        Ok(())
+    }
+
     /// Connects another namespace to the underlay.
     pub fn plug(&self, ns: &Netns, port: &str, ip: Ipv4Addr) -> Result<()> {
         plug(&self.switch, ns, port, ip)

@@ -45,6 +45,18 @@ pub fn ping_df(from: &str, dst: Ipv4Addr, size: u32) -> bool {
     )
 }
 
+/// Mean size of the packets `ifname` in `ns` received while `f` ran (bytes).
+pub fn mean_rx_packet(ns: &Netns, ifname: &str, f: impl FnOnce() -> Result<()>) -> Result<u64> {
+    let read = |what: &str| -> Result<u64> {
+        let text = ns.sh(&format!("cat /sys/class/net/{ifname}/statistics/rx_{what}"))?;
+        Ok(text.trim().parse()?)
+    };
+    let (b0, p0) = (read("bytes")?, read("packets")?);
+    f()?;
+    let (b1, p1) = (read("bytes")?, read("packets")?);
+    Ok((b1 - b0) / (p1 - p0).max(1))
+}
+
 /// The byte at position `i` of every test stream (never periodic at TCP segment sizes).
 fn pattern(i: u64) -> u8 {
     (i.wrapping_mul(2654435761) >> 13) as u8
@@ -107,7 +119,19 @@ fn checked_connection(
     to_ip: Ipv4Addr,
     timeout: Duration,
 ) -> Result<Checked> {
-    let listener = listen_tcp(&to.path, 0)?;
+    checked_connection_via(from, to, 0, |port| SocketAddr::from((to_ip, port)), timeout)
+}
+
+/// As `checked_connection`, listening on `port` (0: any) and connecting to the
+/// address `dst` gives for the listening port (a translating hop may be on the way).
+fn checked_connection_via(
+    from: &Netns,
+    to: &Netns,
+    port: u16,
+    dst: impl FnOnce(u16) -> SocketAddr,
+    timeout: Duration,
+) -> Result<Checked> {
+    let listener = listen_tcp(&to.path, port)?;
     let port = listener.local_addr()?.port();
     listener.set_nonblocking(true)?;
     let received = Arc::new(AtomicU64::new(0));
@@ -130,7 +154,7 @@ fn checked_connection(
         s.set_read_timeout(Some(timeout))?;
         receive_checked(s, &counter)
     });
-    let sender = connect_tcp(&from.path, SocketAddr::from((to_ip, port)))?;
+    let sender = connect_tcp(&from.path, dst(port))?;
     sender.set_write_timeout(Some(timeout))?;
     Ok(Checked {
         sender,
@@ -141,11 +165,29 @@ fn checked_connection(
 
 /// Sends `bytes` from namespace `from` to a listener in `to` and checks every byte.
 pub fn tcp_transfer(from: &Netns, to: &Netns, to_ip: Ipv4Addr, bytes: u64) -> Result<()> {
+    let conn = checked_connection(from, to, to_ip, Duration::from_secs(30))?;
+    transfer(conn, bytes)
+}
+
+/// Sends `bytes` from `from` to `dst`, which some hop translates to port `port` in
+/// `to`, where every byte is checked.
+pub fn tcp_transfer_via(
+    from: &Netns,
+    dst: SocketAddr,
+    to: &Netns,
+    port: u16,
+    bytes: u64,
+) -> Result<()> {
+    let conn = checked_connection_via(from, to, port, |_| dst, Duration::from_secs(30))?;
+    transfer(conn, bytes)
+}
+
+fn transfer(conn: Checked, bytes: u64) -> Result<()> {
     let Checked {
         mut sender,
         receiver,
         ..
-    } = checked_connection(from, to, to_ip, Duration::from_secs(30))?;
+    } = conn;
     let mut sent = 0u64;
     const CHUNK: usize = 1 << 20;
     while sent < bytes {
