@@ -165,8 +165,9 @@ pub enum NodeCmd {
         pod_cidr: ipnet::Ipv4Net,
         #[arg(long)]
         underlay_ip: std::net::Ipv4Addr,
+        /// The node's VTEP; leave it out for a node reached only directly (host-gw).
         #[arg(long)]
-        vtep_mac: Mac,
+        vtep_mac: Option<Mac>,
     },
     Del {
         name: String,
@@ -267,7 +268,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let node: NodeInfo = client::call(sock, &Request::NodeAdd(spec)).await?;
             println!(
                 "node {} {} via {} ({})",
-                node.spec.name, node.spec.pod_cidr, node.spec.underlay_ip, node.spec.vtep_mac
+                node.spec.name,
+                node.spec.pod_cidr,
+                node.spec.underlay_ip,
+                route_text(&node)
             );
             Ok(())
         }
@@ -459,7 +463,7 @@ fn print_pods(pods: &[PodInfo]) {
 fn print_nodes(nodes: &[NodeInfo]) {
     println!(
         "{:<16} {:<18} {:<16} {:<18} {:<8} {:<9} IN-MAP",
-        "NAME", "POD-CIDR", "UNDERLAY", "VTEP-MAC", "SOURCE", "EXPIRES"
+        "NAME", "POD-CIDR", "UNDERLAY", "ROUTE", "SOURCE", "EXPIRES"
     );
     let now = crate::control::unix_now();
     for n in nodes {
@@ -471,11 +475,23 @@ fn print_nodes(nodes: &[NodeInfo]) {
             n.spec.name,
             n.spec.pod_cidr,
             n.spec.underlay_ip,
-            n.spec.vtep_mac,
+            route_text(n),
             n.source,
             expires,
             n.in_map
         );
+    }
+}
+
+/// "vxlan (VTEP aa:..)", "direct (aa:..)", "direct (MAC not learned yet)", "unroutable".
+fn route_text(n: &NodeInfo) -> String {
+    use crate::backend::RouteKind;
+    match (n.route, n.spec.vtep_mac, n.underlay_mac) {
+        (RouteKind::Vxlan, Some(vtep), _) => format!("vxlan (VTEP {vtep})"),
+        (RouteKind::Direct, _, Some(mac)) => format!("direct ({mac})"),
+        (RouteKind::Direct, _, None) => "direct (MAC not learned yet)".into(),
+        (RouteKind::Unroutable, ..) => "unroutable (not on this uplink's subnet)".into(),
+        (RouteKind::Vxlan, None, _) => "vxlan (no VTEP!)".into(),
     }
 }
 
@@ -489,8 +505,8 @@ fn print_status(s: &Status) {
         s.pod_cidr, s.cluster_cidr, s.gateway, s.bridge, s.pod_mtu
     );
     println!(
-        "overlay   VXLAN port {} VNI {}  device {}  decap {}",
-        s.vxlan_port, s.vni, s.datapath.vxlan_device, s.datapath.decap
+        "overlay   {}  VXLAN port {} VNI {}  device {}  decap {}",
+        s.backend, s.vxlan_port, s.vni, s.datapath.vxlan_device, s.datapath.decap
     );
     println!(
         "kernel    {}  attach {}",
@@ -525,10 +541,11 @@ fn print_status(s: &Status) {
     println!("peers     {}", s.nodes.len());
     for n in &s.nodes {
         println!(
-            "  {:<16} {:<18} via {:<16} {}",
+            "  {:<16} {:<18} via {:<16} {:<34} {}",
             n.spec.name,
             n.spec.pod_cidr,
             n.spec.underlay_ip,
+            route_text(n),
             if n.in_map { "in map" } else { "NOT IN MAP" }
         );
     }

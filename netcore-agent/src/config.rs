@@ -98,6 +98,25 @@ pub struct AgentConfig {
     /// Name of the node's VXLAN device (collect_md, on `vxlan_port`).
     #[serde(default = "default_vxlan_device")]
     pub vxlan_device: String,
+    /// How nodes reach each other, as flannel's `Backend.Type`: "vxlan" or "host-gw".
+    /// With a cluster store, the store's network config decides (this seeds a new
+    /// cluster's config); with `store = "none"`, this does.
+    #[serde(default)]
+    pub backend: BackendType,
+    /// flannel's vxlan `DirectRouting`: peers on the uplink's subnet directly, the
+    /// rest over VXLAN.
+    #[serde(default)]
+    pub direct_routing: bool,
+}
+
+/// The `backend` setting.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub enum BackendType {
+    #[default]
+    #[serde(rename = "vxlan")]
+    Vxlan,
+    #[serde(rename = "host-gw")]
+    HostGw,
 }
 
 /// The `attach` setting.
@@ -233,6 +252,11 @@ impl AgentConfig {
                 return invalid(format!("{what} {name:?} is not a valid interface name"));
             }
         }
+        if self.direct_routing && self.backend == BackendType::HostGw {
+            return invalid(
+                "direct_routing is a vxlan option; host-gw routes every node directly".into(),
+            );
+        }
         if self.vxlan_device == self.uplink || self.vxlan_device == self.bridge {
             return invalid(format!(
                 "vxlan_device {:?} is also the uplink or the bridge",
@@ -315,6 +339,16 @@ impl AgentConfig {
                 self.metrics_addr
             ))
         })
+    }
+
+    /// The backend this config asks for.
+    pub fn node_backend(&self) -> crate::backend::Backend {
+        match self.backend {
+            BackendType::HostGw => crate::backend::Backend::HostGw,
+            BackendType::Vxlan => crate::backend::Backend::Vxlan {
+                direct_routing: self.direct_routing,
+            },
+        }
     }
 
     pub fn store_url(&self) -> Result<StoreUrl, crate::store::StoreError> {

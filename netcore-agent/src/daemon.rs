@@ -44,10 +44,16 @@ async fn serve(cfg: AgentConfig, listener: tokio::net::UnixListener) -> anyhow::
             (net, Some((store, lease, held)))
         }
     };
+    let mut cfg = cfg;
+    if let Some((_, lease, _)) = &control_parts {
+        // Every node of the cluster uses the network config's VNI and port.
+        (cfg.vni, cfg.vxlan_port) = (lease.vni, lease.port);
+    }
     let agent = Agent::start(cfg.clone(), id, net)
         .await
         .context("starting the node")?;
     let agent = Arc::new(Mutex::new(agent));
+    tokio::spawn(learn_peer_macs(agent.clone()));
     let control = match control_parts {
         Some((store, lease, held)) => {
             Some(start_control(store, lease, held, &cfg, &url, agent.clone()).await)
@@ -68,6 +74,24 @@ async fn serve(cfg: AgentConfig, listener: tokio::net::UnixListener) -> anyhow::
     Ok(())
 }
 
+/// How often the MACs of directly routed peers are looked for.
+const LEARN_EVERY: Duration = Duration::from_secs(1);
+
+/// Keeps the uplink MACs of directly routed peers learned and pinned.
+async fn learn_peer_macs(agent: Arc<Mutex<Agent>>) {
+    let mut last_error = String::new();
+    loop {
+        if let Err(e) = agent.lock().await.learn_peer_macs().await {
+            let e = e.to_string();
+            if e != last_error {
+                warn!("learning direct peers' MACs: {e}");
+                last_error = e;
+            }
+        }
+        tokio::time::sleep(LEARN_EVERY).await;
+    }
+}
+
 fn static_subnets(cfg: &AgentConfig) -> anyhow::Result<Subnets> {
     let Some(pod_cidr) = cfg.pod_cidr else {
         bail!("pod_cidr is required without a cluster store")
@@ -75,6 +99,7 @@ fn static_subnets(cfg: &AgentConfig) -> anyhow::Result<Subnets> {
     Ok(Subnets {
         pod_cidr,
         cluster_cidr: cfg.cluster_cidr,
+        backend: cfg.node_backend(),
     })
 }
 
@@ -100,6 +125,7 @@ async fn lease_subnet(
                     Subnets {
                         pod_cidr: l.subnet,
                         cluster_cidr: l.network,
+                        backend: l.backend,
                     },
                     l,
                     true,
@@ -119,6 +145,7 @@ async fn lease_subnet(
                 Subnets {
                     pod_cidr,
                     cluster_cidr: own.network,
+                    backend: own.backend,
                 },
                 own,
                 false,
@@ -133,14 +160,26 @@ async fn lease_subnet(
     }
 }
 
-/// The lease this node held before, to be renewed once the store answers.
+/// The lease this node held before (with the backend it last ran), to be renewed
+/// once the store answers.
 fn remembered(cfg: &AgentConfig, id: &Identity, pod_cidr: ipnet::Ipv4Net) -> lease::OwnLease {
+    let backend = id
+        .state
+        .backend
+        .as_deref()
+        .and_then(crate::backend::Backend::from_name)
+        .unwrap_or_else(|| cfg.node_backend());
+    let value =
+        crate::store::flannel::LeaseValue::of(backend, id.node_ip, cfg.vni, id.state.vtep_mac);
     lease::OwnLease {
         key: crate::store::flannel::subnet_key(&cfg.store_prefix, pod_cidr),
         subnet: pod_cidr,
         network: id.state.cluster_cidr.unwrap_or(cfg.cluster_cidr),
-        value: crate::store::flannel::LeaseValue::new(id.node_ip, cfg.vni, id.state.vtep_mac),
+        value,
         ttl: cfg.lease_ttl(),
+        backend,
+        vni: cfg.vni,
+        port: cfg.vxlan_port,
     }
 }
 

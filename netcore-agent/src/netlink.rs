@@ -241,6 +241,11 @@ pub async fn add_addr(h: &Handle, index: u32, ip: Ipv4Addr, prefix: u8) -> Resul
     exists_ok(add, &format!("add address {ip}/{prefix}"))
 }
 
+pub async fn set_mtu(h: &Handle, index: u32, mtu: u32) -> Result<()> {
+    let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
+    set_link(h, msg, format!("set MTU {mtu}")).await
+}
+
 pub async fn set_up(h: &Handle, index: u32) -> Result<()> {
     set_link(
         h,
@@ -345,6 +350,45 @@ pub async fn replace_onlink_route(
         .execute()
         .await
         .map_err(op(format!("route {net} via {next_hop}")))
+}
+
+/// The MAC the neighbour table holds for `ip` on interface `index`, if resolved (an
+/// entry that is incomplete or failed has none to give).
+pub async fn neighbour_mac(h: &Handle, index: u32, ip: Ipv4Addr) -> Result<Option<Mac>> {
+    use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
+    let mut stream = h.neighbours().get().execute();
+    while let Some(msg) = stream.try_next().await.map_err(op("list neighbours"))? {
+        let usable = !matches!(
+            msg.header.state,
+            NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
+        );
+        let dst = msg.attributes.iter().any(
+            |a| matches!(a, NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) if *d == ip),
+        );
+        if msg.header.ifindex != index || !dst || !usable {
+            continue;
+        }
+        for a in &msg.attributes {
+            if let NeighbourAttribute::LinkLayerAddress(mac) = a {
+                return Ok(Mac::from_slice(mac));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// `ip neigh del IP dev INDEX`; a missing entry is not an error.
+pub async fn del_neighbour(h: &Handle, index: u32, ip: Ipv4Addr) -> Result<()> {
+    use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage};
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = netlink_packet_route::AddressFamily::Inet;
+    msg.header.ifindex = index;
+    msg.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+    match h.neighbours().del(msg).execute().await {
+        Err(e) if errno(&e) == Some(libc::ENOENT) => Ok(()),
+        other => other.map_err(op(format!("delete neighbour {ip}"))),
+    }
 }
 
 /// `ip neigh replace IP lladdr MAC dev INDEX nud permanent`.

@@ -99,6 +99,34 @@ fn configure_inside(spec: &PodSpec, peer: &str) -> Result<Mac, PodError> {
     })?
 }
 
+/// Gives both ends of an existing pod's veth pair `mtu` (a node whose backend changed).
+pub async fn set_mtu(
+    h: &Handle,
+    host_if: &str,
+    netns: &Path,
+    ifname: &str,
+    mtu: u32,
+) -> Result<(), PodError> {
+    let host = netlink::require_link(h, host_if).await?;
+    netlink::set_mtu(h, host.index, mtu).await?;
+    let (netns, ifname) = (netns.to_path_buf(), ifname.to_string());
+    tokio::task::spawn_blocking(move || {
+        netns::run_in(&netns, || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| PodError::Inside(e.to_string()))?;
+            rt.block_on(async {
+                let h = netlink::connect()?;
+                let link = netlink::require_link(&h, &ifname).await?;
+                Ok(netlink::set_mtu(&h, link.index, mtu).await?)
+            })
+        })?
+    })
+    .await
+    .map_err(|e| PodError::Inside(e.to_string()))?
+}
+
 /// Removes the pod's interfaces (both ends go with the host end); a pod already gone
 /// is not an error.
 pub async fn destroy(h: &Handle, host_if: &str) -> Result<(), PodError> {

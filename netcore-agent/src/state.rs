@@ -55,7 +55,11 @@ pub struct NodeRecord {
     pub name: String,
     pub pod_cidr: Ipv4Net,
     pub underlay_ip: Ipv4Addr,
+    /// The node's VTEP; zero for a node with none (host-gw).
     pub vtep_mac: Mac,
+    /// What the node speaks (its lease's `BackendType`).
+    #[serde(default)]
+    pub peer: crate::backend::PeerType,
     /// When the lease behind it expires (unix seconds), for nodes from the store.
     #[serde(default)]
     pub expires: Option<u64>,
@@ -71,6 +75,13 @@ pub struct NodeState {
     /// from the config's), for restarts while the store is away.
     #[serde(default)]
     pub cluster_cidr: Option<Ipv4Net>,
+    /// The backend the node last ran with (`Backend::name`), for restarts while the
+    /// store is away, and to tell a change of mode.
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// The pods' MTU the node last gave them.
+    #[serde(default)]
+    pub pod_mtu: Option<u32>,
     pub last_ip: Option<Ipv4Addr>,
     pub pods: BTreeMap<String, PodRecord>,
     /// Remote nodes added by hand (`netcore node add`).
@@ -98,6 +109,8 @@ impl NodeState {
             gateway_mac: Mac::random(),
             pod_cidr: None,
             cluster_cidr: None,
+            backend: None,
+            pod_mtu: None,
             last_ip: None,
             pods: BTreeMap::new(),
             nodes: BTreeMap::new(),

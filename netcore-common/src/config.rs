@@ -25,10 +25,16 @@ pub struct DatapathConfig {
     /// Interface index of the node's VXLAN device (collect_md): it owns the UDP port
     /// (receive GRO, NIC offloads) and decapsulates unless `FLAG_TC_DECAP` is set.
     pub vxlan_ifindex: u32,
-    pub _pad: [u8; 4],
+    /// The pod network (big-endian) and its prefix length.
+    pub cluster_net: u32,
+    pub cluster_prefix: u8,
+    /// The service CIDR the node routes and its prefix length (0: none).
+    pub service_prefix: u8,
+    pub _pad: [u8; 2],
+    pub service_net: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 40);
+const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 48);
 
 /// The config entry has been written (an all-zero entry means "agent not ready").
 pub const FLAG_READY: u16 = 1;

@@ -41,6 +41,8 @@ reasons! {
     NodePortReply = 5, "nodeport-reply";
     PassedToVxlan = 6, "passed-to-vxlan-device";
     EncapsulatedByDevice = 7, "encapsulated-by-device";
+    ForwardedDirect = 8, "forwarded-direct";
+    ReceivedDirect = 9, "received-direct";
     DropMalformed = 16, "dropped-malformed";
     DropIpOptions = 17, "dropped-ip-options";
     DropFragment = 18, "dropped-fragment";
@@ -57,6 +59,7 @@ reasons! {
     DropBadChecksum = 30, "dropped-bad-checksum";
     RejectedNoBackend = 28, "rejected-no-backend";
     DropCeOnNotEct = 31, "dropped-ce-on-not-ect";
+    DropUnderlayToPods = 32, "dropped-underlay-to-pods";
 }
 
 /// Reasons numbered from here on are drops.

@@ -2,6 +2,7 @@
 //! side of a node: straight into a local pod, or encapsulated to a remote node.
 
 use aya_ebpf::{
+    bindings::{bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1},
     helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     maps::lpm_trie::Key,
     programs::TcContext,
@@ -11,7 +12,7 @@ use netcore_common::{
     config::{DatapathConfig, FLAG_READY},
     counters::Reason,
     endpoint::EndpointInfo,
-    node::RemoteNode,
+    node::{RemoteNode, ROUTE_DIRECT},
 };
 
 use crate::{
@@ -88,16 +89,20 @@ pub fn to_local_pod_from_host(ctx: &TcContext, cfg: &DatapathConfig, ep: &Endpoi
     Verdict::redirected(Reason::RedirectedLocal, unsafe { bpf_redirect(ep.host_ifindex, 0) })
 }
 
-/// Encapsulates the frame for `node` and sends it out of the uplink; the kernel
-/// resolves the underlay next hop (the peer, or a router). A packet that still carries
-/// an earlier decapsulation's tunnel offload state is wrapped by the node's VXLAN
-/// device instead, whose transmit path keeps its segmentation right.
+/// Sends the frame to `node`: unchanged with the node as next hop where the route is
+/// direct, else encapsulated and out of the uplink (the kernel resolves the underlay
+/// next hop: the peer, or a router). A packet that still carries an earlier
+/// decapsulation's tunnel offload state is wrapped by the node's VXLAN device instead,
+/// whose transmit path keeps its segmentation right.
 #[inline(always)]
 pub fn to_remote_node(
     ctx: &TcContext,
     cfg: &DatapathConfig,
     node: &RemoteNode,
 ) -> Result<Verdict, Reason> {
+    if node.route == ROUTE_DIRECT {
+        return to_node_directly(cfg, node);
+    }
     match vxlan::encap(ctx, cfg, node)? {
         vxlan::Encap::Wrapped => {
             let ret = unsafe { bpf_redirect_neigh(cfg.uplink_ifindex, core::ptr::null_mut(), 0, 0) };
@@ -110,6 +115,31 @@ pub fn to_remote_node(
             Verdict::redirected(Reason::EncapsulatedByDevice, ret)
         }
     }
+}
+
+/// Out of the uplink unchanged, the node's underlay address as next hop (its MAC
+/// from the neighbour table, as for a route `via` it).
+#[inline(always)]
+fn to_node_directly(cfg: &DatapathConfig, node: &RemoteNode) -> Result<Verdict, Reason> {
+    let mut nh = bpf_redir_neigh {
+        nh_family: AF_INET,
+        __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 { ipv4_nh: node.underlay_ip },
+    };
+    let size = core::mem::size_of::<bpf_redir_neigh>() as i32;
+    let ret = unsafe { bpf_redirect_neigh(cfg.uplink_ifindex, &mut nh, size, 0) };
+    Verdict::redirected(Reason::ForwardedDirect, ret)
+}
+
+const AF_INET: u32 = 2;
+
+/// Whether `addr` (big-endian) lies in `net`/`prefix`; prefix 0 means no network.
+#[inline(always)]
+pub fn in_net(addr: u32, net: u32, prefix: u8) -> bool {
+    if prefix == 0 || prefix > 32 {
+        return false;
+    }
+    let mask = (u32::MAX << (32 - prefix as u32)).to_be();
+    addr & mask == net & mask
 }
 
 #[inline(always)]

@@ -10,12 +10,13 @@ use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use netcore_common::{
     config::{DatapathConfig, FLAG_DEVICE_DECAP, FLAG_SERVICES, FLAG_TC_DECAP},
     counters::Reason,
+    node::ROUTE_DIRECT,
     wire::{ETH_HLEN, IPV4_HLEN, VXLAN_FLAG_VNI, VXLAN_OVERHEAD},
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr};
 
 use crate::{
-    forward,
+    forward::{self, Dest},
     overlay::{self, Target},
     packet::{dst_ip, ptr_at, pull, src_ip, ETH_P_IPV4, IPPROTO_UDP, IP_MF_OFFSET_MASK},
     service,
@@ -36,7 +37,7 @@ pub fn run(ctx: &TcContext) -> Result<Verdict, Reason> {
     let vihl = unsafe { (*ip).vihl };
     let frags = u16::from_be_bytes(unsafe { (*ip).frags });
     if dst != cfg.node_ip {
-        return Ok(Verdict::pass());
+        return not_for_the_node(ctx, &cfg, outer_src, dst);
     }
     if cfg.flags & FLAG_SERVICES != 0 {
         if let Some(verdict) = service::nodeport(ctx, &cfg)? {
@@ -78,6 +79,31 @@ pub fn run(ctx: &TcContext) -> Result<Verdict, Reason> {
 #[inline(always)]
 fn to_vxlan_device() -> Verdict {
     Verdict { reason: Reason::PassedToVxlan, action: TC_ACT_OK as i32 }
+}
+
+/// Unencapsulated traffic to another address. What is addressed to the pod network or
+/// a service must come from a node reached directly, with its source address in that
+/// node's pod CIDR and the node's own pinned MAC: then it goes straight into the pod
+/// (or up to the node, for its gateway address). The rest passes to the stack.
+#[inline(always)]
+fn not_for_the_node(ctx: &TcContext, cfg: &DatapathConfig, src: u32, dst: u32) -> Result<Verdict, Reason> {
+    let to_pods = forward::in_net(dst, cfg.cluster_net, cfg.cluster_prefix);
+    if !to_pods && !forward::in_net(dst, cfg.service_net, cfg.service_prefix) {
+        return Ok(Verdict::pass());
+    }
+    let eth: *const EthHdr = ptr_at(ctx, 0)?;
+    let from = unsafe { (*eth).src_addr };
+    match forward::remote_node(src) {
+        Some(node) if node.route == ROUTE_DIRECT && node.underlay_mac == from && from != [0; 6] => {}
+        _ => return Err(Reason::DropUnderlayToPods),
+    }
+    match forward::lookup(dst) {
+        Dest::Local(ep) => forward::to_local_pod(ctx, cfg, &ep, Reason::ReceivedDirect),
+        Dest::Elsewhere if dst == cfg.gateway_ip => {
+            Ok(Verdict { reason: Reason::ReceivedDirect, action: TC_ACT_OK as i32 })
+        }
+        _ => Err(Reason::DropNoRoute),
+    }
 }
 
 /// VXLAN headers, the inner frame and its sender, checked before anything is spent

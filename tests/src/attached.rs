@@ -50,11 +50,15 @@ fn filter_programs(ns: &Netns, ifname: &str) -> Result<Vec<(String, u32)>> {
         .into_iter()
         .flatten()
         .filter_map(|f| {
-            let prog = &f["options"]["prog"];
-            Some((
-                prog["name"].as_str()?.to_string(),
-                prog["id"].as_u64()? as u32,
-            ))
+            // Only netcore's filters (its handle). Names may be empty: where the
+            // loader finds the kernel cannot take them (Linux 6.1 here), it names
+            // neither program nor filter.
+            if f["options"]["handle"] != NETCORE_HANDLE {
+                return None;
+            }
+            let name = f["options"]["bpf_name"].as_str().unwrap_or("");
+            let id = f["options"]["prog"]["id"].as_u64()?;
+            Some((name.to_string(), id as u32))
         })
         .collect())
 }

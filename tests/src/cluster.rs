@@ -17,6 +17,8 @@ use crate::{etcd::Etcd, netcore_bin, netns::Netns, unique, wait_until};
 
 /// Underlay addresses: node i is 192.168.50.(10+i), the outside host .200.
 pub const UNDERLAY_PREFIX: &str = "192.168.50";
+/// The second segment, behind a router (`add_routed_node`): node i is .60.(10+i).
+pub const ROUTED_PREFIX: &str = "192.168.60";
 pub const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 200);
 /// The network config the test bed writes into a store.
 pub const NETWORK_CONFIG: &str = r#"{"Network":"10.244.0.0/16","SubnetLen":24,"SubnetMax":"10.244.63.0","Backend":{"Type":"vxlan"}}"#;
@@ -40,6 +42,8 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     pub etcd: Option<Etcd>,
     pub outside: Netns,
+    /// Between the two segments, once a routed node exists.
+    pub router: Option<Netns>,
     pub switch: Netns,
     spec: Spec,
 }
@@ -63,6 +67,8 @@ pub struct Spec {
     pub pod_prefix: u8,
     pub store: StoreSpec,
     pub extra_config: String,
+    /// The store's network config (default: `NETWORK_CONFIG`).
+    pub network_config: Option<String>,
 }
 
 impl Default for Spec {
@@ -72,6 +78,7 @@ impl Default for Spec {
             pod_prefix: 24,
             store: StoreSpec::None,
             extra_config: String::new(),
+            network_config: None,
         }
     }
 }
@@ -88,6 +95,7 @@ impl Cluster {
             nodes: Vec::new(),
             etcd: None,
             outside,
+            router: None,
             switch,
             spec: spec.clone(),
         };
@@ -101,12 +109,17 @@ impl Cluster {
     /// Starts etcd if asked for, and writes the network config: nodes lease subnets
     /// 10.244.1.0 to 10.244.63.0, so tests can announce fake nodes above that.
     fn seed_store(&mut self) -> Result<()> {
+        let config = self
+            .spec
+            .network_config
+            .clone()
+            .unwrap_or(NETWORK_CONFIG.into());
         match self.spec.store {
             StoreSpec::None => {}
             StoreSpec::File => {
                 let dir = self.dir().join("store/coreos.com/network");
                 std::fs::create_dir_all(&dir)?;
-                std::fs::write(dir.join("config"), NETWORK_CONFIG)?;
+                std::fs::write(dir.join("config"), &config)?;
             }
             StoreSpec::Etcd(members) => {
                 let etcd = Etcd::start(
@@ -115,7 +128,7 @@ impl Cluster {
                     members,
                     self.dir().join("etcd"),
                 )?;
-                etcd.put("/coreos.com/network/config", NETWORK_CONFIG)?;
+                etcd.put("/coreos.com/network/config", &config)?;
                 self.etcd = Some(etcd);
             }
         }
@@ -155,10 +168,66 @@ impl Cluster {
 
     /// Starts node `i` without waiting for its agent to be ready.
     pub fn spawn_node(&mut self, i: usize) -> Result<()> {
+        let ip: Ipv4Addr = format!("{UNDERLAY_PREFIX}.{}", 10 + i).parse()?;
+        self.spawn_node_with(i, ip, |switch, ns| plug(switch, ns, &format!("p{i}"), ip))
+    }
+
+    /// Starts node `i` on a second underlay segment (192.168.60.0/24), reached from
+    /// the first through a router, and waits for its agent.
+    pub fn add_routed_node(&mut self, i: usize) -> Result<()> {
+        self.router()?;
+        let ip: Ipv4Addr = format!("{ROUTED_PREFIX}.{}", 10 + i).parse()?;
+        self.spawn_node_with(i, ip, |switch, ns| {
+            plug_into(switch, "sw1", ns, &format!("p{i}"), ip)?;
+            ns.sh(&format!("ip route add default via {ROUTED_PREFIX}.1"))?;
+            Ok(())
+        })?;
+        let node = self.nodes.last_mut().expect("just added");
+        node.wait_agent()?;
+        node.pod_cidr = node.status()?.pod_cidr.to_string();
+        Ok(())
+    }
+
+    /// The router between the two segments (made once): every namespace on the first
+    /// segment gets a route to the second through it.
+    fn router(&mut self) -> Result<()> {
+        if self.router.is_some() {
+            return Ok(());
+        }
+        self.switch
+            .sh("ip link add sw1 type bridge && ip link set sw1 up")?;
+        let router = Netns::new(&format!("{}-rt", self.id))?;
+        plug(
+            &self.switch,
+            &router,
+            "rt0",
+            format!("{UNDERLAY_PREFIX}.1").parse()?,
+        )?;
+        self.switch.sh(&format!(
+            "ip link add rt1 type veth peer name ul1 netns {r} && ip link set rt1 master sw1 up",
+            r = router.name
+        ))?;
+        router.sh(&format!(
+            "ip addr add {ROUTED_PREFIX}.1/24 dev ul1 && ip link set ul1 up
+             sysctl -qw net.ipv4.ip_forward=1"
+        ))?;
+        let via = format!("ip route add {ROUTED_PREFIX}.0/24 via {UNDERLAY_PREFIX}.1");
+        for ns in self.nodes.iter().map(|n| &n.ns).chain([&self.outside]) {
+            ns.sh(&via)?;
+        }
+        self.router = Some(router);
+        Ok(())
+    }
+
+    fn spawn_node_with(
+        &mut self,
+        i: usize,
+        ip: Ipv4Addr,
+        plug_node: impl FnOnce(&Netns, &Netns) -> Result<()>,
+    ) -> Result<()> {
         let name = format!("n{i}");
         let ns = Netns::new(&format!("{}-{name}", self.id))?;
-        let ip: Ipv4Addr = format!("{UNDERLAY_PREFIX}.{}", 10 + i).parse()?;
-        plug(&self.switch, &ns, &format!("p{i}"), ip)?;
+        plug_node(&self.switch, &ns)?;
         let dir = self.dir().join(&name);
         std::fs::create_dir_all(&dir)?;
         let socket = dir.join("api.sock");
@@ -208,17 +277,14 @@ impl Cluster {
             for b in &self.nodes {
                 if a.name != b.name {
                     let st = b.status()?;
-                    a.cli(&[
-                        "node",
-                        "add",
-                        &b.name,
-                        "--pod-cidr",
-                        &b.pod_cidr,
-                        "--underlay-ip",
-                        &b.ip.to_string(),
-                        "--vtep-mac",
-                        &st.vtep_mac.to_string(),
-                    ])?;
+                    let (ip, vtep) = (b.ip.to_string(), st.vtep_mac.to_string());
+                    let mut args = vec!["node", "add", &b.name, "--pod-cidr", &b.pod_cidr];
+                    args.extend(["--underlay-ip", &ip]);
+                    // A host-gw node has no VTEP to give.
+                    if st.backend != "host-gw" {
+                        args.extend(["--vtep-mac", &vtep]);
+                    }
+                    a.cli(&args)?;
                 }
             }
         }
@@ -255,8 +321,13 @@ impl Cluster {
 
 /// Connects `ns` to the switch with a veth (`ul0` inside `ns`) and gives it `ip`/24.
 fn plug(switch: &Netns, ns: &Netns, port: &str, ip: Ipv4Addr) -> Result<()> {
+    plug_into(switch, "sw0", ns, port, ip)
+}
+
+/// As `plug`, into the switch's bridge `bridge`.
+fn plug_into(switch: &Netns, bridge: &str, ns: &Netns, port: &str, ip: Ipv4Addr) -> Result<()> {
     switch.sh(&format!(
-        "ip link add {port} type veth peer name ul0 netns {ns} && ip link set {port} master sw0 up",
+        "ip link add {port} type veth peer name ul0 netns {ns} && ip link set {port} master {bridge} up",
         ns = ns.name
     ))?;
     ns.sh(&format!(

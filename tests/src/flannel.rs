@@ -97,3 +97,56 @@ impl FlannelNode {
         Ok(())
     }
 }
+
+/// A node that runs flannel's host-gw backend and no netcore: a bridge with one pod,
+/// forwarding on, and plain kernel routes to the other nodes' subnets via their
+/// underlay addresses. It announces itself with the lease flannel's host-gw writes.
+pub struct HostGwNode {
+    pub pod: Netns,
+    pub ns: Netns,
+    pub ip: Ipv4Addr,
+    pub pod_ip: Ipv4Addr,
+    pub pod_cidr: String,
+}
+
+impl HostGwNode {
+    /// Plugs a host-gw node with subnet 10.244.`n`.0/24 into the cluster's underlay.
+    pub fn new(c: &Cluster, n: u8) -> Result<Self> {
+        let ns = Netns::new(&format!("{}-hg", c.id))?;
+        let ip: Ipv4Addr = format!("{}.{}", crate::cluster::UNDERLAY_PREFIX, 100 + n).parse()?;
+        c.plug(&ns, &format!("h{n}"), ip)?;
+        ns.sh(&format!(
+            "echo 1 > /proc/sys/net/ipv4/ip_forward
+             ip link add cni0 type bridge
+             ip addr add 10.244.{n}.1/24 dev cni0
+             ip link set cni0 up"
+        ))?;
+        let pod = Netns::new(&format!("{}-hgpod", c.id))?;
+        let pod_ip: Ipv4Addr = format!("10.244.{n}.2").parse()?;
+        ns.sh(&format!(
+            "ip link add veth0 type veth peer name eth0 netns {pod}
+             ip link set veth0 master cni0 up",
+            pod = pod.name
+        ))?;
+        pod.sh(&format!("ip addr add {pod_ip}/24 dev eth0 && ip link set eth0 up && ip route add default via 10.244.{n}.1"))?;
+        Ok(HostGwNode {
+            pod,
+            ns,
+            ip,
+            pod_ip,
+            pod_cidr: format!("10.244.{n}.0/24"),
+        })
+    }
+
+    /// flannel's host-gw lease for this node, as it writes it.
+    pub fn lease(&self) -> String {
+        format!(r#"{{"PublicIP":"{}","BackendType":"host-gw"}}"#, self.ip)
+    }
+
+    /// What flannel's host-gw installs per remote node: a route via its address.
+    pub fn route_to(&self, subnet: &str, via: Ipv4Addr) -> Result<()> {
+        self.ns
+            .sh(&format!("ip route replace {subnet} via {via}"))?;
+        Ok(())
+    }
+}

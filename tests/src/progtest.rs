@@ -115,7 +115,11 @@ fn config(id: &Identity, flags: u16) -> DatapathConfig {
         gateway_mac: id.gateway_mac.0,
         vtep_mac: id.vtep_mac.0,
         vxlan_ifindex: 0,
-        _pad: [0; 4],
+        cluster_net: be(Ipv4Addr::new(10, 244, 0, 0)),
+        cluster_prefix: 16,
+        service_prefix: 12,
+        _pad: [0; 2],
+        service_net: be(Ipv4Addr::new(10, 96, 0, 0)),
     }
 }
 

@@ -11,9 +11,10 @@ use netcore_common::{
     wire::VXLAN_OVERHEAD,
 };
 use rtnetlink::Handle;
-use tracing::info;
+use tracing::{info, warn};
 
 mod cni;
+mod direct;
 mod nodes;
 mod pods;
 mod services;
@@ -148,7 +149,16 @@ pub struct Agent {
     /// Routed into the bridge for the node's own flows to services, if any.
     service_cidr: Option<ipnet::Ipv4Net>,
     /// What the node trie holds (prefix -> node), as last written.
-    applied: std::collections::BTreeMap<ipnet::Ipv4Net, (Ipv4Addr, Mac)>,
+    applied: std::collections::BTreeMap<ipnet::Ipv4Net, netcore_common::node::RemoteNode>,
+    /// How this node reaches the others.
+    backend: crate::backend::Backend,
+    /// The uplink's subnet (peers on it can be reached directly).
+    underlay: ipnet::Ipv4Net,
+    /// Uplink MACs of directly routed peers, learned and pinned (permanent neighbour
+    /// entries on the uplink).
+    pinned: std::collections::BTreeMap<Ipv4Addr, Mac>,
+    /// Unroutable peers already warned about.
+    unroutable_reported: std::collections::BTreeSet<Ipv4Addr>,
     store_health: Option<crate::control::SharedHealth>,
 }
 
@@ -157,6 +167,8 @@ pub struct Agent {
 pub struct Subnets {
     pub pod_cidr: ipnet::Ipv4Net,
     pub cluster_cidr: ipnet::Ipv4Net,
+    /// The cluster's backend (the store's network config, or the node's config).
+    pub backend: crate::backend::Backend,
 }
 
 impl Subnets {
@@ -236,7 +248,7 @@ impl Agent {
         let service_cidr = service_cidr(&cfg, &net, underlay)?;
         state.pod_cidr = Some(net.pod_cidr);
         state.cluster_cidr = Some(net.cluster_cidr);
-        let pod_mtu = uplink.mtu - VXLAN_OVERHEAD as u32;
+        let pod_mtu = net.backend.pod_mtu(uplink.mtu);
 
         let features = crate::datapath::features::probe().map_err(DatapathError::from)?;
         let mode = attach_mode(&cfg, &features)?;
@@ -260,12 +272,7 @@ impl Agent {
             vxlan_device = %cfg.vxlan_device, "data path"
         );
         let ipam = Ipam::new(net.pod_cidr, state.last_ip);
-        let applied = maps
-            .nodes
-            .entries()
-            .into_iter()
-            .map(|(p, ip, mac)| (p, (ip, mac)))
-            .collect();
+        let applied = maps.nodes.entries().into_iter().collect();
         let mut agent = Agent {
             cfg,
             net,
@@ -282,11 +289,16 @@ impl Agent {
             pod_mtu,
             service_cidr,
             applied,
+            backend: net.backend,
+            underlay,
+            pinned: Default::default(),
+            unroutable_reported: Default::default(),
             store_health: None,
         };
         agent.write_datapath_config()?;
         agent.attach_node_programs()?;
         agent.reconcile_pods().await?;
+        agent.follow_backend_change().await;
         agent.apply_nodes()?;
         agent.apply_services()?;
         agent.route_cluster_via_overlay().await?;
@@ -340,6 +352,42 @@ impl Agent {
         Ok(self.state.save(&self.cfg.state_dir)?)
     }
 
+    /// A node whose backend changed since it last ran (vxlan and host-gw give pods
+    /// different MTUs) says so, and moves its existing pods to the new MTU: with the
+    /// old one, a pod's full-size packet would no longer fit an encapsulation (or
+    /// would waste 50 bytes of each). Their connections keep their MSS until they
+    /// reconnect.
+    async fn follow_backend_change(&mut self) {
+        let name = self.backend.name();
+        let old = self.state.backend.replace(name.to_string());
+        let old_mtu = self.state.pod_mtu.replace(self.pod_mtu);
+        if old.as_deref().is_some_and(|o| o != name) {
+            warn!(
+                from = old.as_deref().unwrap_or(""),
+                to = name,
+                "this node's backend changed"
+            );
+        }
+        let Some(old_mtu) = old_mtu.filter(|m| *m != self.pod_mtu) else {
+            return;
+        };
+        warn!(old_mtu, new_mtu = self.pod_mtu, pods = self.state.pods.len(),
+            "the pods' MTU changes with the backend: existing pods are moved to the new MTU (open connections keep their segment size until they reconnect)");
+        for rec in self.state.pods.values() {
+            if let Err(e) = crate::pod::set_mtu(
+                &self.nl,
+                &rec.host_if,
+                &rec.netns,
+                &rec.ifname,
+                self.pod_mtu,
+            )
+            .await
+            {
+                warn!(pod = %rec.name, "setting the new MTU: {e}");
+            }
+        }
+    }
+
     /// The programs of the node's own interfaces (pods get theirs when plumbed).
     fn attach_node_programs(&mut self) -> Result<()> {
         let cfg = &self.cfg;
@@ -374,7 +422,11 @@ impl Agent {
             gateway_mac: self.state.gateway_mac.0,
             vtep_mac: self.state.vtep_mac.0,
             vxlan_ifindex: self.vxlan.index,
-            _pad: [0; 4],
+            cluster_net: be(self.net.cluster_cidr.network()),
+            cluster_prefix: self.net.cluster_cidr.prefix_len(),
+            service_prefix: self.service_cidr.map_or(0, |s| s.prefix_len()),
+            _pad: [0; 2],
+            service_net: self.service_cidr.map_or(0, |s| be(s.network())),
         };
         Ok(self.maps.config.set(&cfg)?)
     }
@@ -435,6 +487,7 @@ impl Agent {
             gateway: self.net.gateway(),
             vtep_mac: self.state.vtep_mac,
             pod_mtu: self.pod_mtu,
+            backend: self.backend.name().into(),
             vxlan_port: self.cfg.vxlan_port,
             vni: self.cfg.vni,
             pods: self.pod_list(),

@@ -5,12 +5,15 @@
 use std::collections::BTreeMap;
 
 use ipnet::Ipv4Net;
+use netcore_common::node::RemoteNode;
 use tracing::{info, warn};
 
 use super::{Agent, AgentError, Result};
 use crate::{
     api::{NodeInfo, NodeSpec},
+    backend::{PeerType, RouteKind},
     mac::Mac,
+    maps::node::{direct_route, vxlan_route},
     netlink,
     state::NodeRecord,
 };
@@ -39,7 +42,12 @@ impl Agent {
             name: spec.name.clone(),
             pod_cidr: spec.pod_cidr,
             underlay_ip: spec.underlay_ip,
-            vtep_mac: spec.vtep_mac,
+            vtep_mac: spec.vtep_mac.unwrap_or_default(),
+            peer: if spec.vtep_mac.is_some() {
+                PeerType::Vxlan
+            } else {
+                PeerType::HostGw
+            },
             expires: None,
         };
         self.state.nodes.insert(spec.name.clone(), rec.clone());
@@ -87,10 +95,16 @@ impl Agent {
                 spec.underlay_ip
             ));
         }
-        if spec.vtep_mac.0[0] & 1 == 1 || spec.vtep_mac == Mac::default() {
+        if let Some(mac) = spec
+            .vtep_mac
+            .filter(|m| m.0[0] & 1 == 1 || *m == Mac::default())
+        {
+            return bad(format!("VTEP MAC {mac} is not a unicast address"));
+        }
+        if self.route_to_ip(spec.underlay_ip, spec.vtep_mac.is_some()) == RouteKind::Unroutable {
             return bad(format!(
-                "VTEP MAC {} is not a unicast address",
-                spec.vtep_mac
+                "node {} has no VTEP and {} is not on this node's uplink subnet {}: it cannot be reached",
+                spec.name, spec.underlay_ip, self.underlay
             ));
         }
         Ok(())
@@ -122,22 +136,48 @@ impl Agent {
 
     /// Whether a store node may go into the map: not this node, not clashing with a
     /// static node or with an earlier store node.
-    fn admissible(
-        &self,
-        n: &NodeRecord,
-        wanted: &BTreeMap<Ipv4Net, (std::net::Ipv4Addr, Mac)>,
-    ) -> bool {
+    fn admissible(&self, n: &NodeRecord, wanted: &BTreeMap<Ipv4Net, RemoteNode>) -> bool {
         n.underlay_ip != self.node_ip
             && !overlaps(n.pod_cidr, self.net.pod_cidr)
             && !clashes(wanted, n.pod_cidr)
+    }
+
+    /// How packets for `n` travel, by this node's backend, what `n` speaks and where
+    /// it is.
+    pub(super) fn route_to(&self, n: &NodeRecord) -> RouteKind {
+        self.backend.route_to(n.underlay_ip, n.peer, self.underlay)
+    }
+
+    fn route_to_ip(&self, ip: std::net::Ipv4Addr, has_vtep: bool) -> RouteKind {
+        let peer = if has_vtep {
+            PeerType::Vxlan
+        } else {
+            PeerType::HostGw
+        };
+        self.backend.route_to(ip, peer, self.underlay)
+    }
+
+    /// The trie value for `n`, or none when it cannot be reached.
+    fn trie_value(&self, n: &NodeRecord) -> Option<RemoteNode> {
+        match self.route_to(n) {
+            RouteKind::Vxlan => Some(vxlan_route(n.underlay_ip, n.vtep_mac)),
+            RouteKind::Direct => {
+                let mac = self.pinned.get(&n.underlay_ip).copied().unwrap_or_default();
+                Some(direct_route(n.underlay_ip, n.vtep_mac, mac))
+            }
+            RouteKind::Unroutable => None,
+        }
     }
 
     /// Makes the node trie hold exactly the static and store nodes.
     pub(super) fn apply_nodes(&mut self) -> Result<()> {
         let mut wanted = BTreeMap::new();
         for n in self.state.nodes.values() {
+            let Some(v) = self.trie_value(n) else {
+                continue;
+            };
             for p in node_prefixes(n) {
-                wanted.insert(p, (n.underlay_ip, n.vtep_mac));
+                wanted.insert(p, v);
             }
         }
         for n in self.state.store_nodes.values() {
@@ -145,8 +185,15 @@ impl Agent {
                 warn!(subnet = %n.pod_cidr, underlay = %n.underlay_ip, "lease clashes with this node or another: not routed");
                 continue;
             }
+            let Some(v) = self.trie_value(n) else {
+                if self.unroutable_reported.insert(n.underlay_ip) {
+                    warn!(subnet = %n.pod_cidr, underlay = %n.underlay_ip, uplink_subnet = %self.underlay,
+                        "node is reachable only directly (host-gw) and is not on this uplink's subnet: not routed");
+                }
+                continue;
+            };
             for p in node_prefixes(n) {
-                wanted.entry(p).or_insert((n.underlay_ip, n.vtep_mac));
+                wanted.entry(p).or_insert(v);
             }
         }
         let gone: Vec<Ipv4Net> = self
@@ -161,7 +208,7 @@ impl Agent {
         }
         for (p, v) in wanted {
             if self.applied.get(&p) != Some(&v) {
-                self.maps.nodes.insert(p, v.0, v.1)?;
+                self.maps.nodes.set(p, v)?;
                 self.applied.insert(p, v);
             }
         }
@@ -169,17 +216,23 @@ impl Agent {
     }
 
     fn node_info(&self, rec: &NodeRecord, source: &str) -> NodeInfo {
+        let route = self.route_to(rec);
         NodeInfo {
             spec: NodeSpec {
                 name: rec.name.clone(),
                 pod_cidr: rec.pod_cidr,
                 underlay_ip: rec.underlay_ip,
-                vtep_mac: rec.vtep_mac,
+                vtep_mac: (rec.peer == PeerType::Vxlan).then_some(rec.vtep_mac),
             },
             source: source.into(),
             expires: rec.expires,
+            route,
+            underlay_mac: (route == RouteKind::Direct)
+                .then(|| self.pinned.get(&rec.underlay_ip).copied())
+                .flatten(),
             // Read back from the kernel, not from what the agent believes it wrote.
-            in_map: self.maps.nodes.get(rec.pod_cidr) == Some((rec.underlay_ip, rec.vtep_mac)),
+            in_map: self.trie_value(rec).is_some()
+                && self.maps.nodes.get(rec.pod_cidr) == self.trie_value(rec),
         }
     }
 

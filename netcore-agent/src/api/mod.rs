@@ -92,7 +92,8 @@ pub struct NodeSpec {
     pub name: String,
     pub pod_cidr: Ipv4Net,
     pub underlay_ip: Ipv4Addr,
-    pub vtep_mac: Mac,
+    /// The node's VTEP; none for a node reached only directly (host-gw).
+    pub vtep_mac: Option<Mac>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -103,6 +104,10 @@ pub struct NodeInfo {
     pub source: String,
     /// Lease expiry (unix seconds) where the store tells it.
     pub expires: Option<u64>,
+    /// How packets for the node travel: "vxlan", "direct", or "unroutable".
+    pub route: crate::backend::RouteKind,
+    /// The node's uplink MAC, learned and pinned, for a direct route.
+    pub underlay_mac: Option<Mac>,
     pub in_map: bool,
 }
 
@@ -130,6 +135,8 @@ pub struct Status {
     pub gateway: Ipv4Addr,
     pub vtep_mac: Mac,
     pub pod_mtu: u32,
+    /// "vxlan", "vxlan+directrouting" or "host-gw".
+    pub backend: String,
     pub vxlan_port: u16,
     pub vni: u32,
     pub pods: Vec<PodInfo>,

@@ -9,6 +9,7 @@ use rand::seq::SliceRandom;
 use tracing::{info, warn};
 
 use crate::{
+    backend::Backend,
     config::AgentConfig,
     mac::Mac,
     store::{
@@ -43,6 +44,10 @@ pub struct OwnLease {
     pub network: Ipv4Net,
     pub value: LeaseValue,
     pub ttl: Duration,
+    /// The cluster's backend, VNI and VXLAN port (its network config's, where set).
+    pub backend: Backend,
+    pub vni: u32,
+    pub port: u16,
 }
 
 impl OwnLease {
@@ -68,7 +73,13 @@ pub async fn network_config(
     if let Some(text) = store.get(&key).await? {
         return Ok(NetworkConfig::parse(&text)?);
     }
-    let fresh = NetworkConfig::new(cfg.cluster_cidr, cfg.subnet_len, cfg.vni, cfg.vxlan_port);
+    let fresh = NetworkConfig::new(
+        cfg.cluster_cidr,
+        cfg.subnet_len,
+        &cfg.node_backend(),
+        cfg.vni,
+        cfg.vxlan_port,
+    );
     let json = serde_json::to_string(&fresh).expect("config serializes");
     if !store.create(&key, &json, None).await? {
         // Another node wrote it first: use theirs.
@@ -77,6 +88,26 @@ pub async fn network_config(
     }
     info!(key, network = %fresh.network, "wrote the cluster network config");
     Ok(fresh)
+}
+
+/// The backend, VNI and port the cluster's network config sets (every node must
+/// agree); where this node's config says otherwise, the cluster wins, with a warning.
+/// Backend keys netcore does not implement are named.
+fn cluster_backend(network: &NetworkConfig, cfg: &AgentConfig) -> (Backend, u32, u16) {
+    let (backend, ignored) = network.node_backend();
+    for key in ignored {
+        warn!(key = %key, "the network config's Backend.{key} is not implemented by netcore: ignored");
+    }
+    if backend != cfg.node_backend() {
+        warn!(cluster = backend.name(), node = cfg.node_backend().name(),
+            "the cluster's network config sets another backend than this node's config: following the cluster");
+    }
+    let vni = network.backend.vni.unwrap_or(cfg.vni);
+    let port = network.backend.port.unwrap_or(cfg.vxlan_port);
+    if (vni, port) != (cfg.vni, cfg.vxlan_port) {
+        warn!(vni, port, "the network config sets another VNI or port than this node's config: following the cluster");
+    }
+    (backend, vni, port)
 }
 
 /// Leases (or finds again) this node's subnet.
@@ -88,7 +119,8 @@ pub async fn acquire(
     previous: Option<Ipv4Net>,
 ) -> Result<OwnLease, LeaseError> {
     let network = network_config(store, cfg).await?;
-    let value = LeaseValue::new(public_ip, cfg.vni, vtep_mac);
+    let (backend, vni, port) = cluster_backend(&network, cfg);
+    let value = LeaseValue::of(backend, public_ip, vni, vtep_mac);
     let prefix = flannel::subnets_prefix(&cfg.store_prefix);
     let lease = |subnet: Ipv4Net| OwnLease {
         key: flannel::subnet_key(&cfg.store_prefix, subnet),
@@ -96,6 +128,9 @@ pub async fn acquire(
         network: network.network,
         value: value.clone(),
         ttl: cfg.lease_ttl(),
+        backend,
+        vni,
+        port,
     };
     let mut taken = HashSet::new();
     for e in store.list(&prefix).await? {

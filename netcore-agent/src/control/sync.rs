@@ -272,13 +272,9 @@ impl Sync {
         {
             return Err(format!("PublicIP {ip} cannot be a node's underlay address"));
         }
-        if v.backend_data.vtep_mac.0[0] & 1 == 1
-            || v.backend_data.vtep_mac == crate::mac::Mac::default()
-        {
-            return Err(format!(
-                "VtepMAC {} is not unicast",
-                v.backend_data.vtep_mac
-            ));
+        let (peer, vtep) = v.peer();
+        if let Some(mac) = vtep.filter(|m| m.0[0] & 1 == 1 || *m == crate::mac::Mac::default()) {
+            return Err(format!("VtepMAC {mac} is not unicast"));
         }
         let expires = e
             .expires
@@ -288,7 +284,8 @@ impl Sync {
             name: v.public_ip.to_string(),
             pod_cidr: subnet,
             underlay_ip: v.public_ip,
-            vtep_mac: v.backend_data.vtep_mac,
+            vtep_mac: vtep.unwrap_or_default(),
+            peer,
             expires,
         })
     }

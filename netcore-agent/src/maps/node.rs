@@ -31,13 +31,17 @@ impl NodeMap {
         })
     }
 
+    /// A node reached over VXLAN.
     pub fn insert(
         &mut self,
         net: Ipv4Net,
         underlay_ip: Ipv4Addr,
         vtep_mac: Mac,
     ) -> Result<(), MapError> {
-        let value = RemoteNode::new(u32::from_ne_bytes(underlay_ip.octets()), vtep_mac.0);
+        self.set(net, vxlan_route(underlay_ip, vtep_mac))
+    }
+
+    pub fn set(&mut self, net: Ipv4Net, value: RemoteNode) -> Result<(), MapError> {
         self.map.insert(&key(net), value, 0).map_err(err(self.name))
     }
 
@@ -49,13 +53,12 @@ impl NodeMap {
     }
 
     /// The node the kernel's trie holds for `net` (longest-prefix match).
-    pub fn get(&self, net: Ipv4Net) -> Option<(Ipv4Addr, Mac)> {
-        let v = self.map.get(&key(net), 0).ok()?;
-        Some((Ipv4Addr::from(v.underlay_ip.to_ne_bytes()), Mac(v.vtep_mac)))
+    pub fn get(&self, net: Ipv4Net) -> Option<RemoteNode> {
+        self.map.get(&key(net), 0).ok()
     }
 
     /// Every prefix in the trie with the node it points to.
-    pub fn entries(&self) -> Vec<(Ipv4Net, Ipv4Addr, Mac)> {
+    pub fn entries(&self) -> Vec<(Ipv4Net, RemoteNode)> {
         self.map
             .iter()
             .filter_map(Result::ok)
@@ -63,12 +66,22 @@ impl NodeMap {
                 let net =
                     Ipv4Net::new(Ipv4Addr::from(k.data().to_ne_bytes()), k.prefix_len() as u8)
                         .ok()?;
-                Some((
-                    net,
-                    Ipv4Addr::from(v.underlay_ip.to_ne_bytes()),
-                    Mac(v.vtep_mac),
-                ))
+                Some((net, v))
             })
             .collect()
     }
+}
+
+/// The trie value of a node reached over VXLAN.
+pub fn vxlan_route(underlay_ip: Ipv4Addr, vtep_mac: Mac) -> RemoteNode {
+    RemoteNode::new(u32::from_ne_bytes(underlay_ip.octets()), vtep_mac.0)
+}
+
+/// The trie value of a node reached directly, whose packets come from `underlay_mac`.
+pub fn direct_route(underlay_ip: Ipv4Addr, vtep_mac: Mac, underlay_mac: Mac) -> RemoteNode {
+    RemoteNode::direct(
+        u32::from_ne_bytes(underlay_ip.octets()),
+        vtep_mac.0,
+        underlay_mac.0,
+    )
 }

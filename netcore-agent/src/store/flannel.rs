@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::mac::Mac;
+use crate::{backend::Backend as NodeBackend, backend::PeerType, mac::Mac};
 
 pub const DEFAULT_PREFIX: &str = "/coreos.com/network";
 
@@ -23,7 +23,9 @@ pub enum LayoutError {
     LeaseKey(String),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// The network config's `Backend`, as flannel writes it; keys netcore does not know
+/// are kept (in `other`) so that they can be named, never silently dropped.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct Backend {
     #[serde(rename = "Type")]
@@ -32,10 +34,14 @@ pub struct Backend {
     pub vni: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_routing: Option<bool>,
+    #[serde(flatten)]
+    pub other: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// `<prefix>/config`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct NetworkConfig {
     pub network: Ipv4Net,
@@ -53,18 +59,42 @@ fn default_subnet_len() -> u8 {
 }
 
 impl NetworkConfig {
-    pub fn new(network: Ipv4Net, subnet_len: u8, vni: u32, port: u16) -> Self {
+    /// A new cluster's config from a node's own settings.
+    pub fn new(
+        network: Ipv4Net,
+        subnet_len: u8,
+        backend: &NodeBackend,
+        vni: u32,
+        port: u16,
+    ) -> Self {
+        let backend = match backend {
+            NodeBackend::HostGw => Backend {
+                kind: "host-gw".into(),
+                vni: None,
+                port: None,
+                direct_routing: None,
+                other: Default::default(),
+            },
+            NodeBackend::Vxlan { direct_routing } => Backend {
+                kind: "vxlan".into(),
+                vni: Some(vni),
+                port: Some(port),
+                direct_routing: direct_routing.then_some(true),
+                other: Default::default(),
+            },
+        };
         NetworkConfig {
             network,
             subnet_len,
             subnet_min: None,
             subnet_max: None,
-            backend: Backend {
-                kind: "vxlan".into(),
-                vni: Some(vni),
-                port: Some(port),
-            },
+            backend,
         }
+    }
+
+    /// The backend, and the keys of it netcore ignores.
+    pub fn node_backend(&self) -> (NodeBackend, Vec<String>) {
+        NodeBackend::from_flannel(&self.backend).expect("validated at parse")
     }
 
     pub fn parse(text: &str) -> Result<Self, LayoutError> {
@@ -91,11 +121,8 @@ impl NetworkConfig {
                 self.subnet_len, self.network
             ));
         }
-        if self.backend.kind != "vxlan" {
-            return bad(format!(
-                "Backend.Type {:?}: netcore speaks only vxlan",
-                self.backend.kind
-            ));
+        if let Err(e) = NodeBackend::from_flannel(&self.backend) {
+            return bad(e.to_string());
         }
         let step = 1u32 << (32 - self.subnet_len);
         for (what, bound) in [
@@ -158,7 +185,8 @@ pub struct BackendData {
     pub vtep_mac: Mac,
 }
 
-/// `<prefix>/subnets/<net>-<len>`: one node.
+/// `<prefix>/subnets/<net>-<len>`: one node. A vxlan node carries its VTEP in
+/// `BackendData`; a host-gw node has none (flannel omits the key).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
 pub struct LeaseValue {
@@ -166,7 +194,8 @@ pub struct LeaseValue {
     pub public_ip: Ipv4Addr,
     #[serde(default = "vxlan")]
     pub backend_type: String,
-    pub backend_data: BackendData,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_data: Option<BackendData>,
 }
 
 fn vxlan() -> String {
@@ -178,22 +207,43 @@ impl LeaseValue {
         LeaseValue {
             public_ip,
             backend_type: vxlan(),
-            backend_data: BackendData { vni, vtep_mac },
+            backend_data: Some(BackendData { vni, vtep_mac }),
+        }
+    }
+
+    /// This node's lease for `backend`.
+    pub fn of(backend: NodeBackend, public_ip: Ipv4Addr, vni: u32, vtep_mac: Mac) -> Self {
+        match backend {
+            NodeBackend::HostGw => LeaseValue {
+                public_ip,
+                backend_type: "host-gw".into(),
+                backend_data: None,
+            },
+            NodeBackend::Vxlan { .. } => LeaseValue::new(public_ip, vni, vtep_mac),
         }
     }
 
     pub fn parse(key: &str, text: &str) -> Result<Self, LayoutError> {
-        let v: LeaseValue = serde_json::from_str(text).map_err(|e| LayoutError::LeaseValue {
+        let bad = |reason: String| LayoutError::LeaseValue {
             key: key.into(),
-            reason: e.to_string(),
-        })?;
-        if v.backend_type != "vxlan" {
-            return Err(LayoutError::LeaseValue {
-                key: key.into(),
-                reason: format!("BackendType {:?}", v.backend_type),
-            });
+            reason,
+        };
+        let v: LeaseValue = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        match (v.backend_type.as_str(), &v.backend_data) {
+            ("vxlan", Some(_)) | ("host-gw", _) => Ok(v),
+            ("vxlan", None) => Err(bad("BackendType \"vxlan\" without BackendData".into())),
+            (other, _) => Err(bad(format!(
+                "BackendType {other:?} is not one netcore speaks"
+            ))),
         }
-        Ok(v)
+    }
+
+    /// What the node speaks, and its VTEP MAC if it has one.
+    pub fn peer(&self) -> (PeerType, Option<Mac>) {
+        match &self.backend_data {
+            Some(d) if self.backend_type == "vxlan" => (PeerType::Vxlan, Some(d.vtep_mac)),
+            _ => (PeerType::HostGw, None),
+        }
     }
 
     pub fn to_json(&self) -> String {
