@@ -552,3 +552,60 @@ fn a_syn_to_a_service_without_backends_is_answered_with_a_reset() -> Result<()> 
     assert_eq!(checksum(&pseudo), 0, "a valid TCP checksum");
     Ok(())
 }
+
+/// A node with a third peer, 10.244.3.0/24 at 192.168.50.13, reached directly and
+/// whose uplink MAC is `DIRECT_MAC`.
+const DIRECT_NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 13);
+const DIRECT_POD: Ipv4Addr = Ipv4Addr::new(10, 244, 3, 7);
+const DIRECT_MAC: Mac = Mac([0x02, 0, 0, 0, 0x0d, 0x03]);
+
+fn node_with_direct_peer() -> Result<(Loaded, Identity)> {
+    let (mut l, id) = node()?;
+    let route = netcore_agent::maps::node::direct_route(DIRECT_NODE, Mac::default(), DIRECT_MAC);
+    l.maps.nodes.set("10.244.3.0/24".parse()?, route)?;
+    l.maps.nodes.set("192.168.50.13/32".parse()?, route)?;
+    Ok((l, id))
+}
+
+#[test]
+fn a_frame_for_a_direct_peer_leaves_unchanged() -> Result<()> {
+    let (l, id) = node_with_direct_peer()?;
+    let frame = from_pod_frame(&id, SENDER_IP, DIRECT_POD);
+    let run = l.run(PROG_FROM_POD, &frame)?;
+    assert_eq!(run.verdict, TC_ACT_REDIRECT, "out of the uplink, the peer as next hop");
+    assert_eq!(&run.out[14..], &frame[14..], "the IPv4 packet is not touched");
+    assert_eq!(l.counter("forwarded-direct"), 1);
+    assert_eq!(l.counter("encapsulated"), 0);
+    Ok(())
+}
+
+#[test]
+fn unencapsulated_traffic_to_pods_is_taken_only_from_the_owning_node() -> Result<()> {
+    let (l, id) = node_with_direct_peer()?;
+    let plain = |src_mac: Mac, src: Ipv4Addr, dst: Ipv4Addr| {
+        ethernet([2, 0, 0, 0, 0xb, 1], src_mac.0, ETH_P_IPV4, &ipv4_udp(src, dst, 5, 80, b"plain"))
+    };
+    let good = plain(DIRECT_MAC, DIRECT_POD, POD_IP);
+    let run = l.run(PROG_FROM_UPLINK, &good)?;
+    assert_eq!(run.verdict, TC_ACT_REDIRECT, "from the owning node: into the pod");
+    assert_eq!(&run.out[0..6], &POD_MAC.0);
+    assert_eq!(&run.out[14..], &good[14..]);
+    assert_eq!(l.counter("received-direct"), 1);
+    let to_gateway = l.run(PROG_FROM_UPLINK, &plain(DIRECT_MAC, DIRECT_POD, id.gateway))?;
+    assert_eq!(to_gateway.verdict, TC_ACT_OK, "to the node's gateway address: its stack");
+    let cases = [
+        ("another MAC than the owner's", plain(Mac([2, 0, 0, 0, 0x0d, 0x66]), DIRECT_POD, POD_IP)),
+        ("a VXLAN-only node's pod source", plain(DIRECT_MAC, REMOTE_POD, POD_IP)),
+        ("no node's source", plain(DIRECT_MAC, Ipv4Addr::new(192, 168, 50, 200), POD_IP)),
+        ("to a service address", plain(Mac([2, 0, 0, 0, 0x0d, 0x66]), DIRECT_POD, Ipv4Addr::new(10, 96, 0, 10))),
+    ];
+    for (what, frame) in cases {
+        let before = l.counter("dropped-underlay-to-pods");
+        let run = l.run(PROG_FROM_UPLINK, &frame)?;
+        assert_eq!(run.verdict, TC_ACT_SHOT, "{what}: dropped");
+        assert_eq!(l.counter("dropped-underlay-to-pods"), before + 1, "{what}: counted");
+    }
+    let elsewhere = plain(DIRECT_MAC, DIRECT_POD, Ipv4Addr::new(172, 16, 0, 1));
+    assert_eq!(l.run(PROG_FROM_UPLINK, &elsewhere)?.verdict, TC_ACT_OK, "outside the pod network: the stack's");
+    Ok(())
+}
