@@ -7,7 +7,7 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-const DATAPATHS: [&str; 9] = [
+const DATAPATHS: [&str; 10] = [
     "underlay",
     "host-gw",
     "vxlan-kernel",
@@ -15,6 +15,7 @@ const DATAPATHS: [&str; 9] = [
     "netcore",
     "netcore-decap-tc",
     "netcore-attach-tc",
+    "netcore-direct",
     "bridge",
     "netcore-local",
 ];

@@ -572,8 +572,15 @@ fn a_frame_for_a_direct_peer_leaves_unchanged() -> Result<()> {
     let (l, id) = node_with_direct_peer()?;
     let frame = from_pod_frame(&id, SENDER_IP, DIRECT_POD);
     let run = l.run(PROG_FROM_POD, &frame)?;
-    assert_eq!(run.verdict, TC_ACT_REDIRECT, "out of the uplink, the peer as next hop");
-    assert_eq!(&run.out[14..], &frame[14..], "the IPv4 packet is not touched");
+    assert_eq!(
+        run.verdict, TC_ACT_REDIRECT,
+        "out of the uplink, the peer as next hop"
+    );
+    assert_eq!(
+        &run.out[14..],
+        &frame[14..],
+        "the IPv4 packet is not touched"
+    );
     assert_eq!(l.counter("forwarded-direct"), 1);
     assert_eq!(l.counter("encapsulated"), 0);
     Ok(())
@@ -583,29 +590,64 @@ fn a_frame_for_a_direct_peer_leaves_unchanged() -> Result<()> {
 fn unencapsulated_traffic_to_pods_is_taken_only_from_the_owning_node() -> Result<()> {
     let (l, id) = node_with_direct_peer()?;
     let plain = |src_mac: Mac, src: Ipv4Addr, dst: Ipv4Addr| {
-        ethernet([2, 0, 0, 0, 0xb, 1], src_mac.0, ETH_P_IPV4, &ipv4_udp(src, dst, 5, 80, b"plain"))
+        ethernet(
+            [2, 0, 0, 0, 0xb, 1],
+            src_mac.0,
+            ETH_P_IPV4,
+            &ipv4_udp(src, dst, 5, 80, b"plain"),
+        )
     };
     let good = plain(DIRECT_MAC, DIRECT_POD, POD_IP);
     let run = l.run(PROG_FROM_UPLINK, &good)?;
-    assert_eq!(run.verdict, TC_ACT_REDIRECT, "from the owning node: into the pod");
+    assert_eq!(
+        run.verdict, TC_ACT_REDIRECT,
+        "from the owning node: into the pod"
+    );
     assert_eq!(&run.out[0..6], &POD_MAC.0);
     assert_eq!(&run.out[14..], &good[14..]);
     assert_eq!(l.counter("received-direct"), 1);
     let to_gateway = l.run(PROG_FROM_UPLINK, &plain(DIRECT_MAC, DIRECT_POD, id.gateway))?;
-    assert_eq!(to_gateway.verdict, TC_ACT_OK, "to the node's gateway address: its stack");
+    assert_eq!(
+        to_gateway.verdict, TC_ACT_OK,
+        "to the node's gateway address: its stack"
+    );
     let cases = [
-        ("another MAC than the owner's", plain(Mac([2, 0, 0, 0, 0x0d, 0x66]), DIRECT_POD, POD_IP)),
-        ("a VXLAN-only node's pod source", plain(DIRECT_MAC, REMOTE_POD, POD_IP)),
-        ("no node's source", plain(DIRECT_MAC, Ipv4Addr::new(192, 168, 50, 200), POD_IP)),
-        ("to a service address", plain(Mac([2, 0, 0, 0, 0x0d, 0x66]), DIRECT_POD, Ipv4Addr::new(10, 96, 0, 10))),
+        (
+            "another MAC than the owner's",
+            plain(Mac([2, 0, 0, 0, 0x0d, 0x66]), DIRECT_POD, POD_IP),
+        ),
+        (
+            "a VXLAN-only node's pod source",
+            plain(DIRECT_MAC, REMOTE_POD, POD_IP),
+        ),
+        (
+            "no node's source",
+            plain(DIRECT_MAC, Ipv4Addr::new(192, 168, 50, 200), POD_IP),
+        ),
+        (
+            "to a service address",
+            plain(
+                Mac([2, 0, 0, 0, 0x0d, 0x66]),
+                DIRECT_POD,
+                Ipv4Addr::new(10, 96, 0, 10),
+            ),
+        ),
     ];
     for (what, frame) in cases {
         let before = l.counter("dropped-underlay-to-pods");
         let run = l.run(PROG_FROM_UPLINK, &frame)?;
         assert_eq!(run.verdict, TC_ACT_SHOT, "{what}: dropped");
-        assert_eq!(l.counter("dropped-underlay-to-pods"), before + 1, "{what}: counted");
+        assert_eq!(
+            l.counter("dropped-underlay-to-pods"),
+            before + 1,
+            "{what}: counted"
+        );
     }
     let elsewhere = plain(DIRECT_MAC, DIRECT_POD, Ipv4Addr::new(172, 16, 0, 1));
-    assert_eq!(l.run(PROG_FROM_UPLINK, &elsewhere)?.verdict, TC_ACT_OK, "outside the pod network: the stack's");
+    assert_eq!(
+        l.run(PROG_FROM_UPLINK, &elsewhere)?.verdict,
+        TC_ACT_OK,
+        "outside the pod network: the stack's"
+    );
     Ok(())
 }

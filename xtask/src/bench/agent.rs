@@ -151,6 +151,27 @@ impl Agent {
         Ok(())
     }
 
+    /// Waits until every peer this agent routes directly has its uplink MAC learned
+    /// (until then the peer's unencapsulated packets are not accepted).
+    pub fn wait_direct_peers(&self) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let nodes = self.cli_json(&["node", "list"])?;
+            let waiting = nodes
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|n| n["route"] == "direct" && n["underlay_mac"].is_null());
+            if !waiting {
+                return Ok(());
+            }
+            if start.elapsed() > READY_TIMEOUT {
+                bail!("agent {}: direct peers' MACs not learned", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -25,6 +25,7 @@ pub enum Datapath {
     Netcore,
     NetcoreDecapTc,
     NetcoreAttachTc,
+    NetcoreDirect,
     Bridge,
     NetcoreLocal,
 }
@@ -71,7 +72,7 @@ pub struct Context {
 }
 
 impl Datapath {
-    pub const ALL: [Datapath; 9] = [
+    pub const ALL: [Datapath; 10] = [
         Datapath::Underlay,
         Datapath::HostGw,
         Datapath::VxlanKernel,
@@ -79,6 +80,7 @@ impl Datapath {
         Datapath::Netcore,
         Datapath::NetcoreDecapTc,
         Datapath::NetcoreAttachTc,
+        Datapath::NetcoreDirect,
         Datapath::Bridge,
         Datapath::NetcoreLocal,
     ];
@@ -92,6 +94,7 @@ impl Datapath {
             Datapath::Netcore => "netcore",
             Datapath::NetcoreDecapTc => "netcore-decap-tc",
             Datapath::NetcoreAttachTc => "netcore-attach-tc",
+            Datapath::NetcoreDirect => "netcore-direct",
             Datapath::Bridge => "bridge",
             Datapath::NetcoreLocal => "netcore-local",
         }
@@ -107,6 +110,7 @@ impl Datapath {
             Datapath::Netcore => "nc",
             Datapath::NetcoreDecapTc => "nd",
             Datapath::NetcoreAttachTc => "na",
+            Datapath::NetcoreDirect => "nr",
             Datapath::Bridge => "br",
             Datapath::NetcoreLocal => "nl",
         }
@@ -126,6 +130,7 @@ impl Datapath {
             Datapath::Netcore => netcore::setup(ctx, tag, ""),
             Datapath::NetcoreDecapTc => netcore::setup(ctx, tag, "decap = \"tc\""),
             Datapath::NetcoreAttachTc => netcore::setup(ctx, tag, "attach = \"tc\""),
+            Datapath::NetcoreDirect => netcore::setup(ctx, tag, "backend = \"host-gw\""),
             Datapath::Bridge => bridge::setup(ctx, tag),
             Datapath::NetcoreLocal => netcore_local::setup(ctx, tag),
         }

@@ -2,7 +2,8 @@
 //! `netcore pod add`, meshed with `netcore node add`: the eBPF VXLAN data path. Its
 //! variants force the older paths: `netcore-decap-tc` (`from_uplink` unwraps, the
 //! VXLAN device only registers the port) and `netcore-attach-tc` (clsact filters
-//! instead of TCX links, as on Linux before 6.6).
+//! instead of TCX links, as on Linux before 6.6); `netcore-direct` routes the other
+//! node directly (flannel's host-gw, in eBPF: no encapsulation, full MTU).
 
 use anyhow::Result;
 
@@ -15,7 +16,8 @@ use crate::bench::{
 /// Pods get uplink MTU − 50 from the agent.
 const VXLAN_OVERHEAD: u32 = 50;
 
-/// `extra` forces a mode (`decap = "tc"`, `attach = "tc"`) for the variants.
+/// `extra` forces a mode (`decap = "tc"`, `attach = "tc"`, `backend = "host-gw"`) for
+/// the variants.
 pub fn setup(ctx: &Context, tag: &str, extra: &str) -> Result<Setup> {
     let [n1, n2] = node_pair(&ctx.namer, tag, ctx.mtu, ctx.profile)?;
     let agent = |node, i: u8| {
@@ -33,6 +35,8 @@ pub fn setup(ctx: &Context, tag: &str, extra: &str) -> Result<Setup> {
     let a2 = agent(&n2, 2)?;
     a1.node_add(&a2, &pod_cidr(2), node_ip(2))?;
     a2.node_add(&a1, &pod_cidr(1), node_ip(1))?;
+    a1.wait_direct_peers()?;
+    a2.wait_direct_peers()?;
     let client = ctx.namer.name(&format!("{tag}-a"));
     let server = ctx.namer.name(&format!("{tag}-b"));
     a1.pod_add(&client)?;
@@ -41,7 +45,11 @@ pub fn setup(ctx: &Context, tag: &str, extra: &str) -> Result<Setup> {
         client,
         server,
         server_ip,
-        path_mtu: ctx.mtu - VXLAN_OVERHEAD,
+        path_mtu: if extra.contains("host-gw") {
+            ctx.mtu
+        } else {
+            ctx.mtu - VXLAN_OVERHEAD
+        },
     };
     // Agents first: their reset removes the pods while the nodes still exist.
     setup_of(
