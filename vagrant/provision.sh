@@ -14,12 +14,30 @@ fi
 export PATH="$HOME/.cargo/bin:$PATH"
 bash "$REPO/scripts/setup.sh"
 
+# The PKI pki.sh made on the host, from the synced folder.
+PKI=/etc/netcore/pki
+install -d -m 0700 "$PKI"
+install -m 0600 "$REPO"/vagrant/pki/{ca.crt,client.crt,client.key,etcd-password} "$PKI"/
+PASSWORD=$(cat "$PKI/etcd-password")
+
 if [ "$INDEX" = 1 ]; then
+  install -m 0600 "$REPO"/vagrant/pki/{server.crt,server.key} "$PKI"/
+  chown etcd "$PKI"/server.* && chmod 0711 "$PKI"
   cat >/etc/default/etcd <<ETCD
-ETCD_LISTEN_CLIENT_URLS="http://$ETCD_IP:2379,http://127.0.0.1:2379"
-ETCD_ADVERTISE_CLIENT_URLS="http://$ETCD_IP:2379"
+ETCD_LISTEN_CLIENT_URLS="https://$ETCD_IP:2379,https://127.0.0.1:2379"
+ETCD_ADVERTISE_CLIENT_URLS="https://$ETCD_IP:2379"
+ETCD_CERT_FILE=$PKI/server.crt
+ETCD_KEY_FILE=$PKI/server.key
+ETCD_CLIENT_CERT_AUTH=true
+ETCD_TRUSTED_CA_FILE=$PKI/ca.crt
 ETCD
   systemctl restart etcd
+  ctl() { ETCDCTL_API=3 etcdctl --endpoints "https://127.0.0.1:2379" --cacert "$PKI/ca.crt" --cert "$PKI/client.crt" --key "$PKI/client.key" "$@"; }
+  if ! ctl --user "root:$PASSWORD" auth status 2>/dev/null | grep -q 'Authentication Status: true'; then
+    ctl user add "root:$PASSWORD"
+    ctl user grant-role root root
+    ctl auth enable
+  fi
 fi
 
 (cd "$REPO" && cargo build --release --bin netcore)
@@ -29,6 +47,14 @@ uplink=$(ip -o -4 addr show | awk -v ip="$NODE_IP" '$4 ~ "^"ip"/" {print $2; exi
 mkdir -p /etc/netcore
 bash "$REPO/scripts/node-config.sh" "node$INDEX" "$uplink" "etcd://$ETCD_IP:2379" \
   /var/lib/netcore /sys/fs/bpf/netcore /run/netcore/netcore.sock >/etc/netcore/node.toml
+cat >>/etc/netcore/node.toml <<TOML
+etcd_cafile = "$PKI/ca.crt"
+etcd_certfile = "$PKI/client.crt"
+etcd_keyfile = "$PKI/client.key"
+etcd_username = "root"
+etcd_password = "$PASSWORD"
+TOML
+chmod 0600 /etc/netcore/node.toml
 
 install -m 0644 "$REPO/deploy/netcore-agent.service" "$REPO/deploy/sys-fs-bpf.mount" /etc/systemd/system/
 systemctl daemon-reload

@@ -107,6 +107,21 @@ pub struct AgentConfig {
     /// rest over VXLAN.
     #[serde(default)]
     pub direct_routing: bool,
+    /// etcd over TLS: the CA of the members' certificates (flanneld's `-etcd-cafile`);
+    /// with it the endpoints are spoken to over https.
+    #[serde(default)]
+    pub etcd_cafile: Option<PathBuf>,
+    /// The client certificate and key etcd may require (`-etcd-certfile`,
+    /// `-etcd-keyfile`).
+    #[serde(default)]
+    pub etcd_certfile: Option<PathBuf>,
+    #[serde(default)]
+    pub etcd_keyfile: Option<PathBuf>,
+    /// etcd authentication (`-etcd-username`, `-etcd-password`).
+    #[serde(default)]
+    pub etcd_username: Option<String>,
+    #[serde(default)]
+    pub etcd_password: Option<String>,
 }
 
 /// The `backend` setting.
@@ -252,6 +267,17 @@ impl AgentConfig {
                 return invalid(format!("{what} {name:?} is not a valid interface name"));
             }
         }
+        if self.etcd_certfile.is_some() != self.etcd_keyfile.is_some() {
+            return invalid("etcd_certfile and etcd_keyfile go together".into());
+        }
+        if self.etcd_certfile.is_some() && self.etcd_cafile.is_none() {
+            return invalid(
+                "etcd_certfile needs etcd_cafile (the CA that signs etcd's certificates)".into(),
+            );
+        }
+        if self.etcd_username.is_some() != self.etcd_password.is_some() {
+            return invalid("etcd_username and etcd_password go together".into());
+        }
         if self.direct_routing && self.backend == BackendType::HostGw {
             return invalid(
                 "direct_routing is a vxlan option; host-gw routes every node directly".into(),
@@ -348,6 +374,16 @@ impl AgentConfig {
             BackendType::Vxlan => crate::backend::Backend::Vxlan {
                 direct_routing: self.direct_routing,
             },
+        }
+    }
+
+    /// TLS and credentials for etcd.
+    pub fn etcd_security(&self) -> crate::store::EtcdSecurity {
+        crate::store::EtcdSecurity {
+            ca_file: self.etcd_cafile.clone(),
+            cert_file: self.etcd_certfile.clone(),
+            key_file: self.etcd_keyfile.clone(),
+            user: self.etcd_username.clone().zip(self.etcd_password.clone()),
         }
     }
 

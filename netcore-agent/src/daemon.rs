@@ -37,7 +37,7 @@ async fn serve(cfg: AgentConfig, listener: tokio::net::UnixListener) -> anyhow::
     }
     let id = Identity::discover(&cfg).await.context("reading the node")?;
     let url = cfg.store_url()?;
-    let (net, control_parts) = match Store::open(&url)? {
+    let (net, control_parts) = match Store::open(&url, &cfg.etcd_security())? {
         None => (static_subnets(&cfg)?, None),
         Some(mut store) => {
             let (net, lease, held) = lease_subnet(&mut store, &cfg, &id).await?;

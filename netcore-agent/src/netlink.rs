@@ -283,6 +283,12 @@ pub async fn rename(h: &Handle, index: u32, name: &str) -> Result<()> {
     set_link(h, msg, format!("rename link to {name}")).await
 }
 
+/// Makes the link a port of `master`, leaving it down.
+pub async fn set_master(h: &Handle, index: u32, master: u32) -> Result<()> {
+    let msg = LinkUnspec::new_with_index(index).controller(master).build();
+    set_link(h, msg, "attach link to bridge").await
+}
+
 pub async fn set_master_up(h: &Handle, index: u32, master: u32) -> Result<()> {
     let msg = LinkUnspec::new_with_index(index)
         .controller(master)

@@ -1,6 +1,7 @@
-//! A pod's plumbing: a veth pair whose host end joins the node bridge and whose other
-//! end is the pod's interface, with its address, `lo` up and a default route via the
-//! bridge. Undone on failure.
+//! A pod's plumbing: a veth pair whose host end joins the node bridge (down: the agent
+//! brings it up once the pod's program is attached) and whose other end is the pod's
+//! interface, with its address, `lo` up, IPv6 off and a default route via the bridge.
+//! Undone on failure.
 
 use std::{
     net::Ipv4Addr,
@@ -71,8 +72,22 @@ async fn plumb(h: &Handle, spec: &PodSpec, peer: &str) -> Result<Mac, PodError> 
         .await
         .map_err(|e| PodError::Inside(e.to_string()))??;
     let host = netlink::require_link(h, &spec.host_if).await?;
-    netlink::set_master_up(h, host.index, spec.bridge_index).await?;
+    // Down until the agent has attached the pod's program: no moment without it.
+    disable_ipv6(&spec.host_if);
+    netlink::set_master(h, host.index, spec.bridge_index).await?;
     Ok(mac)
+}
+
+/// No IPv6 on pod interfaces (netcore is IPv4-only, and the data path drops what a pod
+/// sends in IPv6): no link-local address, no router advertisement taken. In the
+/// calling thread's namespace; a kernel without IPv6 has nothing to turn off.
+fn disable_ipv6(ifname: &str) {
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    if let Err(e) = std::fs::write(&path, "1") {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(interface = ifname, "turning IPv6 off: {e}");
+        }
+    }
 }
 
 /// Runs in the pod's namespace: `lo` up, the interface renamed, addressed, up, and
@@ -89,6 +104,7 @@ fn configure_inside(spec: &PodSpec, peer: &str) -> Result<Mac, PodError> {
             netlink::set_up(&h, lo.index).await?;
             let link = netlink::require_link(&h, peer).await?;
             netlink::rename(&h, link.index, &spec.ifname).await?;
+            disable_ipv6(&spec.ifname);
             netlink::add_addr(&h, link.index, spec.ip, spec.prefix_len).await?;
             netlink::set_up(&h, link.index).await?;
             netlink::add_default_route(&h, spec.gateway).await?;

@@ -30,5 +30,12 @@ pub fn prepare_node(bridge: &str, uplink: &str, vxlan: &str) -> Result<(), Sysct
     set("net/ipv4/conf/all/send_redirects", "0")?;
     set(&format!("net/ipv4/conf/{bridge}/send_redirects"), "0")?;
     set(&format!("net/ipv4/conf/{uplink}/rp_filter"), "2")?;
-    set(&format!("net/ipv4/conf/{vxlan}/rp_filter"), "2")
+    set(&format!("net/ipv4/conf/{vxlan}/rp_filter"), "2")?;
+    // The pods' L2 network is IPv4 only: the bridge takes no router advertisement
+    // and has no IPv6 address (none from pods ever passes their programs anyway).
+    let bridge_v6 = format!("net/ipv6/conf/{bridge}/disable_ipv6");
+    if std::path::Path::new("/proc/sys").join(&bridge_v6).exists() {
+        set(&bridge_v6, "1")?;
+    }
+    Ok(())
 }

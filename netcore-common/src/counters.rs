@@ -60,6 +60,10 @@ reasons! {
     RejectedNoBackend = 28, "rejected-no-backend";
     DropCeOnNotEct = 31, "dropped-ce-on-not-ect";
     DropUnderlayToPods = 32, "dropped-underlay-to-pods";
+    DropSpoofedMac = 33, "dropped-spoofed-mac";
+    DropSpoofedArp = 34, "dropped-spoofed-arp";
+    DropEtherType = 35, "dropped-ether-type";
+    RejectedNoFlow = 36, "rejected-no-flow";
 }
 
 /// Reasons numbered from here on are drops.

@@ -26,7 +26,30 @@ impl EndpointInfo {
     }
 }
 
+/// Value of the pod-interface map, keyed by the host veth's interface index: what
+/// the pod behind it may send as (its only MAC and IPv4 address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PodIface {
+    /// The pod's IPv4 address, big-endian.
+    pub ip: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+const _: () = assert!(core::mem::size_of::<PodIface>() == 12);
+
+impl PodIface {
+    pub const fn new(ip: u32, mac: [u8; 6]) -> Self {
+        Self {
+            ip,
+            mac,
+            _pad: [0; 2],
+        }
+    }
+}
+
 /// Pods one node can hold in its map.
 pub const MAX_ENDPOINTS: u32 = 4096;
 
-crate::user_pod!(EndpointInfo);
+crate::user_pod!(EndpointInfo, PodIface);

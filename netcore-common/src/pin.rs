@@ -2,12 +2,14 @@
 
 /// Map names (the statics in netcore-ebpf carry exactly these names).
 pub const MAP_ENDPOINTS: &str = "NC_ENDPOINTS";
+pub const MAP_POD_IFACES: &str = "NC_POD_IFACES";
 pub const MAP_NODES: &str = "NC_NODES";
 pub const MAP_CONFIG: &str = "NC_CONFIG";
 pub const MAP_COUNTERS: &str = "NC_COUNTERS";
 pub const MAP_SERVICES: &str = "NC_SERVICES";
 pub const MAP_BACKENDS: &str = "NC_BACKENDS";
 pub const MAP_CONNTRACK: &str = "NC_CONNTRACK";
+pub const MAP_CT_NEW: &str = "NC_CT_NEW";
 pub const MAP_SVC_COUNTERS: &str = "NC_SVC_COUNTERS";
 pub const MAP_SVC_AFFINITY: &str = "NC_SVC_AFFINITY";
 pub const MAP_AFFINITY: &str = "NC_AFFINITY";

@@ -1,29 +1,39 @@
 //! TCX ingress of a pod's host veth: everything a pod sends.
 //!
-//! Flows to services are translated first (service.rs). Local pods get the frame
-//! directly (`bpf_redirect_peer`), remote pods encapsulated;
-//! ARP, IPv6 and traffic leaving the cluster take the bridge and the host stack
-//! (masquerade).
+//! Only what the pod may send goes on (l2.rs: its own MAC, ARP for itself, IPv4 from
+//! its own address). Flows to services are translated first (service.rs). Local pods
+//! get the frame directly (`bpf_redirect_peer`), remote pods directly or
+//! encapsulated; ARP and traffic leaving the cluster take the bridge and the host
+//! stack (masquerade).
 
 use aya_ebpf::programs::TcContext;
 use netcore_common::{config::FLAG_SERVICES, counters::Reason};
 
 use crate::{
     forward::{self, Dest},
-    packet::{dst_ip, src_ip},
+    l2,
+    packet::{dst_ip, ipv4_frame, src_ip},
     service,
     verdict::Verdict,
 };
 
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> Result<Verdict, Reason> {
-    let Some((ip, cfg)) = forward::prologue(ctx)? else {
+    let Some(cfg) = forward::config() else {
         return Ok(Verdict::pass());
     };
-    // A pod sends only from its own address, through its own veth.
+    // A pod sends only as itself: its own MAC, its own address, through its own veth.
+    let pod = l2::pod_of(ctx)?;
+    if let l2::Frame::Arp = l2::check(ctx, &pod)? {
+        return Ok(Verdict::pass());
+    }
+    let Some(ip) = ipv4_frame(ctx)? else {
+        return Err(Reason::DropEtherType);
+    };
+    // Its address, and the endpoint of that address behind this very veth.
     let src = src_ip(ip);
     match forward::endpoint(src) {
-        Some(ep) if ep.host_ifindex == unsafe { (*ctx.skb.skb).ifindex } => {}
+        Some(ep) if src == pod.ip && ep.host_ifindex == unsafe { (*ctx.skb.skb).ifindex } => {}
         _ => return Err(Reason::DropSpoofedSource),
     }
     let mut dst = dst_ip(ip);

@@ -12,7 +12,9 @@ pub const IPPROTO_TCP: u8 = 6;
 pub const L4_OFF: usize = ETH_HLEN + 20;
 pub const TCP_CSUM_OFF: usize = L4_OFF + 16;
 pub const UDP_CSUM_OFF: usize = L4_OFF + 6;
+pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
 #[derive(Clone, Copy)]

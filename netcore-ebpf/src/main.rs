@@ -16,6 +16,7 @@ mod from_host;
 mod from_overlay;
 mod from_pod;
 mod from_uplink;
+mod l2;
 mod l4;
 mod maps;
 mod nat;

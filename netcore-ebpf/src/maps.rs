@@ -7,19 +7,23 @@ use aya_ebpf::{
 };
 use netcore_common::{
     config::DatapathConfig,
-    conntrack::{CtEntry, CtKey, MAX_CT_ENTRIES},
+    conntrack::{CtEntry, CtKey, MAX_CT_ENTRIES, MAX_CT_NEW_ENTRIES},
     service::{
         Affinity, AffinityKey, Backend, BackendKey, BackendRef, ServiceCounter, ServiceInfo, ServiceKey, MAX_AFFINITIES,
         MAX_BACKENDS, MAX_SERVICES,
     },
     counters::{Counter, MAX_REASONS},
-    endpoint::{EndpointInfo, MAX_ENDPOINTS},
+    endpoint::{EndpointInfo, PodIface, MAX_ENDPOINTS},
     node::{RemoteNode, MAX_NODE_PREFIXES},
 };
 
 /// Pod IPv4 (big-endian) -> host veth and pod MAC.
 #[map]
 pub static NC_ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+/// A pod's host veth (interface index) -> the only MAC and IPv4 address it may send as.
+#[map]
+pub static NC_POD_IFACES: HashMap<u32, PodIface> = HashMap::pinned(MAX_ENDPOINTS, 0);
 
 /// Remote pod CIDRs and node addresses -> the node that owns them.
 #[map]
@@ -41,9 +45,14 @@ pub static NC_SERVICES: HashMap<ServiceKey, ServiceInfo> = HashMap::pinned(MAX_S
 #[map]
 pub static NC_BACKENDS: HashMap<BackendKey, Backend> = HashMap::pinned(MAX_BACKENDS, 0);
 
-/// Translated flows, both directions.
+/// Translated flows the backend answered, both directions.
 #[map]
 pub static NC_CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(MAX_CT_ENTRIES, 0);
+
+/// Translated flows not answered yet, both directions: a flood of new flows evicts
+/// only these.
+#[map]
+pub static NC_CT_NEW: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(MAX_CT_NEW_ENTRIES, 0);
 
 /// Per-service counters, by service id.
 #[map]

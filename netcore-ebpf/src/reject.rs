@@ -13,13 +13,11 @@ use netcore_common::{counters::Reason, wire::ETH_HLEN};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
-    l4::{Flow, IPPROTO_TCP, L4_OFF, TCP_ACK, TCP_SYN},
+    l4::{Flow, IPPROTO_TCP, L4_OFF, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     packet::{ptr_at, pull, IPPROTO_UDP},
     verdict::Verdict,
 };
 
-const TCP_FIN: u8 = 0x01;
-const TCP_RST: u8 = 0x04;
 const IPPROTO_ICMP: u8 = 1;
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_PORT_UNREACH: u8 = 3;
@@ -63,28 +61,30 @@ struct Unreachable {
     quoted_l4: [u8; 8],
 }
 
-/// Answers the packet of `flow` with a refusal from the address it was sent to.
+/// Answers the packet of `flow` with a refusal from the address it was sent to,
+/// counted as `why` (no backend, or a TCP segment of no flow known).
 #[inline(always)]
-pub fn refuse(ctx: &TcContext, flow: &Flow, back: Back) -> Result<Verdict, Reason> {
+pub fn refuse(ctx: &TcContext, flow: &Flow, back: Back, why: Reason) -> Result<Verdict, Reason> {
     match flow.proto {
-        IPPROTO_TCP => reset(ctx, flow)?,
+        IPPROTO_TCP => reset(ctx, flow, why)?,
         IPPROTO_UDP => port_unreachable(ctx, flow)?,
-        _ => return Err(Reason::RejectedNoBackend),
+        _ => return Err(why),
     }
-    send_back(ctx, back)
+    send_back(ctx, back, why)
 }
 
 /// Rewrites a TCP segment into the RST that answers it.
 #[inline(always)]
-fn reset(ctx: &TcContext, flow: &Flow) -> Result<(), Reason> {
+fn reset(ctx: &TcContext, flow: &Flow, why: Reason) -> Result<(), Reason> {
     pull(ctx, L4_OFF + 20)?;
     let ip: *mut Ipv4Hdr = ptr_at(ctx, ETH_HLEN)?;
     let tcp: *mut TcpHdr = ptr_at(ctx, L4_OFF)?;
     let (ip_len, seq, ack, doff, flags) = unsafe {
         (u16::from_be_bytes((*ip).tot_len), u32::from_be_bytes((*tcp).seq), (*tcp).ack, (*tcp).doff, (*tcp).flags)
     };
+    // A reset is never answered: dropped.
     if flags & TCP_RST != 0 {
-        return Err(Reason::RejectedNoBackend);
+        return Err(why);
     }
     let payload = (ip_len as u32).saturating_sub(20 + ((doff >> 4) as u32) * 4);
     let answer = seq.wrapping_add(payload + (flags & TCP_SYN != 0) as u32 + (flags & TCP_FIN != 0) as u32);
@@ -150,7 +150,7 @@ fn rewrite<T>(ctx: &TcContext, answer: &T) -> Result<(), Reason> {
 
 /// Swaps the MACs and sends the frame back the way it came.
 #[inline(always)]
-fn send_back(ctx: &TcContext, back: Back) -> Result<Verdict, Reason> {
+fn send_back(ctx: &TcContext, back: Back, why: Reason) -> Result<Verdict, Reason> {
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
     unsafe { core::mem::swap(&mut (*eth).src_addr, &mut (*eth).dst_addr) };
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
@@ -159,7 +159,7 @@ fn send_back(ctx: &TcContext, back: Back) -> Result<Verdict, Reason> {
         Back::ToUplink => unsafe { bpf_redirect(ifindex, 0) },
         Back::ToHost => unsafe { bpf_redirect(ifindex, BPF_F_INGRESS as u64) },
     };
-    Verdict::redirected(Reason::RejectedNoBackend, ret)
+    Verdict::redirected(why, ret)
 }
 
 #[inline(always)]

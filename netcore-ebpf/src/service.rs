@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use netcore_common::{
     config::DatapathConfig,
-    conntrack::{CtEntry, CT_FORWARD, CT_NODEPORT, CT_REVERSE, CT_SNAT},
+    conntrack::{CtEntry, CtKey, CT_FORWARD, CT_NODEPORT, CT_REVERSE, CT_SNAT, CT_STATE_CLOSED, CT_STATE_CLOSING},
     counters::Reason,
     service::{
         Affinity, AffinityKey, Backend, BackendKey, BackendRef, ServiceInfo, ServiceKey, MAX_BACKENDS_PER_SERVICE,
@@ -21,7 +21,7 @@ use netcore_common::{
 use crate::{
     conntrack,
     forward::{self, Dest},
-    l4::{self, Flow, IPPROTO_TCP, TCP_ACK, TCP_SYN},
+    l4::{self, Flow, IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     maps::{NC_AFFINITY, NC_BACKENDS, NC_BACKEND_SLOTS, NC_SERVICES, NC_SVC_AFFINITY, NC_SVC_COUNTERS},
     nat,
     reject::{self, Back},
@@ -33,6 +33,19 @@ pub enum Lb {
     To { dst: u32 },
     /// The service has no backend.
     NoBackend,
+    /// A TCP segment that opens nothing, of no flow tracked (its entry timed out, or
+    /// its backend was removed): the client gets a reset, not a backend that knows
+    /// nothing of the connection.
+    NoFlow,
+}
+
+/// The refusal a balancing outcome calls for, if any.
+#[inline(always)]
+fn refusal(lb: &Lb) -> Reason {
+    match lb {
+        Lb::NoFlow => Reason::RejectedNoFlow,
+        _ => Reason::RejectedNoBackend,
+    }
 }
 
 /// How a service flow is to be translated.
@@ -109,7 +122,7 @@ fn to_service(ctx: &TcContext, flow: &Flow, back: Back) -> Result<Svc, Reason> {
     };
     match balance(ctx, &svc, flow, &Translation { nodeport: false, snat: None })? {
         Lb::To { dst } => Ok(Svc::to(dst)),
-        Lb::NoBackend => reject::refuse(ctx, flow, back).map(Svc::done),
+        lb => reject::refuse(ctx, flow, back, refusal(&lb)).map(Svc::done),
     }
 }
 
@@ -148,13 +161,27 @@ fn count(id: u32, bytes: u32, new_connection: bool, rejected: bool) {
 /// Translates the packet of `flow` if it belongs to `svc` (found under `vip`).
 #[inline(always)]
 pub fn balance(ctx: &TcContext, svc: &ServiceInfo, flow: &Flow, how: &Translation) -> Result<Lb, Reason> {
-    let fwd = match conntrack::lookup(&flow.key()) {
-        Some(e) if e.flags & CT_FORWARD != 0 => {
+    let key = flow.key();
+    let flags = if flow.proto == IPPROTO_TCP { l4::tcp_flags(ctx)? } else { 0 };
+    let opens = flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let fwd = match conntrack::lookup(&key) {
+        // A SYN on a closed flow's addresses and ports opens another one.
+        Some(e) if e.flags & CT_FORWARD != 0 && !(opens && conntrack::is_over(&e)) => {
+            if flow.proto == IPPROTO_TCP && !opens {
+                // The client went on after the SYN: the handshake is done (a spoofed
+                // source never gets this far), the flow is established.
+                conntrack::answered(&key, &e);
+            }
+            track(&key, &e, flags);
             count(svc.id, ctx.len(), false, false);
             e
         }
+        _ if flow.proto == IPPROTO_TCP && !opens => {
+            count(svc.id, ctx.len(), false, true);
+            return Ok(Lb::NoFlow);
+        }
         _ => {
-            let Some(e) = new_flow(svc, flow, how) else {
+            let Some(e) = new_flow(svc, flow, how)? else {
                 count(svc.id, ctx.len(), false, true);
                 return Ok(Lb::NoBackend);
             };
@@ -168,6 +195,16 @@ pub fn balance(ctx: &TcContext, svc: &ServiceInfo, flow: &Flow, how: &Translatio
         nat::set_src(ctx, &after, fwd.b_ip, fwd.b_port)?;
     }
     Ok(Lb::To { dst: fwd.a_ip })
+}
+
+/// A FIN or RST moves the flow of `e` (under `key`) towards its end.
+#[inline(always)]
+fn track(key: &CtKey, e: &CtEntry, tcp_flags: u8) {
+    if tcp_flags & TCP_RST != 0 {
+        conntrack::closing(key, e, CT_STATE_CLOSED);
+    } else if tcp_flags & TCP_FIN != 0 {
+        conntrack::closing(key, e, CT_STATE_CLOSING);
+    }
 }
 
 /// The backend of a new flow: the client's last one while its session affinity lasts
@@ -219,13 +256,15 @@ fn remember(key: &AffinityKey, backend: Backend, now: u64) {
     let _ = NC_AFFINITY.insert(key, &a, 0);
 }
 
-/// Picks a backend and records both directions of the new flow.
+/// Picks a backend and records both directions of the new flow; none without a
+/// backend. A masqueraded flow finding no free source port is dropped (the client
+/// retries) rather than taking a live flow's replies.
 #[inline(always)]
-fn new_flow(svc: &ServiceInfo, flow: &Flow, how: &Translation) -> Option<CtEntry> {
+fn new_flow(svc: &ServiceInfo, flow: &Flow, how: &Translation) -> Result<Option<CtEntry>, Reason> {
     if svc.count == 0 || svc.count > MAX_BACKENDS_PER_SERVICE {
-        return None;
+        return Ok(None);
     }
-    let backend = pick(svc, flow.src)?;
+    let Some(backend) = pick(svc, flow.src) else { return Ok(None) };
     let nodeport = if how.nodeport { CT_NODEPORT } else { 0 };
     let keep_source = svc.flags & SVC_LOCAL_KEEPS_SOURCE != 0 && forward::is_local(backend.ip);
     // Hairpin: a pod reaching itself through its service would receive a packet from
@@ -239,7 +278,7 @@ fn new_flow(svc: &ServiceInfo, flow: &Flow, how: &Translation) -> Option<CtEntry
     };
     // Masqueraded flows share their source address, so the source port must tell their
     // replies apart.
-    let sport = if snat != 0 { free_port(&backend, src_ip, flow) } else { flow.sport };
+    let sport = if snat != 0 { free_port(&backend, src_ip, flow).ok_or(Reason::DropNatFailed)? } else { flow.sport };
     let fwd = CtEntry {
         a_ip: backend.ip,
         a_port: backend.port,
@@ -262,7 +301,7 @@ fn new_flow(svc: &ServiceInfo, flow: &Flow, how: &Translation) -> Option<CtEntry
     };
     conntrack::insert(&flow.key(), fwd);
     conntrack::insert(&reply.key(), rev);
-    Some(fwd)
+    Ok(Some(fwd))
 }
 
 /// Ports tried for a masqueraded flow after the client's own: above Linux's default
@@ -273,30 +312,36 @@ const SNAT_TRIES: u32 = 4;
 
 /// A source port (network order) for `flow` masqueraded as `src_ip` towards
 /// `backend` that no live flow's replies use: the client's own if free, else a few
-/// random ones; the last one tried if all are taken (that older flow then loses its
-/// replies, as it would with no choice).
+/// random ones; none if all are taken (a live flow's port is never reused).
 #[inline(always)]
-fn free_port(backend: &Backend, src_ip: u32, flow: &Flow) -> u16 {
+fn free_port(backend: &Backend, src_ip: u32, flow: &Flow) -> Option<u16> {
     let mut port = flow.sport;
     let mut tries = 0;
     while tries < SNAT_TRIES {
         let reply = Flow { src: backend.ip, dst: src_ip, sport: backend.port, dport: port, proto: flow.proto };
         if conntrack::lookup(&reply.key()).is_none() {
-            return port;
+            return Some(port);
         }
         port = ((SNAT_PORT_MIN + unsafe { bpf_get_prandom_u32() } % SNAT_PORT_SPAN) as u16).to_be();
         tries += 1;
     }
-    port
+    None
 }
 
 /// A reply of a translated flow: the source becomes the service again (and the
 /// destination the original client, after masquerade). Returns the reverse entry.
 #[inline(always)]
 pub fn reverse(ctx: &TcContext, flow: &Flow) -> Result<Option<CtEntry>, Reason> {
-    let Some(rev) = conntrack::lookup(&flow.key()) else { return Ok(None) };
+    let key = flow.key();
+    let Some(rev) = conntrack::lookup(&key) else { return Ok(None) };
     if rev.flags & CT_REVERSE == 0 {
         return Ok(None);
+    }
+    if flow.proto == IPPROTO_TCP {
+        track(&key, &rev, l4::tcp_flags(ctx)?);
+    } else {
+        // The backend answered: the flow is established (safe from floods of new ones).
+        conntrack::answered(&key, &rev);
     }
     nat::set_src(ctx, flow, rev.a_ip, rev.a_port)?;
     if rev.flags & CT_SNAT != 0 {
@@ -339,6 +384,6 @@ pub fn nodeport(ctx: &TcContext, cfg: &DatapathConfig) -> Result<Option<Verdict>
             Dest::Remote(node) => forward::to_remote_node(ctx, cfg, &node).map(Some),
             Dest::Elsewhere => Err(Reason::DropNoRoute),
         },
-        Lb::NoBackend => reject::refuse(ctx, &flow, Back::ToUplink).map(Some),
+        lb => reject::refuse(ctx, &flow, Back::ToUplink, refusal(&lb)).map(Some),
     }
 }

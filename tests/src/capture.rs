@@ -20,7 +20,8 @@ pub struct Capture {
     thread: Option<JoinHandle<()>>,
 }
 
-fn open(ifname: &str) -> std::io::Result<OwnedFd> {
+/// A packet socket bound to `ifname` in the calling thread's namespace.
+pub fn open(ifname: &str) -> std::io::Result<OwnedFd> {
     let proto = (libc::ETH_P_ALL as u16).to_be() as i32;
     // SAFETY: plain socket calls; the fd is owned right away.
     unsafe {
@@ -59,6 +60,28 @@ fn open(ifname: &str) -> std::io::Result<OwnedFd> {
         );
         Ok(fd)
     }
+}
+
+/// Sends whole Ethernet frames out of `ifname` in `ns` (an AF_PACKET socket: what a
+/// process with CAP_NET_RAW can put on the wire).
+pub fn send_frames(ns: &Netns, ifname: &str, frames: &[Vec<u8>]) -> Result<()> {
+    let name = ifname.to_string();
+    let frames = frames.to_vec();
+    let sent = ns.run(move || -> std::io::Result<()> {
+        let fd = open(&name)?;
+        for f in &frames {
+            // SAFETY: a bound packet socket and a buffer of the given length.
+            let n = unsafe { libc::send(fd.as_raw_fd(), f.as_ptr().cast(), f.len(), 0) };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = sent {
+        bail!("sending raw frames on {ifname}: {e}");
+    }
+    Ok(())
 }
 
 impl Capture {

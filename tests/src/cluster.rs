@@ -57,6 +57,9 @@ pub enum StoreSpec {
     File,
     /// A real etcd with this many members, run in the outside namespace.
     Etcd(usize),
+    /// One etcd member that speaks only TLS, requires client certificates and a
+    /// password; the agents get all three.
+    EtcdSecure,
 }
 
 /// Options for `Cluster::new`.
@@ -131,6 +134,15 @@ impl Cluster {
                 etcd.put("/coreos.com/network/config", &config)?;
                 self.etcd = Some(etcd);
             }
+            StoreSpec::EtcdSecure => {
+                let etcd = Etcd::start_secure(
+                    &self.outside,
+                    &OUTSIDE_IP.to_string(),
+                    self.dir().join("etcd"),
+                )?;
+                etcd.put("/coreos.com/network/config", &config)?;
+                self.etcd = Some(etcd);
+            }
         }
         Ok(())
     }
@@ -154,6 +166,11 @@ impl Cluster {
                 "store = \"{}\"\n",
                 self.etcd.as_ref().expect("etcd runs").url()
             ),
+            StoreSpec::EtcdSecure => {
+                let etcd = self.etcd.as_ref().expect("etcd runs");
+                let secure = etcd.secure.as_ref().expect("secured");
+                format!("store = \"{}\"\n{}", etcd.url(), secure.agent_config())
+            }
         }
     }
 

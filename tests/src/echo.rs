@@ -38,6 +38,45 @@ pub fn tcp_server(ns: &Path, port: u16, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Serves interactive TCP echo on `port` inside `ns`: every read is answered at once
+/// with `NAME:` and what was read (a connection can stay open and idle between).
+pub fn tcp_chat_server(ns: &Path, port: u16, name: &str) -> Result<()> {
+    let listener: TcpListener = traffic::listen_tcp(ns, port)?;
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { continue };
+            let name = name.clone();
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = s.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut reply = format!("{name}:").into_bytes();
+                    reply.extend_from_slice(&chunk[..n]);
+                    if s.write_all(&reply).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+/// One request on an open connection to a chat server: who answered.
+pub fn chat(s: &mut std::net::TcpStream, data: &[u8]) -> Result<String> {
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(data)?;
+    let mut reply = vec![0u8; 4096];
+    let n = s.read(&mut reply).context("reading the answer")?;
+    if n == 0 {
+        bail!("the connection was closed");
+    }
+    split_echo(&reply[..n], data)
+}
+
 /// Serves UDP echo on `port` inside `ns` until the test process ends.
 pub fn udp_server(ns: &Path, port: u16, name: &str) -> Result<()> {
     let sock: UdpSocket = traffic::udp_socket(ns, port)?;

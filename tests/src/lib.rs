@@ -9,6 +9,7 @@ pub mod cni;
 pub mod echo;
 pub mod etcd;
 pub mod flannel;
+pub mod flood;
 pub mod netns;
 pub mod packets;
 pub mod podman;

@@ -413,3 +413,95 @@ fn an_invalid_network_config_is_refused_at_start() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_tls_etcd_that_requires_client_certificates_and_a_password() -> Result<()> {
+    let c = cluster(StoreSpec::EtcdSecure, 2)?;
+    wait_route(
+        c.node(1),
+        &c.node(2).pod_cidr,
+        true,
+        Duration::from_secs(10),
+    )?;
+    wait_route(
+        c.node(2),
+        &c.node(1).pod_cidr,
+        true,
+        Duration::from_secs(10),
+    )?;
+    let a = c.node(1).add_pod(&c.pod_name("ta"))?;
+    let b = c.node(2).add_pod(&c.pod_name("tb"))?;
+    all_pods_reach_each_other(&[a, b]);
+    let etcd = c.etcd.as_ref().context("etcd")?;
+    let key = c.node(1).status()?.store.context("store")?.lease_key;
+    assert!(
+        etcd.ctl(&["get", &key])?.contains("PublicIP"),
+        "the lease went through TLS and authentication into etcd"
+    );
+    // What a pod (or anyone on the underlay) without the client certificate gets.
+    let secure = etcd.secure.as_ref().context("secured")?;
+    let endpoint = format!("https://{}:2379", etcd.ip);
+    let bare = c.outside.output(&[
+        "etcdctl",
+        "--endpoints",
+        &endpoint,
+        &format!("--cacert={}", secure.ca.display()),
+        "--user",
+        &format!("{}:{}", secure.user, secure.password),
+        "put",
+        &key,
+        "forged",
+    ]);
+    assert!(
+        !bare.status.success(),
+        "without a client certificate etcd refuses writes"
+    );
+    let no_password = c.outside.output(&[
+        "etcdctl",
+        "--endpoints",
+        &endpoint,
+        &format!("--cacert={}", secure.ca.display()),
+        &format!("--cert={}", secure.cert.display()),
+        &format!("--key={}", secure.key.display()),
+        "put",
+        &key,
+        "forged",
+    ]);
+    assert!(
+        !no_password.status.success(),
+        "without the password etcd refuses writes"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_agent_without_the_client_certificate_is_told_why() -> Result<()> {
+    let mut c = cluster(StoreSpec::EtcdSecure, 1)?;
+    let config = std::fs::read_to_string(&c.node(1).config)?;
+    let kept: String = config
+        .lines()
+        .filter(|l| !l.starts_with("etcd_certfile") && !l.starts_with("etcd_keyfile"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    c.node_mut(1).kill_agent();
+    std::fs::write(&c.node(1).config, &kept)?;
+    // The agent keeps its subnet (forwarding goes on) and retries; status and log
+    // say the store refuses it.
+    c.node_mut(1).start_agent()?;
+    let n = c.node(1);
+    wait_until(
+        Duration::from_secs(15),
+        "status to show the store refusing",
+        || {
+            n.status()
+                .is_ok_and(|s| s.store.is_some_and(|h| !h.connected && !h.lease_held))
+        },
+    )
+    .with_context(|| n.agent_log())?;
+    assert!(
+        n.agent_log().contains("cannot reach the cluster store"),
+        "the log names the store's refusal:\n{}",
+        n.agent_log()
+    );
+    Ok(())
+}

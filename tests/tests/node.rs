@@ -1,13 +1,20 @@
-//! One node: pods, the redirect fast path, masquerade, IPAM, restarts and bad input.
+//! One node: pods, the redirect fast path, masquerade, IPAM, restarts, bad input, and
+//! what a pod may not do at L2.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::Path,
+    time::Duration,
+};
 
 use anyhow::Result;
 use netcore_agent::api::PodInfo;
 use netcore_tests::{
     cluster::{Cluster, Spec, OUTSIDE_IP},
     netns::Netns,
+    packets::{self, Seen},
     traffic::{self, Stream},
+    wait_until,
 };
 
 fn pod_ns(p: &PodInfo) -> std::mem::ManuallyDrop<Netns> {
@@ -314,5 +321,106 @@ fn bad_input_is_refused_clearly_and_changes_nothing() -> Result<()> {
         .output()?;
     assert!(!down.status.success(), "the CLI fails when no agent runs");
     assert!(String::from_utf8_lossy(&down.stderr).contains("is `netcore agent` running?"));
+    Ok(())
+}
+
+/// An ARP packet (`op` 1 request, 2 reply) from `eth_src`, sender `sha`/`spa`.
+fn arp_frame(op: u8, eth_src: [u8; 6], sha: [u8; 6], spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
+    let mut body = vec![0, 1, 8, 0, 6, 4, 0, op];
+    body.extend_from_slice(&sha);
+    body.extend_from_slice(&spa.octets());
+    body.extend_from_slice(&[0xff; 6]);
+    body.extend_from_slice(&tpa.octets());
+    netcore_tests::packets::ethernet([0xff; 6], eth_src, 0x0806, &body)
+}
+
+#[test]
+fn a_spoofing_pod_intercepts_nothing() -> Result<()> {
+    let c = Cluster::new(Spec::default())?;
+    let attacker = c.node(1).add_pod(&c.pod_name("sa"))?;
+    let victim = c.node(1).add_pod(&c.pod_name("sv"))?;
+    let (na, nv) = (pod_ns(&attacker), pod_ns(&victim));
+    let gw = victim.gateway;
+    assert!(
+        traffic::ping(&victim.name, gw, 1),
+        "the victim knows its gateway"
+    );
+    let neigh = |ns: &Netns| {
+        ns.sh(&format!("ip neigh show {gw} dev eth0"))
+            .unwrap_or_default()
+    };
+    let gw_mac_before = neigh(&nv);
+    let (amac, vmac) = (attacker.mac.0, victim.mac.0);
+    let mut frames = Vec::new();
+    for op in [1, 2] {
+        // Gratuitous ARP claiming the gateway, and one speaking for the victim.
+        frames.push(arp_frame(op, amac, amac, gw, gw));
+        frames.push(arp_frame(op, amac, amac, victim.ip, gw));
+    }
+    // Frames from the victim's MAC, to move it to the attacker's bridge port.
+    frames.push(arp_frame(1, vmac, vmac, victim.ip, gw));
+    let mut v6 = vec![0x60, 0, 0, 0, 0, 8, 58, 255];
+    v6.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]);
+    v6.extend_from_slice(&[0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    v6.extend_from_slice(&[134, 0, 0, 0, 64, 0, 0x07, 0x08]);
+    frames.push(netcore_tests::packets::ethernet(
+        [0x33, 0x33, 0, 0, 0, 1],
+        amac,
+        0x86dd,
+        &v6,
+    ));
+    netcore_tests::capture::send_frames(&na, "eth0", &frames)?;
+
+    let n = c.node(1);
+    wait_until(
+        Duration::from_secs(5),
+        "every forged frame to be counted",
+        || {
+            n.counter("dropped-spoofed-arp").is_ok_and(|x| x >= 4)
+                && n.counter("dropped-spoofed-mac").is_ok_and(|x| x >= 1)
+                && n.counter("dropped-ether-type").is_ok_and(|x| x >= 1)
+        },
+    )?;
+    assert_eq!(
+        neigh(&nv),
+        gw_mac_before,
+        "the victim still reaches its gateway at the bridge's MAC"
+    );
+    let fdb = n.ns.sh(&format!(
+        "bridge fdb show br nc0 | grep -i {} || true",
+        victim.mac
+    ))?;
+    assert!(
+        fdb.contains(&victim.host_interface) && !fdb.contains(&attacker.host_interface),
+        "the victim's MAC stays on its own bridge port: {fdb}"
+    );
+    assert_eq!(
+        nv.sh("cat /proc/sys/net/ipv6/conf/eth0/disable_ipv6")?
+            .trim(),
+        "1",
+        "no IPv6 on pods: no router advertisement taken"
+    );
+    // What reaches the victim from the node, and what it sends through the gateway:
+    // none of it shows up at the attacker.
+    let cap = netcore_tests::capture::Capture::start(&na, "eth0")?;
+    assert!(
+        traffic::ping(&n.ns.name, victim.ip, 3),
+        "the node reaches the victim"
+    );
+    assert!(
+        traffic::ping(&victim.name, gw, 3),
+        "the victim reaches its gateway"
+    );
+    let seen: Vec<Seen> = cap.finish().iter().map(|f| packets::parse(f)).collect();
+    let stolen: Vec<&Seen> = seen
+        .iter()
+        .filter(
+            |s| matches!(s, Seen::Ipv4 { src, dst, .. } if *src == victim.ip || *dst == victim.ip),
+        )
+        .collect();
+    assert!(
+        stolen.is_empty(),
+        "the attacker saw the victim's traffic: {stolen:?}"
+    );
     Ok(())
 }

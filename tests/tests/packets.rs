@@ -94,7 +94,7 @@ fn a_pod_to_pod_frame_is_redirected_with_gateway_and_pod_macs() -> Result<()> {
 #[test]
 fn a_frame_for_a_remote_pod_is_wrapped_in_flannel_vxlan() -> Result<()> {
     let (l, id) = node()?;
-    let frame = from_pod_frame(&id, POD_IP, REMOTE_POD);
+    let frame = from_pod_frame(&id, SENDER_IP, REMOTE_POD);
     let run = l.run(PROG_FROM_POD, &frame)?;
     assert_eq!(
         run.verdict, TC_ACT_REDIRECT,
@@ -169,10 +169,17 @@ fn other_traffic_from_a_pod_passes_untouched() -> Result<()> {
     for (what, frame) in [
         (
             "the outside world",
-            from_pod_frame(&id, POD_IP, Ipv4Addr::new(192, 0, 2, 1)),
+            from_pod_frame(&id, SENDER_IP, Ipv4Addr::new(192, 0, 2, 1)),
         ),
-        ("the gateway", from_pod_frame(&id, POD_IP, id.gateway)),
-        ("ARP", ethernet([0xff; 6], POD_MAC.0, 0x0806, &[0u8; 28])),
+        ("the gateway", from_pod_frame(&id, SENDER_IP, id.gateway)),
+        (
+            "ARP for the gateway",
+            arp(SENDER_MAC, SENDER_MAC, SENDER_IP, id.gateway),
+        ),
+        (
+            "an ARP probe",
+            arp(SENDER_MAC, SENDER_MAC, Ipv4Addr::UNSPECIFIED, SENDER_IP),
+        ),
     ] {
         let run = l.run(PROG_FROM_POD, &frame)?;
         assert_eq!(
@@ -181,7 +188,68 @@ fn other_traffic_from_a_pod_passes_untouched() -> Result<()> {
         );
         assert_eq!(run.out, frame, "traffic to {what} is not modified");
     }
-    assert_eq!(l.counter("passed"), 3);
+    assert_eq!(l.counter("passed"), 4);
+    Ok(())
+}
+
+/// An ARP request from `eth_src`, sender `sha`/`spa`, asking for `tpa`.
+fn arp(eth_src: [u8; 6], sha: [u8; 6], spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
+    let mut body = vec![0, 1, 8, 0, 6, 4, 0, 1];
+    body.extend_from_slice(&sha);
+    body.extend_from_slice(&spa.octets());
+    body.extend_from_slice(&[0; 6]);
+    body.extend_from_slice(&tpa.octets());
+    ethernet([0xff; 6], eth_src, 0x0806, &body)
+}
+
+#[test]
+fn a_pod_speaks_at_l2_only_as_itself() -> Result<()> {
+    let (l, id) = node()?;
+    let other_mac = POD_MAC.0;
+    let mut ipv6_ra = vec![0x60, 0, 0, 0, 0, 16, 58, 255];
+    ipv6_ra.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    ipv6_ra.extend_from_slice(&[0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    ipv6_ra.extend_from_slice(&[134, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let mut spoofed_mac = from_pod_frame(&id, SENDER_IP, POD_IP);
+    spoofed_mac[6..12].copy_from_slice(&other_mac);
+    let cases = [
+        (
+            "dropped-spoofed-arp",
+            "a gratuitous ARP claiming the gateway",
+            arp(SENDER_MAC, SENDER_MAC, id.gateway, id.gateway),
+        ),
+        (
+            "dropped-spoofed-arp",
+            "ARP with another pod's MAC as sender",
+            arp(SENDER_MAC, other_mac, SENDER_IP, id.gateway),
+        ),
+        (
+            "dropped-spoofed-mac",
+            "an ARP frame from another pod's MAC",
+            arp(other_mac, other_mac, POD_IP, id.gateway),
+        ),
+        (
+            "dropped-spoofed-mac",
+            "an IPv4 frame from another pod's MAC",
+            spoofed_mac,
+        ),
+        (
+            "dropped-ether-type",
+            "an IPv6 router advertisement",
+            ethernet([0x33, 0x33, 0, 0, 0, 1], SENDER_MAC, 0x86dd, &ipv6_ra),
+        ),
+        (
+            "dropped-ether-type",
+            "a VLAN-tagged frame",
+            ethernet([0xff; 6], SENDER_MAC, 0x8100, &[0u8; 46]),
+        ),
+    ];
+    for (reason, what, frame) in cases {
+        let before = l.counter(reason);
+        let run = l.run(PROG_FROM_POD, &frame)?;
+        assert_eq!(run.verdict, TC_ACT_SHOT, "{what}: dropped");
+        assert_eq!(l.counter(reason), before + 1, "{what}: counted as {reason}");
+    }
     Ok(())
 }
 
@@ -550,6 +618,36 @@ fn a_syn_to_a_service_without_backends_is_answered_with_a_reset() -> Result<()> 
     pseudo.extend_from_slice(&[0, 6, 0, 20]);
     pseudo.extend_from_slice(rst);
     assert_eq!(checksum(&pseudo), 0, "a valid TCP checksum");
+    Ok(())
+}
+
+#[test]
+fn a_segment_of_no_tracked_flow_is_reset_not_balanced() -> Result<()> {
+    let (l, id) = with_empty_service(6, 80)?;
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&40001u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+    tcp[4..8].copy_from_slice(&7000u32.to_be_bytes());
+    tcp[8..12].copy_from_slice(&9000u32.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x10; // ACK: mid-connection, and no entry for it
+    let mut sent = packets::ipv4_header(SENDER_IP, VIP, 6, tcp.len());
+    sent.extend_from_slice(&tcp);
+    let frame = ethernet(id.gateway_mac.0, SENDER_MAC, ETH_P_IPV4, &sent);
+    let run = l.run(PROG_FROM_POD, &frame)?;
+    assert_eq!(
+        run.verdict, TC_ACT_REDIRECT,
+        "a reset sent back into the pod"
+    );
+    let rst = answer_from_the_service(&run.out, &id, 6, 40);
+    assert_eq!(rst[13] & 0x04, 0x04, "RST");
+    assert_eq!(
+        u32::from_be_bytes([rst[4], rst[5], rst[6], rst[7]]),
+        9000,
+        "the reset's sequence number is the segment's acknowledgment"
+    );
+    assert_eq!(l.counter("rejected-no-flow"), 1);
+    assert_eq!(l.counter("rejected-no-backend"), 0);
     Ok(())
 }
 

@@ -89,9 +89,11 @@ impl Agent {
         };
         rec.mac = pod::create(&self.nl, &spec).await?;
         let host = netlink::require_link(&self.nl, &rec.host_if).await?;
+        // Program and identity first, then up: the pod never sends unchecked.
         self.dp
             .attach(PROG_FROM_POD, &rec.host_if, TcAttachType::Ingress)?;
         self.maps.endpoints.insert(rec.ip, host.index, rec.mac)?;
+        netlink::set_up(&self.nl, host.index).await?;
         Ok(())
     }
 
@@ -160,12 +162,12 @@ impl Agent {
             let complete = rec.mac != Mac::default() && pod::exists_inside(&rec.netns, &rec.ifname);
             match host {
                 Some(host) if complete && self.ipam.reserve(rec.ip).is_ok() => {
-                    if host.master != Some(self.bridge.index) {
-                        netlink::set_master_up(&self.nl, host.index, self.bridge.index).await?;
-                    }
                     self.maps.endpoints.insert(rec.ip, host.index, rec.mac)?;
                     self.dp
                         .attach(PROG_FROM_POD, &rec.host_if, TcAttachType::Ingress)?;
+                    if host.master != Some(self.bridge.index) || !host.up {
+                        netlink::set_master_up(&self.nl, host.index, self.bridge.index).await?;
+                    }
                     keep.push(rec.host_if.clone());
                 }
                 _ => {
@@ -186,6 +188,7 @@ impl Agent {
                 self.maps.endpoints.remove(ip)?;
             }
         }
+        self.maps.endpoints.remove_orphan_ifaces()?;
         for stale in self.dp.stale_attachments(&keep) {
             self.dp.remove_attachment(&stale);
         }

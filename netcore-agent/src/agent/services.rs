@@ -95,10 +95,28 @@ impl Agent {
             .map(|b| backend(b.ip, b.port))
             .collect();
         self.maps.services.forget_backends(id, &gone)?;
+        self.end_flows(id, &spec.name, &gone)?;
         if let Some(o) = old {
             for k in frontends(&o.spec).into_iter().filter(|k| !keys.contains(k)) {
                 self.maps.services.remove_frontend(k)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Ends the tracked flows of service `id` to backends it no longer has.
+    fn end_flows(
+        &mut self,
+        id: u32,
+        name: &str,
+        gone: &[netcore_common::service::Backend],
+    ) -> Result<()> {
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let ended = self.maps.conntrack.purge_backends(id, gone)?;
+        if ended > 0 {
+            info!(service = %name, flows = ended, "ended the flows to removed backends");
         }
         Ok(())
     }
@@ -204,6 +222,7 @@ impl Agent {
             .map(|b| backend(b.ip, b.port))
             .collect();
         self.maps.services.forget_backends(rec.id, &gone)?;
+        self.end_flows(rec.id, name, &gone)?;
         self.maps.services.set_affinity(rec.id, 0)?;
         self.write_datapath_config()?;
         self.save()?;

@@ -1,9 +1,10 @@
-//! The endpoint map: local pod IPv4 -> host veth and pod MAC.
+//! The endpoint maps, written together: local pod IPv4 -> host veth and pod MAC, and
+//! host veth -> the only MAC and address its pod may send as.
 
 use std::net::Ipv4Addr;
 
 use aya::maps::{HashMap, Map, MapData};
-use netcore_common::endpoint::EndpointInfo;
+use netcore_common::endpoint::{EndpointInfo, PodIface};
 
 use super::MapError;
 use super::{err, is_not_found};
@@ -12,6 +13,8 @@ use crate::mac::Mac;
 pub struct EndpointMap {
     map: HashMap<MapData, u32, EndpointInfo>,
     name: &'static str,
+    ifaces: HashMap<MapData, u32, PodIface>,
+    ifaces_name: &'static str,
 }
 
 fn key(ip: Ipv4Addr) -> u32 {
@@ -19,29 +22,67 @@ fn key(ip: Ipv4Addr) -> u32 {
 }
 
 impl EndpointMap {
-    pub fn new((map, name): (Map, &'static str)) -> Result<Self, MapError> {
+    pub fn new(
+        (map, name): (Map, &'static str),
+        (ifaces, ifaces_name): (Map, &'static str),
+    ) -> Result<Self, MapError> {
         Ok(Self {
             map: HashMap::try_from(map).map_err(err(name))?,
             name,
+            ifaces: HashMap::try_from(ifaces).map_err(err(ifaces_name))?,
+            ifaces_name,
         })
     }
 
+    /// The pod's identity first (what its veth may send), then where it is.
     pub fn insert(
         &mut self,
         ip: Ipv4Addr,
         host_ifindex: u32,
         pod_mac: Mac,
     ) -> Result<(), MapError> {
+        if let Some(old) = self.get(ip).filter(|e| e.host_ifindex != host_ifindex) {
+            self.remove_iface(old.host_ifindex)?;
+        }
+        let iface = PodIface::new(key(ip), pod_mac.0);
+        self.ifaces
+            .insert(host_ifindex, iface, 0)
+            .map_err(err(self.ifaces_name))?;
         let value = EndpointInfo::new(host_ifindex, pod_mac.0);
         self.map.insert(key(ip), value, 0).map_err(err(self.name))
     }
 
-    /// Removes the entry; a missing one is not an error.
+    /// Removes the pod's entries; missing ones are not an error.
     pub fn remove(&mut self, ip: Ipv4Addr) -> Result<(), MapError> {
+        if let Some(ep) = self.get(ip) {
+            self.remove_iface(ep.host_ifindex)?;
+        }
         match self.map.remove(&key(ip)) {
             Err(e) if is_not_found(&e) => Ok(()),
             other => other.map_err(err(self.name)),
         }
+    }
+
+    fn remove_iface(&mut self, ifindex: u32) -> Result<(), MapError> {
+        match self.ifaces.remove(&ifindex) {
+            Err(e) if is_not_found(&e) => Ok(()),
+            other => other.map_err(err(self.ifaces_name)),
+        }
+    }
+
+    /// Drops pod-interface entries of veths no endpoint has (left by a crash).
+    pub fn remove_orphan_ifaces(&mut self) -> Result<(), MapError> {
+        let used: Vec<u32> = self.entries().iter().map(|(_, e)| e.host_ifindex).collect();
+        let orphans: Vec<u32> = self
+            .ifaces
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|i| !used.contains(i))
+            .collect();
+        for i in orphans {
+            self.remove_iface(i)?;
+        }
+        Ok(())
     }
 
     pub fn get(&self, ip: Ipv4Addr) -> Option<EndpointInfo> {

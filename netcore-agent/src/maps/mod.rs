@@ -1,6 +1,7 @@
 //! Typed access to the data path's maps; each file owns one map.
 
 pub mod config;
+pub mod conntrack;
 pub mod counters;
 pub mod endpoint;
 pub mod node;
@@ -26,12 +27,16 @@ pub struct Maps {
     pub config: config::ConfigMap,
     pub counters: counters::CounterMap,
     pub services: service::ServiceMaps,
+    pub conntrack: conntrack::ConntrackMaps,
 }
 
 impl Maps {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapError> {
         Ok(Self {
-            endpoints: endpoint::EndpointMap::new(take(ebpf, netcore_common::pin::MAP_ENDPOINTS)?)?,
+            endpoints: endpoint::EndpointMap::new(
+                take(ebpf, netcore_common::pin::MAP_ENDPOINTS)?,
+                take(ebpf, netcore_common::pin::MAP_POD_IFACES)?,
+            )?,
             nodes: node::NodeMap::new(take(ebpf, netcore_common::pin::MAP_NODES)?)?,
             config: config::ConfigMap::new(take(ebpf, netcore_common::pin::MAP_CONFIG)?)?,
             counters: counters::CounterMap::new(take(ebpf, netcore_common::pin::MAP_COUNTERS)?)?,
@@ -41,6 +46,10 @@ impl Maps {
                 take(ebpf, netcore_common::pin::MAP_SVC_COUNTERS)?,
                 take(ebpf, netcore_common::pin::MAP_SVC_AFFINITY)?,
                 take(ebpf, netcore_common::pin::MAP_BACKEND_SLOTS)?,
+            )?,
+            conntrack: conntrack::ConntrackMaps::new(
+                take(ebpf, netcore_common::pin::MAP_CONNTRACK)?,
+                take(ebpf, netcore_common::pin::MAP_CT_NEW)?,
             )?,
         })
     }

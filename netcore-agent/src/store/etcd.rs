@@ -10,11 +10,11 @@ use std::{
 };
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
-    WatchStream,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, PutOptions,
+    TlsOptions, Txn, TxnOp, WatchOptions, WatchStream,
 };
 
-use super::{Entry, StoreError};
+use super::{Entry, EtcdSecurity, StoreError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -33,8 +33,30 @@ async fn bounded<T>(
         })
 }
 
+/// The TLS settings of `security`, its files read (a missing or unreadable one is an
+/// error at start, not at the first connection).
+fn tls_options(security: &EtcdSecurity) -> Result<Option<TlsOptions>, StoreError> {
+    let Some(ca) = &security.ca_file else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::PathBuf| {
+        std::fs::read(path).map_err(|source| StoreError::TlsFile {
+            path: path.clone(),
+            source,
+        })
+    };
+    let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(read(ca)?));
+    if let (Some(cert), Some(key)) = (&security.cert_file, &security.key_file) {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(Some(tls))
+}
+
 pub struct EtcdStore {
     endpoints: Vec<String>,
+    /// TLS (read once, at start) and credentials for every connection.
+    tls: Option<TlsOptions>,
+    user: Option<(String, String)>,
     /// The member in use (an index into `endpoints`, modulo its length).
     current: usize,
     client: Option<Client>,
@@ -46,24 +68,41 @@ pub struct EtcdStore {
 }
 
 impl EtcdStore {
-    pub fn new(endpoints: Vec<String>) -> Self {
-        EtcdStore {
+    /// A store on `endpoints` (`http://host:port`; https with a CA in `security`).
+    pub fn new(endpoints: Vec<String>, security: EtcdSecurity) -> Result<Self, StoreError> {
+        let tls = tls_options(&security)?;
+        let endpoints = match tls {
+            Some(_) => endpoints
+                .iter()
+                .map(|e| e.replacen("http://", "https://", 1))
+                .collect(),
+            None => endpoints,
+        };
+        Ok(EtcdStore {
             endpoints,
+            tls,
+            user: security.user,
             current: 0,
             client: None,
             watch: None,
             leases: HashMap::new(),
             expiries: HashMap::new(),
-        }
+        })
     }
 
     async fn client(&mut self) -> Result<&mut Client, StoreError> {
         if self.client.is_none() {
             let endpoint = &self.endpoints[self.current % self.endpoints.len()];
-            let opts = ConnectOptions::new()
+            let mut opts = ConnectOptions::new()
                 .with_connect_timeout(CONNECT_TIMEOUT)
                 .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
                 .with_require_leader(true);
+            if let Some(tls) = &self.tls {
+                opts = opts.with_tls(tls.clone());
+            }
+            if let Some((name, password)) = &self.user {
+                opts = opts.with_user(name.clone(), password.clone());
+            }
             let connect = Client::connect([endpoint], Some(opts));
             let client = match tokio::time::timeout(CONNECT_TIMEOUT * 2, connect).await {
                 Ok(Ok(c)) => c,

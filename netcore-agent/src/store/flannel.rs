@@ -334,7 +334,7 @@ mod tests {
             ),
             (
                 r#"{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"udp"}}"#,
-                "only vxlan",
+                "is not implemented by netcore",
             ),
             (
                 r#"{"Network":"0.0.0.0/0","SubnetLen":0,"Backend":{"Type":"vxlan"}}"#,

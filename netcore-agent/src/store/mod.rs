@@ -24,6 +24,24 @@ pub enum StoreError {
     Etcd(#[from] etcd_client::Error),
     #[error("etcd: no endpoint answered within {0:?}")]
     Timeout(Duration),
+    #[error("etcd TLS: reading {path}: {source}")]
+    TlsFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// How the agent talks to etcd beyond the endpoints: TLS (flanneld's `-etcd-cafile`,
+/// `-etcd-certfile`, `-etcd-keyfile`) and authentication (`-etcd-username`,
+/// `-etcd-password`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdSecurity {
+    /// The CA that signs the members' certificates: with it, the endpoints are https.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key, for members that require one.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub user: Option<(String, String)>,
 }
 
 /// One key as listed, with its expiry when it has a TTL.
@@ -75,13 +93,14 @@ impl StoreUrl {
 
 impl Store {
     /// Opens the store (etcd connects lazily: an unreachable etcd is not an error here).
-    pub fn open(url: &StoreUrl) -> Result<Option<Self>, StoreError> {
+    pub fn open(url: &StoreUrl, security: &EtcdSecurity) -> Result<Option<Self>, StoreError> {
         Ok(match url {
             StoreUrl::None => None,
             StoreUrl::File(dir) => Some(Store::File(file::FileStore::open(dir)?)),
             StoreUrl::Etcd(endpoints) => Some(Store::Etcd(Box::new(etcd::EtcdStore::new(
                 endpoints.clone(),
-            )))),
+                security.clone(),
+            )?))),
         })
     }
 
