@@ -219,6 +219,7 @@ const UML_SUITE: &[(&str, &[&str], &str)] = &[
     // The forwarding pods DNAT with nftables: no NAT chains in this kernel.
     ("offload", &["a_merged_packet_a_pod_forwards"], ""),
     ("services", &[], ""),
+    ("conntrack", &[], ""),
     ("direct", &[], ""),
     ("overlay", &[], DEVICE_DECAP),
 ];
