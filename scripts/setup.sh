@@ -12,7 +12,9 @@ PACKAGES=(
   # build compiles etcd's protos)
   iproute2 nftables util-linux etcd-server etcd-client protobuf-compiler libprotobuf-dev
   # traffic, captures and benchmarks
-  iperf3 socat iputils-ping tcpdump bpftool ethtool jq
+  iperf3 socat iputils-ping tcpdump bpftool ethtool jq curl
+  # the metrics tests: the Prometheus project's own parsers
+  python3-prometheus-client
   # the lab's checks: Vagrantfile validation, shell linting
   vagrant shellcheck
   # the CNI tests: a real runtime (podman's CNI backend with runc), the reference

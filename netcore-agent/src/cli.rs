@@ -64,6 +64,28 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Stream what the data path drops (and, with --trace, a sample of what it passes),
+    /// one line per packet, until Ctrl-C.
+    Monitor {
+        /// Drops only (the default).
+        #[arg(long, conflicts_with = "trace")]
+        drops: bool,
+        /// Drops and traces of passing packets.
+        #[arg(long)]
+        trace: bool,
+        /// With --trace: one passing packet in N.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        sample: u16,
+        /// Only events of this local pod.
+        #[arg(long)]
+        pod: Option<String>,
+        /// Only events of this remote node.
+        #[arg(long)]
+        node: Option<String>,
+        /// One JSON object per line (schema in the README).
+        #[arg(long)]
+        json: bool,
+    },
     /// Release this node's subnet lease and stop the agent (the node leaves the cluster).
     Leave,
     /// Remove everything the agent made for a node (stop the agent first).
@@ -288,6 +310,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Monitor {
+            drops: _,
+            trace,
+            sample,
+            pod,
+            node,
+            json,
+        } => {
+            let watch = crate::monitor::Watch {
+                drops: true,
+                trace,
+                every: sample,
+            };
+            let filter = |l: &crate::monitor::Line| match l {
+                crate::monitor::Line::Drop(i) | crate::monitor::Line::Trace(i) => {
+                    pod.as_ref().is_none_or(|p| i.pod.as_ref() == Some(p))
+                        && node.as_ref().is_none_or(|n| i.node.as_ref() == Some(n))
+                }
+                crate::monitor::Line::Lost { .. } => true,
+            };
+            client::stream(
+                sock,
+                &Request::Monitor(watch),
+                |line: crate::monitor::Line| {
+                    if filter(&line) {
+                        print_event(&line, json);
+                    }
+                },
+            )
+            .await?;
+            Ok(())
+        }
         Command::Leave => {
             let () = client::call(sock, &Request::Leave).await?;
             println!("left the cluster: the lease is released and the agent stopped");
@@ -493,6 +547,47 @@ fn route_text(n: &NodeInfo) -> String {
         (RouteKind::Unroutable, ..) => "unroutable (not on this uplink's subnet)".into(),
         (RouteKind::Vxlan, None, _) => "vxlan (no VTEP!)".into(),
     }
+}
+
+fn print_event(line: &crate::monitor::Line, json: bool) {
+    use crate::monitor::Line;
+    if json {
+        println!("{}", serde_json::to_string(line).expect("lines serialize"));
+        return;
+    }
+    let (kind, i) = match line {
+        Line::Lost { events } => {
+            return println!("LOST   {events} events (ring buffer full or output too slow)")
+        }
+        Line::Drop(i) => ("DROP ", i),
+        Line::Trace(i) => ("TRACE", i),
+    };
+    let ep = |a: Option<std::net::Ipv4Addr>, p: Option<u16>| match (a, p) {
+        (Some(a), Some(p)) => format!("{a}:{p}"),
+        (Some(a), None) => a.to_string(),
+        _ => "-".into(),
+    };
+    let outer = i.outer.as_ref().map_or(String::new(), |o| {
+        format!(" in VXLAN {} -> {}", o.src, o.dst)
+    });
+    let who = [
+        i.pod.as_ref().map(|p| format!("pod {p}")),
+        i.node.as_ref().map(|n| format!("node {n}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(", ");
+    println!(
+        "{kind} {:<24} {:<12} {:<13} {} {} -> {}{outer} {} bytes {who}",
+        i.reason,
+        i.program,
+        i.interface,
+        i.proto.as_deref().unwrap_or("-"),
+        ep(i.src, i.sport),
+        ep(i.dst, i.dport),
+        i.len
+    );
 }
 
 fn print_status(s: &Status) {

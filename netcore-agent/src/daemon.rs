@@ -52,8 +52,14 @@ async fn serve(cfg: AgentConfig, listener: tokio::net::UnixListener) -> anyhow::
     let agent = Agent::start(cfg.clone(), id, net)
         .await
         .context("starting the node")?;
+    let mut agent = agent;
+    let events = agent.take_events();
     let agent = Arc::new(Mutex::new(agent));
     tokio::spawn(learn_peer_macs(agent.clone()));
+    let hub = crate::monitor::Hub::default();
+    if let Some(ring) = events {
+        tokio::spawn(crate::monitor::run(ring, hub.clone(), agent.clone()));
+    }
     let control = match control_parts {
         Some((store, lease, held)) => {
             Some(start_control(store, lease, held, &cfg, &url, agent.clone()).await)
@@ -65,7 +71,7 @@ async fn serve(cfg: AgentConfig, listener: tokio::net::UnixListener) -> anyhow::
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let (stop_tx, mut stop_rx) = mpsc::channel::<()>(1);
     tokio::select! {
-        _ = server::serve(listener, agent, control, stop_tx) => {}
+        _ = server::serve(listener, agent, control, stop_tx, hub) => {}
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
         _ = stop_rx.recv() => tracing::info!("left the cluster"),

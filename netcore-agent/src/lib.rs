@@ -14,6 +14,7 @@ pub mod mac;
 pub mod maps;
 pub mod masq;
 pub mod metrics;
+pub mod monitor;
 pub mod netlink;
 pub mod netns;
 pub mod pod;

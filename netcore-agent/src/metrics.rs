@@ -1,13 +1,25 @@
 //! Prometheus metrics and health endpoints on a local address: `/metrics`,
 //! `/healthz` (the process serves) and `/readyz` (programs attached and, with a
-//! cluster store, the subnet lease held). A tiny HTTP/1.0 responder: one request per
-//! connection, GET only.
+//! cluster store, the subnet lease held). Served by axum (HTTP/1.1: keep-alive, HEAD),
+//! the exposition written by the Prometheus project's client library: OpenMetrics for
+//! scrapers that ask for it, the classic text format for the others.
 
-use std::{fmt::Write as _, net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
+use axum::{
+    extract::State,
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::{Registry, Unit},
+};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     sync::{Mutex, OnceCell},
 };
 
@@ -16,6 +28,9 @@ use crate::{agent::Agent, api::Status};
 /// The agent, once it is ready.
 pub type Ready = Arc<OnceCell<Arc<Mutex<Agent>>>>;
 
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
@@ -23,171 +38,225 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 pub async fn serve(listener: TcpListener, ready: Ready) {
-    loop {
-        if let Ok((stream, _)) = listener.accept().await {
-            let ready = ready.clone();
-            tokio::spawn(async move {
-                let _ = respond(stream, ready).await;
-            });
-        }
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "try /metrics, /healthz or /readyz\n") })
+        .with_state(ready);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::warn!("the metrics server stopped: {e}");
     }
 }
 
-async fn respond(mut stream: TcpStream, ready: Ready) -> std::io::Result<()> {
-    let request = read_head(&mut stream).await?;
-    let path = request.split_whitespace().nth(1).unwrap_or("");
-    let (code, body) = match (request.starts_with("GET "), path) {
-        (false, _) => ("405 Method Not Allowed", "GET only\n".to_string()),
-        (true, "/healthz") => ("200 OK", "ok\n".to_string()),
-        (true, "/readyz") => match ready.get() {
-            Some(agent) if agent.lock().await.ready() => ("200 OK", "ready\n".to_string()),
-            Some(_) => (
-                "503 Service Unavailable",
-                "not ready: this node does not hold its subnet lease\n".to_string(),
-            ),
-            None => (
-                "503 Service Unavailable",
-                "not ready: programs or lease not in place yet\n".to_string(),
-            ),
-        },
-        (true, "/metrics") => match ready.get() {
-            Some(agent) => ("200 OK", render(&agent.lock().await.status())),
-            None => ("200 OK", "netcore_ready 0\n".to_string()),
-        },
-        _ => (
-            "404 Not Found",
-            "try /metrics, /healthz or /readyz\n".to_string(),
+async fn readyz(State(ready): State<Ready>) -> (StatusCode, &'static str) {
+    match ready.get() {
+        Some(agent) if agent.lock().await.ready() => (StatusCode::OK, "ready\n"),
+        Some(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: this node does not hold its subnet lease\n",
         ),
-    };
-    let head = format!(
-        "HTTP/1.0 {code}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
-}
-
-/// Reads a request head (up to the blank line, 4 KiB at most, 5 s at most).
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 4096 {
-        let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Ok(r) => r?,
-            Err(_) => break,
-        };
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: programs or lease not in place yet\n",
+        ),
     }
-    Ok(String::from_utf8_lossy(&head).into_owned())
 }
 
-/// The Prometheus text exposition of a status snapshot.
-pub fn render(s: &Status) -> String {
-    let mut m = String::new();
-    let node = &s.node;
-    let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
-        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, v) in samples {
-            let _ = writeln!(m, "{name}{{node=\"{node}\"{labels}}} {v}");
-        }
+/// OpenMetrics when the scraper accepts it, else the classic text format (the same
+/// families, without OpenMetrics' `# EOF`).
+async fn metrics(State(ready): State<Ready>, headers: HeaderMap) -> Response {
+    let status = match ready.get() {
+        Some(agent) => Some(agent.lock().await.status()),
+        None => None,
     };
-    metric(
-        "netcore_ready",
-        "gauge",
-        "1 when programs are attached and the lease is held.",
-        vec![(String::new(), 1)],
-    );
-    let by_reason = |f: fn(&crate::maps::counters::CounterValue) -> u64| {
-        s.counters
-            .iter()
-            .map(|c| {
-                (
-                    format!(",reason=\"{}\",drop=\"{}\"", c.reason, c.drop),
-                    f(c),
-                )
-            })
-            .collect()
-    };
-    metric(
-        "netcore_datapath_packets_total",
-        "counter",
-        "Packets by data-path outcome.",
-        by_reason(|c| c.packets),
-    );
-    metric(
-        "netcore_datapath_bytes_total",
-        "counter",
-        "Bytes by data-path outcome.",
-        by_reason(|c| c.bytes),
-    );
-    metric(
-        "netcore_pods",
-        "gauge",
-        "Pods on this node.",
-        vec![(String::new(), s.pods.len() as u64)],
-    );
-    metric(
-        "netcore_pod_ips_free",
-        "gauge",
-        "Pod addresses left.",
-        vec![(String::new(), (s.ips_total - s.ips_in_use) as u64)],
-    );
-    let by_source = |src: &str| {
-        (
-            format!(",source=\"{src}\""),
-            s.nodes.iter().filter(|n| n.source == src).count() as u64,
-        )
-    };
-    metric(
-        "netcore_remote_nodes",
-        "gauge",
-        "Remote nodes known, by source.",
-        vec![by_source("static"), by_source("store")],
-    );
-    let in_map = s.nodes.iter().filter(|n| n.in_map).count() as u64;
-    metric(
-        "netcore_map_entries",
-        "gauge",
-        "Entries in the data-path maps.",
-        vec![
-            (
-                ",map=\"endpoints\"".into(),
-                s.pods.iter().filter(|p| p.in_map).count() as u64,
-            ),
-            (",map=\"nodes\"".into(), in_map),
-        ],
-    );
-    let attached = s
-        .programs
+    let body = render(status.as_ref());
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    if openmetrics {
+        ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response()
+    } else {
+        let text = body.trim_end_matches("# EOF\n").to_string();
+        ([(header::CONTENT_TYPE, TEXT)], text).into_response()
+    }
+}
+
+type Labels = Vec<(String, String)>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
         .iter()
-        .map(|a| {
-            (
-                format!(
-                    ",program=\"{}\",interface=\"{}\",direction=\"{}\"",
-                    a.program, a.interface, a.direction
-                ),
-                1,
-            )
-        })
-        .collect();
-    metric(
-        "netcore_program_attached",
-        "gauge",
-        "Programs attached, by interface.",
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The OpenMetrics exposition of a status snapshot (of nothing yet: not ready).
+pub fn render(s: Option<&Status>) -> String {
+    let mut reg = Registry::with_prefix("netcore");
+    let ready = Gauge::<i64>::default();
+    ready.set(s.is_some() as i64);
+    reg.register(
+        "ready",
+        "1 when programs are attached and the node is up",
+        ready,
+    );
+    if let Some(s) = s {
+        let sub = reg.sub_registry_with_label(("node".into(), s.node.clone().into()));
+        datapath(sub, s);
+        node(sub, s);
+        services(sub, s);
+    }
+    let mut out = String::new();
+    encode(&mut out, &reg).expect("writing to a String cannot fail");
+    out
+}
+
+fn datapath(reg: &mut Registry, s: &Status) {
+    let packets = Family::<Labels, Counter>::default();
+    let bytes = Family::<Labels, Counter>::default();
+    let lost = Counter::<u64>::default();
+    for c in &s.counters {
+        if c.reason == "monitor-events-lost" {
+            lost.inc_by(c.packets);
+            continue;
+        }
+        let l = labels(&[("reason", &c.reason), ("drop", &c.drop.to_string())]);
+        packets.get_or_create(&l).inc_by(c.packets);
+        bytes.get_or_create(&l).inc_by(c.bytes);
+    }
+    reg.register(
+        "datapath_packets",
+        "Packets by data-path outcome (reason)",
+        packets,
+    );
+    reg.register_with_unit(
+        "datapath",
+        "Bytes by data-path outcome (reason)",
+        Unit::Bytes,
+        bytes,
+    );
+    reg.register(
+        "monitor_events_lost",
+        "Monitor events the ring buffer had no room for",
+        lost,
+    );
+    let attached = Family::<Labels, Gauge>::default();
+    for a in &s.programs {
+        let l = labels(&[
+            ("program", &a.program),
+            ("interface", &a.interface),
+            ("direction", &a.direction),
+        ]);
+        attached.get_or_create(&l).set(1);
+    }
+    reg.register(
+        "program_attached",
+        "Programs attached, by interface",
         attached,
     );
+}
+
+fn node(reg: &mut Registry, s: &Status) {
+    let gauge = |v: usize| {
+        let g = Gauge::<i64>::default();
+        g.set(v as i64);
+        g
+    };
+    reg.register("pods", "Pods on this node", gauge(s.pods.len()));
+    reg.register(
+        "pod_ips_free",
+        "Pod addresses left",
+        gauge(s.ips_total - s.ips_in_use),
+    );
+    let remote = Family::<Labels, Gauge>::default();
+    for src in ["static", "store"] {
+        let n = s.nodes.iter().filter(|n| n.source == src).count();
+        remote
+            .get_or_create(&labels(&[("source", src)]))
+            .set(n as i64);
+    }
+    reg.register("remote_nodes", "Remote nodes known, by source", remote);
+    let routes = Family::<Labels, Gauge>::default();
+    for n in &s.nodes {
+        let kind = serde_json::to_value(n.route).ok();
+        let kind = kind.as_ref().and_then(|k| k.as_str()).unwrap_or("unknown");
+        routes.get_or_create(&labels(&[("route", kind)])).inc();
+    }
+    reg.register("remote_node_routes", "Remote nodes by route kind", routes);
+    let entries = Family::<Labels, Gauge>::default();
+    let pods_in = s.pods.iter().filter(|p| p.in_map).count();
+    entries
+        .get_or_create(&labels(&[("map", "endpoints")]))
+        .set(pods_in as i64);
+    let nodes_in = s.nodes.iter().filter(|n| n.in_map).count();
+    entries
+        .get_or_create(&labels(&[("map", "nodes")]))
+        .set(nodes_in as i64);
+    reg.register("map_entries", "Entries in the data-path maps", entries);
+    let watchers = Family::<Labels, Gauge>::default();
+    watchers
+        .get_or_create(&labels(&[("kind", "drops")]))
+        .set(s.monitor.drops as i64);
+    watchers
+        .get_or_create(&labels(&[("kind", "trace")]))
+        .set(s.monitor.trace as i64);
+    reg.register("monitor_watchers", "Clients of netcore monitor", watchers);
     if let Some(h) = &s.store {
-        metric(
-            "netcore_store_connected",
-            "gauge",
-            "1 while the cluster store answers.",
-            vec![(format!(",backend=\"{}\"", h.backend), h.connected as u64)],
+        let connected = Family::<Labels, Gauge>::default();
+        connected
+            .get_or_create(&labels(&[("backend", &h.backend)]))
+            .set(h.connected as i64);
+        reg.register(
+            "store_connected",
+            "1 while the cluster store answers",
+            connected,
         );
     }
-    m
+}
+
+fn services(reg: &mut Registry, s: &Status) {
+    let families: [(&str, &str, Family<Labels, Counter>); 4] = [
+        (
+            "service_packets",
+            "Packets to each service",
+            Default::default(),
+        ),
+        ("service_bytes", "Bytes to each service", Default::default()),
+        (
+            "service_connections",
+            "Connections balanced by each service",
+            Default::default(),
+        ),
+        (
+            "service_rejected",
+            "Connections each service refused",
+            Default::default(),
+        ),
+    ];
+    for v in &s.services {
+        let l = labels(&[("service", &v.spec.name)]);
+        let values = [v.packets, v.bytes, v.connections, v.rejected];
+        for ((_, _, f), value) in families.iter().zip(values) {
+            f.get_or_create(&l).inc_by(value);
+        }
+    }
+    for (name, help, family) in families {
+        reg.register(name, help, family);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn not_ready_is_one_family() {
+        let text = super::render(None);
+        assert!(text.contains("# TYPE netcore_ready gauge"), "{text}");
+        assert!(text.contains("netcore_ready 0"), "{text}");
+        assert!(
+            text.ends_with("# EOF\n"),
+            "OpenMetrics ends with EOF: {text}"
+        );
+    }
 }

@@ -30,7 +30,8 @@ pub struct DatapathConfig {
     pub cluster_prefix: u8,
     /// The service CIDR the node routes and its prefix length (0: none).
     pub service_prefix: u8,
-    pub _pad: [u8; 2],
+    /// With `FLAG_MONITOR_TRACE`: one passing packet in this many is traced.
+    pub trace_every: u16,
     pub service_net: u32,
 }
 
@@ -48,5 +49,9 @@ pub const FLAG_SERVICES: u16 = 2;
 pub const FLAG_TC_DECAP: u16 = 4;
 /// `FLAG_DEVICE_DECAP`: the VXLAN device unwraps everything (the forced "device" mode).
 pub const FLAG_DEVICE_DECAP: u16 = 8;
+/// Someone watches drops: every drop becomes an event.
+pub const FLAG_MONITOR_DROPS: u16 = 16;
+/// Someone watches traces: one passing packet in `trace_every` becomes an event.
+pub const FLAG_MONITOR_TRACE: u16 = 32;
 
 crate::user_pod!(DatapathConfig);

@@ -64,6 +64,7 @@ reasons! {
     DropSpoofedArp = 34, "dropped-spoofed-arp";
     DropEtherType = 35, "dropped-ether-type";
     RejectedNoFlow = 36, "rejected-no-flow";
+    MonitorLost = 15, "monitor-events-lost";
 }
 
 /// Reasons numbered from here on are drops.

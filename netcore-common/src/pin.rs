@@ -10,6 +10,7 @@ pub const MAP_SERVICES: &str = "NC_SERVICES";
 pub const MAP_BACKENDS: &str = "NC_BACKENDS";
 pub const MAP_CONNTRACK: &str = "NC_CONNTRACK";
 pub const MAP_CT_NEW: &str = "NC_CT_NEW";
+pub const MAP_EVENTS: &str = "NC_EVENTS";
 pub const MAP_SVC_COUNTERS: &str = "NC_SVC_COUNTERS";
 pub const MAP_SVC_AFFINITY: &str = "NC_SVC_AFFINITY";
 pub const MAP_AFFINITY: &str = "NC_AFFINITY";

@@ -26,7 +26,7 @@ pub fn run(ctx: &TcContext) -> Result<Verdict, Reason> {
     let mut dst = dst_ip(ip);
     let mut translated = false;
     if cfg.flags & FLAG_SERVICES != 0 {
-        let svc = service::from_host(ctx, dst)?;
+        let svc = service::from_host(ctx, &cfg, dst)?;
         if svc.done {
             return Ok(svc.verdict);
         }

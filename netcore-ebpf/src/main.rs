@@ -19,6 +19,7 @@ mod from_uplink;
 mod l2;
 mod l4;
 mod maps;
+mod monitor;
 mod nat;
 mod overlay;
 mod packet;
@@ -28,25 +29,28 @@ mod verdict;
 mod vxlan;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
+use netcore_common::monitor::{
+    PROGRAM_FROM_HOST, PROGRAM_FROM_OVERLAY, PROGRAM_FROM_POD, PROGRAM_FROM_UPLINK,
+};
 
 #[classifier]
 pub fn from_pod(ctx: TcContext) -> i32 {
-    verdict::finish(&ctx, from_pod::run(&ctx))
+    verdict::finish(&ctx, PROGRAM_FROM_POD, from_pod::run(&ctx))
 }
 
 #[classifier]
 pub fn from_host(ctx: TcContext) -> i32 {
-    verdict::finish(&ctx, from_host::run(&ctx))
+    verdict::finish(&ctx, PROGRAM_FROM_HOST, from_host::run(&ctx))
 }
 
 #[classifier]
 pub fn from_uplink(ctx: TcContext) -> i32 {
-    verdict::finish(&ctx, from_uplink::run(&ctx))
+    verdict::finish(&ctx, PROGRAM_FROM_UPLINK, from_uplink::run(&ctx))
 }
 
 #[classifier]
 pub fn from_overlay(ctx: TcContext) -> i32 {
-    verdict::finish(&ctx, from_overlay::run(&ctx))
+    verdict::finish(&ctx, PROGRAM_FROM_OVERLAY, from_overlay::run(&ctx))
 }
 
 #[cfg(not(test))]

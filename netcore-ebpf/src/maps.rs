@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use netcore_common::{
     config::DatapathConfig,
@@ -32,6 +32,10 @@ pub static NC_NODES: LpmTrie<u32, RemoteNode> = LpmTrie::pinned(MAX_NODE_PREFIXE
 /// This node's settings (one entry).
 #[map]
 pub static NC_CONFIG: Array<DatapathConfig> = Array::pinned(1, 0);
+
+/// Drop and trace events for `netcore monitor`.
+#[map]
+pub static NC_EVENTS: RingBuf = RingBuf::pinned(netcore_common::monitor::EVENTS_BYTES, 0);
 
 /// Packets and bytes by `Reason`.
 #[map]

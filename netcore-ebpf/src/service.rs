@@ -100,23 +100,44 @@ pub fn from_pod(ctx: &TcContext, cfg: &DatapathConfig, dst: u32) -> Result<Svc, 
         }
         return Ok(Svc::pass(if rev.flags & CT_SNAT != 0 { rev.b_ip } else { flow.dst }));
     }
-    to_service(ctx, &flow, Back::ToPod)
+    to_service(ctx, cfg, &flow, Back::ToPod)
 }
 
-/// The node's own packet (through the bridge, where the service CIDR is routed): a
-/// flow to a service gets a backend. Replies of the backends are translated where
-/// they arrive (`from_pod`, or after decapsulation).
+/// What the node's own stack sends into the bridge: a reply of a translated flow whose
+/// backend is not a pod (a node's own process, or a server outside the cluster whose
+/// answer the node routes back) gets the service address back; a flow of the node's
+/// own to a service gets a backend. Replies of pod backends are translated where they
+/// arrive (`from_pod`, or after decapsulation).
 #[inline(always)]
-pub fn from_host(ctx: &TcContext, dst: u32) -> Result<Svc, Reason> {
+pub fn from_host(ctx: &TcContext, cfg: &DatapathConfig, dst: u32) -> Result<Svc, Reason> {
     let Some(flow) = l4::flow(ctx)? else { return Ok(Svc::pass(dst)) };
-    to_service(ctx, &flow, Back::ToHost)
+    if let Some(rev) = reverse(ctx, &flow)? {
+        if rev.flags & CT_NODEPORT != 0 {
+            return forward::to_uplink(ctx, cfg).map(Svc::done);
+        }
+        return Ok(Svc::pass(if rev.flags & CT_SNAT != 0 { rev.b_ip } else { flow.dst }));
+    }
+    to_service(ctx, cfg, &flow, Back::ToHost)
 }
 
-/// A flow from inside the node to a service address, if it is one: translated to a
-/// backend, or refused back to `back` when the service has none.
+/// The NodePort service `flow` reaches, when it is addressed to a node of the cluster
+/// (this one, or any other by its underlay address): a pod may use NodePorts too.
 #[inline(always)]
-fn to_service(ctx: &TcContext, flow: &Flow, back: Back) -> Result<Svc, Reason> {
-    let Some(svc) = service(flow.dst, flow) else {
+fn nodeport_service(cfg: &DatapathConfig, flow: &Flow) -> Option<ServiceInfo> {
+    let is_node = flow.dst == cfg.node_ip
+        || forward::remote_node(flow.dst).is_some_and(|n| n.underlay_ip == flow.dst);
+    if is_node {
+        service(0, flow)
+    } else {
+        None
+    }
+}
+
+/// A flow from inside the node to a service address (or a node's NodePort), if it is
+/// one: translated to a backend, or refused back to `back` when the service has none.
+#[inline(always)]
+fn to_service(ctx: &TcContext, cfg: &DatapathConfig, flow: &Flow, back: Back) -> Result<Svc, Reason> {
+    let Some(svc) = service(flow.dst, flow).or_else(|| nodeport_service(cfg, flow)) else {
         forget_stale_reverse(ctx, flow)?;
         return Ok(Svc::pass(flow.dst));
     };

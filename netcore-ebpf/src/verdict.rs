@@ -32,13 +32,18 @@ impl Verdict {
     }
 }
 
+/// Counts the outcome of the packet `program` decided on, reports it to a watching
+/// monitor, and returns the TC action.
 #[inline(always)]
-pub fn finish(ctx: &TcContext, result: Result<Verdict, Reason>) -> i32 {
+pub fn finish(ctx: &TcContext, program: u8, result: Result<Verdict, Reason>) -> i32 {
     let (reason, action) = match result {
         Ok(v) => (v.reason, v.action),
         Err(drop) => (drop, TC_ACT_SHOT as i32),
     };
     count(reason, ctx.len());
+    if !crate::monitor::report(ctx, program, reason) {
+        count(Reason::MonitorLost, 0);
+    }
     if reason.is_drop() {
         // Compiled in, but pruned by the verifier unless the agent runs with --bpf-log
         // (AYA_LOG_LEVEL is read-only data the agent sets at load time).

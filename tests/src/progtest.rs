@@ -118,7 +118,7 @@ fn config(id: &Identity, flags: u16) -> DatapathConfig {
         cluster_net: be(Ipv4Addr::new(10, 244, 0, 0)),
         cluster_prefix: 16,
         service_prefix: 12,
-        _pad: [0; 2],
+        trace_every: 0,
         service_net: be(Ipv4Addr::new(10, 96, 0, 0)),
     }
 }

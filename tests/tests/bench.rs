@@ -7,7 +7,7 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-const DATAPATHS: [&str; 10] = [
+const DATAPATHS: [&str; 11] = [
     "underlay",
     "host-gw",
     "vxlan-kernel",
@@ -16,6 +16,7 @@ const DATAPATHS: [&str; 10] = [
     "netcore-decap-tc",
     "netcore-attach-tc",
     "netcore-direct",
+    "netcore-monitor",
     "bridge",
     "netcore-local",
 ];

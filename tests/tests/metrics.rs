@@ -131,3 +131,57 @@ fn readyz_waits_for_the_lease_and_metrics_count_the_traffic() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn metrics_speak_http_1_1_and_parse_with_the_prometheus_projects_parsers() -> Result<()> {
+    let c = Cluster::new(Spec::default())?;
+    let n = c.node(1);
+    let url = "http://127.0.0.1:9464";
+    wait_until(Duration::from_secs(10), "the metrics endpoint", || {
+        get(n, "/metrics").is_ok_and(|(code, body)| code == 200 && body.contains("netcore_pods"))
+    })?;
+    // Two requests on one connection: keep-alive.
+    let verbose = n.ns.sh(&format!(
+        "curl -sv {url}/healthz {url}/metrics -o /dev/null -o /dev/null 2>&1"
+    ))?;
+    assert!(
+        verbose.contains("existing connection"),
+        "curl reuses the connection for the second request:\n{verbose}"
+    );
+    let head = n.ns.sh(&format!("curl -sI {url}/metrics"))?;
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("text/plain; version=0.0.4"),
+        "HEAD answers like GET, without a body:\n{head}"
+    );
+    let om = n.ns.sh(&format!(
+        "curl -s -D - -H 'Accept: application/openmetrics-text; version=1.0.0' {url}/metrics"
+    ))?;
+    assert!(
+        om.contains("application/openmetrics-text") && om.trim_end().ends_with("# EOF"),
+        "OpenMetrics for a scraper that asks for it:\n{om}"
+    );
+    // Debian's python3-prometheus-client: the project's own parsers, both formats.
+    let parse = |parser: &str, accept: &str| {
+        n.ns.sh(&format!(
+            "curl -s -H 'Accept: {accept}' {url}/metrics | /usr/bin/python3 -c '
+import sys
+from {parser} import text_string_to_metric_families as parse
+families = {{f.name: f for f in parse(sys.stdin.read())}}
+print(len(families), families[\"netcore_datapath_packets\"].type, families[\"netcore_datapath_bytes\"].unit)'"
+        ))
+    };
+    let text = parse("prometheus_client.parser", "text/plain")?;
+    assert!(
+        text.starts_with(|c: char| c.is_ascii_digit()) && text.contains("counter"),
+        "{text}"
+    );
+    let open = parse(
+        "prometheus_client.openmetrics.parser",
+        "application/openmetrics-text",
+    )?;
+    assert!(
+        open.contains("counter bytes"),
+        "OpenMetrics with units: {open}"
+    );
+    Ok(())
+}

@@ -622,6 +622,27 @@ fn a_syn_to_a_service_without_backends_is_answered_with_a_reset() -> Result<()> 
 }
 
 #[test]
+fn monitor_events_cost_nothing_unwatched_and_are_counted_when_lost() -> Result<()> {
+    let (mut l, id) = node()?;
+    let frame = from_pod_frame(&id, SENDER_IP, Ipv4Addr::new(192, 0, 2, 1));
+    l.run(PROG_FROM_POD, &frame)?;
+    assert_eq!(l.counter("monitor-events-lost"), 0);
+    // Traced, every packet, and nobody reads the ring buffer: it fills (about 5,000
+    // events), and what does not fit is counted.
+    l.set_flags(&id, FLAG_READY | netcore_common::config::FLAG_MONITOR_TRACE)?;
+    for _ in 0..7000 {
+        let run = l.run(PROG_FROM_POD, &frame)?;
+        assert_eq!(run.verdict, TC_ACT_OK, "tracing never changes the verdict");
+    }
+    let lost = l.counter("monitor-events-lost");
+    assert!(
+        (1000..7000).contains(&lost),
+        "the overflow is counted: {lost}"
+    );
+    Ok(())
+}
+
+#[test]
 fn a_segment_of_no_tracked_flow_is_reset_not_balanced() -> Result<()> {
     let (l, id) = with_empty_service(6, 80)?;
     let mut tcp = vec![0u8; 20];

@@ -718,3 +718,91 @@ fn bad_services_are_refused_and_nothing_is_half_installed() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn backends_that_are_not_pods_answer_as_the_service() -> Result<()> {
+    let c = cluster(2)?;
+    wait_routes(&c)?;
+    let n1 = c.node(1);
+    // A process of node 1 (the `kubernetes` service's kind of backend), and a server
+    // outside the cluster.
+    echo::tcp_server(&n1.ns.path, 6443, "node")?;
+    echo::tcp_server(&c.outside.path, 8443, "outside")?;
+    let args = |vip: &str, backend: String| -> Vec<String> {
+        [
+            "service",
+            "add",
+            vip,
+            "--vip",
+            &format!("{vip}:443/tcp"),
+            "--backend",
+            &backend,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let mut node_svc = args("10.96.0.41", format!("{}:6443", n1.ip));
+    node_svc[2] = "apiserver".into();
+    n1.cli(&node_svc.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let near = n1.add_pod(&c.pod_name("near"))?;
+    let far = c.node(2).add_pod(&c.pod_name("far"))?;
+    wait_until(Duration::from_secs(5), "node 2 to know the service", || {
+        c.node(2).status().is_ok_and(|s| s.services.len() == 1)
+    })?;
+    let vip = SocketAddr::from((Ipv4Addr::new(10, 96, 0, 41), 443));
+    for client in [&near, &far] {
+        assert_eq!(
+            echo::tcp_exchange(&client.netns, vip, b"hello")?,
+            "node",
+            "{} reaches the node's own process through the service",
+            client.name
+        );
+    }
+    if std::env::var_os(netcore_tests::NO_MASQUERADE_ENV).is_none() {
+        let mut out_svc = args("10.96.0.42", format!("{OUTSIDE_IP}:8443"));
+        out_svc[2] = "external".into();
+        n1.cli(&out_svc.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let vip = SocketAddr::from((Ipv4Addr::new(10, 96, 0, 42), 443));
+        assert_eq!(
+            echo::tcp_exchange(&near.netns, vip, b"hello")?,
+            "outside",
+            "a pod reaches a backend outside the cluster through the service"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_pod_reaches_a_nodeport_on_any_node() -> Result<()> {
+    let c = cluster(2)?;
+    wait_routes(&c)?;
+    let web = backend(&c, 2, "np", 8080)?;
+    add_service(
+        c.node(1),
+        "np",
+        "10.96.0.43:80/tcp",
+        &[&web],
+        8080,
+        &["--node-port", "30085"],
+    )?;
+    let client = c.node(1).add_pod(&c.pod_name("npc"))?;
+    wait_until(
+        Duration::from_secs(5),
+        "both nodes to know the service",
+        || {
+            c.nodes
+                .iter()
+                .all(|n| n.status().is_ok_and(|s| s.services.len() == 1))
+        },
+    )?;
+    for n in &c.nodes {
+        let to = SocketAddr::from((n.ip, 30085));
+        assert_eq!(
+            echo::tcp_exchange(&client.netns, to, b"via a nodeport")?,
+            "np",
+            "a pod reaches the NodePort of {}",
+            n.name
+        );
+    }
+    Ok(())
+}

@@ -6,7 +6,10 @@ use std::net::Ipv4Addr;
 
 use aya::programs::TcAttachType;
 use netcore_common::{
-    config::{DatapathConfig, FLAG_DEVICE_DECAP, FLAG_READY, FLAG_SERVICES, FLAG_TC_DECAP},
+    config::{
+        DatapathConfig, FLAG_DEVICE_DECAP, FLAG_MONITOR_DROPS, FLAG_MONITOR_TRACE, FLAG_READY,
+        FLAG_SERVICES, FLAG_TC_DECAP,
+    },
     pin::{PROG_FROM_HOST, PROG_FROM_OVERLAY, PROG_FROM_UPLINK},
     wire::VXLAN_OVERHEAD,
 };
@@ -132,6 +135,15 @@ fn attach_mode(cfg: &AgentConfig, features: &Features) -> Result<AttachMode> {
     }
 }
 
+/// Watchers of drops and of traces, and the sampling the trace watchers asked for
+/// (the finest wins).
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Watchers {
+    pub drops: usize,
+    pub trace: usize,
+    pub trace_every: u16,
+}
+
 pub struct Agent {
     cfg: AgentConfig,
     nl: Handle,
@@ -159,6 +171,8 @@ pub struct Agent {
     pinned: std::collections::BTreeMap<Ipv4Addr, Mac>,
     /// Unroutable peers already warned about.
     unroutable_reported: std::collections::BTreeSet<Ipv4Addr>,
+    /// Who watches the data path's events (`netcore monitor`).
+    monitor: Watchers,
     store_health: Option<crate::control::SharedHealth>,
 }
 
@@ -293,6 +307,7 @@ impl Agent {
             underlay,
             pinned: Default::default(),
             unroutable_reported: Default::default(),
+            monitor: Watchers::default(),
             store_health: None,
         };
         agent.write_datapath_config()?;
@@ -345,6 +360,70 @@ impl Agent {
 
     pub fn config(&self) -> &AgentConfig {
         &self.cfg
+    }
+
+    /// The monitor's ring buffer, once (to the task that reads it).
+    pub fn take_events(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
+        self.maps.events.take()
+    }
+
+    /// Packets counted under `reason` so far.
+    pub fn counter(&self, reason: netcore_common::counters::Reason) -> u64 {
+        self.maps
+            .counters
+            .read()
+            .into_iter()
+            .find(|c| c.reason == reason.name())
+            .map_or(0, |c| c.packets)
+    }
+
+    /// One more watcher of what `w` asks for: the programs start writing those events.
+    pub fn watch(&mut self, w: crate::monitor::Watch) -> Result<()> {
+        let m = &mut self.monitor;
+        m.drops += usize::from(w.drops);
+        if w.trace {
+            m.trace += 1;
+            let every = w.every.max(1);
+            m.trace_every = if m.trace == 1 {
+                every
+            } else {
+                m.trace_every.min(every)
+            };
+        }
+        self.write_datapath_config()
+    }
+
+    /// A watcher left; the last one turns the events off.
+    pub fn unwatch(&mut self, w: crate::monitor::Watch) -> Result<()> {
+        let m = &mut self.monitor;
+        m.drops = m.drops.saturating_sub(usize::from(w.drops));
+        if w.trace {
+            m.trace = m.trace.saturating_sub(1);
+        }
+        self.write_datapath_config()
+    }
+
+    /// Names of pods, remote nodes and interfaces, for decoding events.
+    pub fn names(&self) -> crate::monitor::Names {
+        let mut n = crate::monitor::Names::default();
+        for p in self.state.pods.values() {
+            n.pods.insert(p.ip, p.name.clone());
+        }
+        for r in self
+            .state
+            .nodes
+            .values()
+            .chain(self.state.store_nodes.values())
+        {
+            n.nodes.push((r.pod_cidr, r.underlay_ip, r.name.clone()));
+        }
+        if let Ok(ifaces) = nix::net::if_::if_nameindex() {
+            for i in ifaces.iter() {
+                n.interfaces
+                    .insert(i.index(), i.name().to_string_lossy().into_owned());
+            }
+        }
+        n
     }
 
     fn save(&mut self) -> Result<()> {
@@ -418,6 +497,16 @@ impl Agent {
                     DecapMode::Auto => 0,
                     DecapMode::Tc => FLAG_TC_DECAP,
                     DecapMode::Device => FLAG_DEVICE_DECAP,
+                }
+                | if self.monitor.drops > 0 {
+                    FLAG_MONITOR_DROPS
+                } else {
+                    0
+                }
+                | if self.monitor.trace > 0 {
+                    FLAG_MONITOR_TRACE
+                } else {
+                    0
                 },
             gateway_mac: self.state.gateway_mac.0,
             vtep_mac: self.state.vtep_mac.0,
@@ -425,7 +514,7 @@ impl Agent {
             cluster_net: be(self.net.cluster_cidr.network()),
             cluster_prefix: self.net.cluster_cidr.prefix_len(),
             service_prefix: self.service_cidr.map_or(0, |s| s.prefix_len()),
-            _pad: [0; 2],
+            trace_every: self.monitor.trace_every,
             service_net: self.service_cidr.map_or(0, |s| be(s.network())),
         };
         Ok(self.maps.config.set(&cfg)?)
@@ -467,6 +556,9 @@ impl Agent {
                 .await
                 .map(json),
             Request::CniGc { valid } => self.cni_gc(&valid).await.map(json),
+            Request::Monitor(_) => Err(AgentError::BadNode(
+                "monitor is served as a stream by the API server".into(),
+            )),
         };
         match result {
             Ok(data) => Reply::Ok { data },
@@ -495,6 +587,7 @@ impl Agent {
             ips_total: self.ipam.capacity(),
             nodes: self.node_list(),
             programs: self.dp.attachments(),
+            monitor: self.monitor,
             datapath: DatapathInfo {
                 kernel: self.features.kernel.clone(),
                 attach: self.dp.attach_mode().name().into(),

@@ -32,6 +32,36 @@ pub enum ClientError {
 /// answers once it is up).
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Sends `req` and hands every line after the agent's `Ok` to `each`, until the agent
+/// closes the connection (or the process is interrupted).
+pub async fn stream<T: DeserializeOwned>(
+    socket: &Path,
+    req: &Request,
+    mut each: impl FnMut(T),
+) -> Result<(), ClientError> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|source| ClientError::Unreachable {
+            path: socket.into(),
+            source,
+        })?;
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(req).expect("requests serialize");
+    line.push(b'\n');
+    write.write_all(&line).await?;
+    let mut lines = BufReader::new(read).lines();
+    let first = lines.next_line().await?.unwrap_or_default();
+    if let Reply::Error { message } =
+        serde_json::from_str::<Reply>(&first).map_err(|e| ClientError::BadReply(e.to_string()))?
+    {
+        return Err(ClientError::Agent(message));
+    }
+    while let Some(l) = lines.next_line().await? {
+        each(serde_json::from_str(&l).map_err(|e| ClientError::BadReply(e.to_string()))?);
+    }
+    Ok(())
+}
+
 pub async fn call<T: DeserializeOwned>(socket: &Path, req: &Request) -> Result<T, ClientError> {
     tokio::time::timeout(TIMEOUT, exchange(socket, req))
         .await

@@ -63,6 +63,9 @@ pub enum Request {
     CniGc {
         valid: Vec<cni::Attachment>,
     },
+    /// Streams the data path's events as JSON lines (`monitor::Line`) until the
+    /// client goes; the first line is an `Ok` reply.
+    Monitor(crate::monitor::Watch),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -146,6 +149,8 @@ pub struct Status {
     pub programs: Vec<Attachment>,
     /// How the data path runs on this kernel.
     pub datapath: DatapathInfo,
+    /// Who watches the data path's events now.
+    pub monitor: crate::agent::Watchers,
     pub counters: Vec<CounterValue>,
     pub services: Vec<service::ServiceStatus>,
     /// The cluster store, when there is one.

@@ -14,6 +14,7 @@ use super::{Reply, Request};
 use crate::{
     agent::Agent,
     control::{ControlHandle, ControlRequest},
+    monitor::{self, Line, Watch},
 };
 
 /// Longest request line accepted (a request is a few hundred bytes).
@@ -36,6 +37,7 @@ pub async fn serve(
     agent: Arc<Mutex<Agent>>,
     control: Option<ControlHandle>,
     stop: mpsc::Sender<()>,
+    hub: monitor::Hub,
 ) {
     loop {
         match listener.accept().await {
@@ -44,6 +46,7 @@ pub async fn serve(
                     agent: agent.clone(),
                     control: control.clone(),
                     stop: stop.clone(),
+                    hub: hub.clone(),
                 };
                 tokio::spawn(async move {
                     if let Err(e) = connection(stream, ctx).await {
@@ -60,6 +63,7 @@ struct Ctx {
     agent: Arc<Mutex<Agent>>,
     control: Option<ControlHandle>,
     stop: mpsc::Sender<()>,
+    hub: monitor::Hub,
 }
 
 impl Ctx {
@@ -110,14 +114,82 @@ async fn connection(stream: UnixStream, ctx: Ctx) -> std::io::Result<()> {
     let mut lines = BufReader::new(read.take(MAX_REQUEST as u64 * 16)).lines();
     while let Some(line) = lines.next_line().await? {
         let reply = match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Monitor(w)) => return watch(lines, write, &ctx, w).await,
             Ok(req) => ctx.handle(req).await,
             Err(e) => Reply::Error {
                 message: format!("bad request: {e}"),
             },
         };
-        let mut out = serde_json::to_vec(&reply).expect("replies serialize");
-        out.push(b'\n');
-        write.write_all(&out).await?;
+        write_line(&mut write, &reply).await?;
     }
     Ok(())
+}
+
+async fn write_line<T: serde::Serialize>(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    v: &T,
+) -> std::io::Result<()> {
+    let mut out = serde_json::to_vec(v).expect("replies serialize");
+    out.push(b'\n');
+    write.write_all(&out).await
+}
+
+/// A monitor connection: an `Ok`, then every event `w` asks for, one line each, until
+/// the client goes (its side of the socket closes). The watcher is counted in and out
+/// around it, so the programs write events only while someone watches.
+async fn watch<R: tokio::io::AsyncBufRead + Unpin>(
+    mut lines: tokio::io::Lines<R>,
+    mut write: tokio::net::unix::OwnedWriteHalf,
+    ctx: &Ctx,
+    w: Watch,
+) -> std::io::Result<()> {
+    let mut events = ctx.hub.subscribe();
+    if let Err(e) = ctx.agent.lock().await.watch(w) {
+        let reply = Reply::Error {
+            message: e.to_string(),
+        };
+        return write_line(&mut write, &reply).await;
+    }
+    let result = stream_events(&mut lines, &mut write, &mut events, w).await;
+    if let Err(e) = ctx.agent.lock().await.unwatch(w) {
+        tracing::warn!("turning monitor events off: {e}");
+    }
+    result
+}
+
+async fn stream_events<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    events: &mut tokio::sync::broadcast::Receiver<Arc<Line>>,
+    w: Watch,
+) -> std::io::Result<()> {
+    write_line(
+        write,
+        &Reply::Ok {
+            data: serde_json::Value::Null,
+        },
+    )
+    .await?;
+    loop {
+        tokio::select! {
+            // The client went (or sent something else): done.
+            _ = lines.next_line() => return Ok(()),
+            got = events.recv() => match got {
+                Ok(line) => {
+                    let wanted = match &*line {
+                        Line::Drop(_) => w.drops,
+                        Line::Trace(_) => w.trace,
+                        Line::Lost { .. } => true,
+                    };
+                    if wanted {
+                        write_line(write, &*line).await?;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    write_line(write, &Line::Lost { events: n }).await?;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+        }
+    }
 }

@@ -28,6 +28,8 @@ pub struct Maps {
     pub counters: counters::CounterMap,
     pub services: service::ServiceMaps,
     pub conntrack: conntrack::ConntrackMaps,
+    /// The monitor's ring buffer, until the agent hands it to its reader.
+    pub events: Option<aya::maps::RingBuf<aya::maps::MapData>>,
 }
 
 impl Maps {
@@ -51,6 +53,10 @@ impl Maps {
                 take(ebpf, netcore_common::pin::MAP_CONNTRACK)?,
                 take(ebpf, netcore_common::pin::MAP_CT_NEW)?,
             )?,
+            events: {
+                let (map, name) = take(ebpf, netcore_common::pin::MAP_EVENTS)?;
+                Some(aya::maps::RingBuf::try_from(map).map_err(err(name))?)
+            },
         })
     }
 }

@@ -16,6 +16,16 @@ use super::{cmd, datapaths::Context, netns::Netns};
 /// How long an agent may take to serve its API.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A running `netcore monitor`, stopped on drop.
+pub struct Watching(Child);
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub struct Agent {
     pub name: String,
     pub socket: PathBuf,
@@ -170,6 +180,28 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// `netcore monitor ARGS` against this agent, its output thrown away, until the
+    /// returned guard is dropped.
+    pub fn watch(&self, args: &[&str]) -> Result<Watching> {
+        let child = Command::new(&self.netcore)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("monitor")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting netcore monitor")?;
+        let start = Instant::now();
+        while self.cli_json(&["status"])?["monitor"]["drops"].as_u64() == Some(0) {
+            if start.elapsed() > READY_TIMEOUT {
+                bail!("agent {}: the monitor never started watching", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Watching(child))
     }
 
     pub fn pid(&self) -> u32 {

@@ -79,11 +79,18 @@ pub struct Ratio {
     pub runs: Vec<f64>,
 }
 
-/// The baselines ratios are taken to; `bridge` only for same-node datapaths.
+/// The baselines ratios are taken to; `bridge` only for same-node datapaths, `netcore`
+/// for its variants (what a forced mode or the monitor costs).
 fn baselines(dp: Datapath) -> Vec<Datapath> {
     let mut b = vec![Datapath::HostGw, Datapath::VxlanKernel];
     if dp.same_node() {
         b.push(Datapath::Bridge);
+    }
+    if matches!(
+        dp,
+        Datapath::NetcoreDecapTc | Datapath::NetcoreAttachTc | Datapath::NetcoreMonitor
+    ) {
+        b.push(Datapath::Netcore);
     }
     b.retain(|x| *x != dp);
     b

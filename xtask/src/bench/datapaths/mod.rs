@@ -26,6 +26,7 @@ pub enum Datapath {
     NetcoreDecapTc,
     NetcoreAttachTc,
     NetcoreDirect,
+    NetcoreMonitor,
     Bridge,
     NetcoreLocal,
 }
@@ -72,7 +73,7 @@ pub struct Context {
 }
 
 impl Datapath {
-    pub const ALL: [Datapath; 10] = [
+    pub const ALL: [Datapath; 11] = [
         Datapath::Underlay,
         Datapath::HostGw,
         Datapath::VxlanKernel,
@@ -81,6 +82,7 @@ impl Datapath {
         Datapath::NetcoreDecapTc,
         Datapath::NetcoreAttachTc,
         Datapath::NetcoreDirect,
+        Datapath::NetcoreMonitor,
         Datapath::Bridge,
         Datapath::NetcoreLocal,
     ];
@@ -95,6 +97,7 @@ impl Datapath {
             Datapath::NetcoreDecapTc => "netcore-decap-tc",
             Datapath::NetcoreAttachTc => "netcore-attach-tc",
             Datapath::NetcoreDirect => "netcore-direct",
+            Datapath::NetcoreMonitor => "netcore-monitor",
             Datapath::Bridge => "bridge",
             Datapath::NetcoreLocal => "netcore-local",
         }
@@ -111,6 +114,7 @@ impl Datapath {
             Datapath::NetcoreDecapTc => "nd",
             Datapath::NetcoreAttachTc => "na",
             Datapath::NetcoreDirect => "nr",
+            Datapath::NetcoreMonitor => "nm",
             Datapath::Bridge => "br",
             Datapath::NetcoreLocal => "nl",
         }
@@ -131,6 +135,7 @@ impl Datapath {
             Datapath::NetcoreDecapTc => netcore::setup(ctx, tag, "decap = \"tc\""),
             Datapath::NetcoreAttachTc => netcore::setup(ctx, tag, "attach = \"tc\""),
             Datapath::NetcoreDirect => netcore::setup(ctx, tag, "backend = \"host-gw\""),
+            Datapath::NetcoreMonitor => netcore::setup_watched(ctx, tag),
             Datapath::Bridge => bridge::setup(ctx, tag),
             Datapath::NetcoreLocal => netcore_local::setup(ctx, tag),
         }

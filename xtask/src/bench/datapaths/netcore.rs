@@ -57,3 +57,20 @@ pub fn setup(ctx: &Context, tag: &str, extra: &str) -> Result<Setup> {
         vec![Box::new(a1), Box::new(a2), Box::new(n1), Box::new(n2)],
     )
 }
+
+/// `netcore-monitor`: `netcore` with `netcore monitor --trace --sample 1000` watching
+/// on both nodes (every drop, one passing packet in 1,000): the monitor's cost.
+pub fn setup_watched(ctx: &Context, tag: &str) -> Result<Setup> {
+    let mut s = setup(ctx, tag, "")?;
+    let mut watching: Vec<Box<dyn std::any::Any>> = Vec::new();
+    for part in &s.parts {
+        if let Some(agent) = part.downcast_ref::<Agent>() {
+            let w = agent.watch(&["--trace", "--sample", "1000", "--json"])?;
+            watching.push(Box::new(w));
+        }
+    }
+    // Dropped first: the monitors go before their agents.
+    watching.append(&mut s.parts);
+    s.parts = watching;
+    Ok(s)
+}
