@@ -278,6 +278,11 @@ impl AgentConfig {
         if self.etcd_username.is_some() != self.etcd_password.is_some() {
             return invalid("etcd_username and etcd_password go together".into());
         }
+        if self.etcd_username.is_some() && self.etcd_cafile.is_none() {
+            tracing::warn!(
+                "etcd_username without etcd_cafile: the password crosses the network in the clear"
+            );
+        }
         if self.direct_routing && self.backend == BackendType::HostGw {
             return invalid(
                 "direct_routing is a vxlan option; host-gw routes every node directly".into(),

@@ -70,11 +70,15 @@ async fn serve(cfg: AgentConfig, listener: tokio::net::UnixListener) -> anyhow::
     tracing::info!(socket = %cfg.api_socket.display(), "serving the API");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let (stop_tx, mut stop_rx) = mpsc::channel::<()>(1);
+    let served = agent.clone();
     tokio::select! {
-        _ = server::serve(listener, agent, control, stop_tx, hub) => {}
+        _ = server::serve(listener, served, control, stop_tx, hub) => {}
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
         _ = stop_rx.recv() => tracing::info!("left the cluster"),
+    }
+    if let Err(e) = agent.lock().await.stop_watching() {
+        warn!("turning the monitor's events off: {e}");
     }
     tracing::info!("agent stopped; the data path keeps running");
     Ok(())

@@ -358,29 +358,46 @@ pub async fn replace_onlink_route(
         .map_err(op(format!("route {net} via {next_hop}")))
 }
 
-/// The MAC the neighbour table holds for `ip` on interface `index`, if resolved (an
-/// entry that is incomplete or failed has none to give).
-pub async fn neighbour_mac(h: &Handle, index: u32, ip: Ipv4Addr) -> Result<Option<Mac>> {
+/// A resolved entry of the neighbour table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Neighbour {
+    pub mac: Mac,
+    /// `nud permanent`: set by hand (or by us), never moved by ARP.
+    pub permanent: bool,
+}
+
+/// The resolved IPv4 entries of the neighbour table on interface `index` (entries
+/// that are incomplete or failed have no MAC to give), in one dump.
+pub async fn neighbours(
+    h: &Handle,
+    index: u32,
+) -> Result<std::collections::HashMap<Ipv4Addr, Neighbour>> {
     use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
+    let mut found = std::collections::HashMap::new();
     let mut stream = h.neighbours().get().execute();
     while let Some(msg) = stream.try_next().await.map_err(op("list neighbours"))? {
-        let usable = !matches!(
-            msg.header.state,
+        let state = msg.header.state;
+        let unusable = matches!(
+            state,
             NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
         );
-        let dst = msg.attributes.iter().any(
-            |a| matches!(a, NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) if *d == ip),
-        );
-        if msg.header.ifindex != index || !dst || !usable {
+        if msg.header.ifindex != index || unusable {
             continue;
         }
+        let (mut ip, mut mac) = (None, None);
         for a in &msg.attributes {
-            if let NeighbourAttribute::LinkLayerAddress(mac) = a {
-                return Ok(Mac::from_slice(mac));
+            match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) => ip = Some(*d),
+                NeighbourAttribute::LinkLayerAddress(m) => mac = Mac::from_slice(m),
+                _ => {}
             }
         }
+        if let (Some(ip), Some(mac)) = (ip, mac) {
+            let permanent = state == NeighbourState::Permanent;
+            found.insert(ip, Neighbour { mac, permanent });
+        }
     }
-    Ok(None)
+    Ok(found)
 }
 
 /// `ip neigh del IP dev INDEX`; a missing entry is not an error.

@@ -38,15 +38,22 @@ pub struct CtEntry {
     pub state: u32,
     /// `bpf_ktime_get_ns` when the flow last carried a packet (refreshed lazily).
     pub last_seen: u64,
+    /// Forward entries of TCP flows, once the backend's SYN-ACK went by
+    /// (`CT_ACK_KNOWN`): the acknowledgement number that completes the handshake
+    /// (the backend's sequence number + 1). Only a client that saw the SYN-ACK knows it.
+    pub handshake_ack: u32,
+    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<CtEntry>() == 32);
+const _: () = assert!(core::mem::size_of::<CtEntry>() == 40);
 
 pub const CT_FORWARD: u32 = 1;
 pub const CT_REVERSE: u32 = 2;
 pub const CT_SNAT: u32 = 4;
 /// The flow came in as NodePort traffic: replies leave through the uplink.
 pub const CT_NODEPORT: u32 = 8;
+/// `handshake_ack` holds the acknowledgement number the client's handshake ACK carries.
+pub const CT_ACK_KNOWN: u32 = 16;
 
 /// Opened (a TCP SYN, a first UDP datagram), not answered yet.
 pub const CT_STATE_NEW: u32 = 0;

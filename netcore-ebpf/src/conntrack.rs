@@ -4,7 +4,7 @@
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::LruHashMap};
 use netcore_common::conntrack::{
-    timeout_ns, CtEntry, CtKey, CT_REFRESH_NS, CT_REVERSE, CT_STATE_CLOSED, CT_STATE_CLOSING,
+    timeout_ns, CtEntry, CtKey, CT_ACK_KNOWN, CT_REFRESH_NS, CT_REVERSE, CT_STATE_CLOSED, CT_STATE_CLOSING,
     CT_STATE_ESTABLISHED, CT_STATE_NEW,
 };
 
@@ -13,25 +13,40 @@ use crate::{
     maps::{NC_CONNTRACK, NC_CT_NEW},
 };
 
-/// The live entry for `key` in `map`, refreshed; `None` if absent or timed out.
+/// The live entry for `key` in `map` and whether this lookup refreshed it; `None` if
+/// absent or timed out.
 #[inline(always)]
-fn lookup_in(map: &LruHashMap<CtKey, CtEntry>, key: &CtKey) -> Option<CtEntry> {
+fn lookup_in(map: &LruHashMap<CtKey, CtEntry>, key: &CtKey) -> Option<(CtEntry, bool)> {
     let entry = map.get_ptr_mut(key)?;
     let now = unsafe { bpf_ktime_get_ns() };
     let (last, state) = unsafe { ((*entry).last_seen, (*entry).state) };
     if now.saturating_sub(last) > timeout_ns(key.proto == IPPROTO_TCP, state) {
         return None;
     }
-    if now.saturating_sub(last) > CT_REFRESH_NS {
+    let refresh = now.saturating_sub(last) > CT_REFRESH_NS;
+    if refresh {
         unsafe { (*entry).last_seen = now };
     }
-    Some(unsafe { *entry })
+    Some((unsafe { *entry }, refresh))
 }
 
-/// The live entry for `key`, established or new.
+/// The live entry for `key`, established or new. Refreshing it refreshes the other
+/// direction's entry too: a flow that carries packets one way only (a UDP stream,
+/// a long upload) keeps the reverse entry, and with it its masquerade port, alive.
 #[inline(always)]
 pub fn lookup(key: &CtKey) -> Option<CtEntry> {
-    lookup_in(&NC_CONNTRACK, key).or_else(|| lookup_in(&NC_CT_NEW, key))
+    let (e, refreshed) = lookup_in(&NC_CONNTRACK, key).or_else(|| lookup_in(&NC_CT_NEW, key))?;
+    if refreshed {
+        let (fwd, rev) = keys_of(key, &e);
+        let other = if e.flags & CT_REVERSE != 0 { fwd } else { rev };
+        let now = e.last_seen;
+        for map in [&NC_CONNTRACK, &NC_CT_NEW] {
+            if let Some(p) = map.get_ptr_mut(&other) {
+                unsafe { (*p).last_seen = now };
+            }
+        }
+    }
+    Some(e)
 }
 
 /// Records a new flow's entry (in the table of new flows).
@@ -99,6 +114,40 @@ pub fn closing(key: &CtKey, e: &CtEntry, state: u32) {
 #[inline(always)]
 pub fn is_over(e: &CtEntry) -> bool {
     e.state == CT_STATE_CLOSED || e.state == CT_STATE_CLOSING
+}
+
+/// Removes both entries of the flow of `e` (found under `key`) from both tables: a
+/// closed flow whose addresses and ports a new SYN reuses.
+#[inline(always)]
+pub fn forget(key: &CtKey, e: &CtEntry) {
+    let (fwd, rev) = keys_of(key, e);
+    for k in [fwd, rev] {
+        for map in [&NC_CONNTRACK, &NC_CT_NEW] {
+            let _ = map.remove(&k);
+        }
+    }
+}
+
+/// The backend's SYN-ACK of the flow of `rev` (its reverse entry, under `key`) went
+/// by with sequence number `seq`: the forward entry learns the acknowledgement number
+/// that completes the handshake.
+#[inline(always)]
+pub fn expect_ack(key: &CtKey, rev: &CtEntry, seq: u32) {
+    let (fwd, _) = keys_of(key, rev);
+    if let Some(p) = NC_CT_NEW.get_ptr_mut(&fwd) {
+        unsafe {
+            (*p).handshake_ack = seq.wrapping_add(1);
+            (*p).flags |= CT_ACK_KNOWN;
+        }
+    }
+}
+
+/// Whether a client segment acknowledging `ack` completes the handshake of the flow
+/// of its forward entry `e`: a spoofed source never saw the SYN-ACK, so it cannot
+/// move its flow out of the table of new ones.
+#[inline(always)]
+pub fn completes_handshake(e: &CtEntry, ack: u32) -> bool {
+    e.state == CT_STATE_NEW && e.flags & CT_ACK_KNOWN != 0 && e.handshake_ack == ack
 }
 
 /// Removes the entry for `key` if it is a reverse one.

@@ -10,7 +10,7 @@ use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use netcore_common::{
     config::{DatapathConfig, FLAG_DEVICE_DECAP, FLAG_SERVICES, FLAG_TC_DECAP},
     counters::Reason,
-    node::ROUTE_DIRECT,
+    node::{RemoteNode, ROUTE_DIRECT},
     wire::{ETH_HLEN, IPV4_HLEN, VXLAN_FLAG_VNI, VXLAN_OVERHEAD},
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr};
@@ -38,6 +38,13 @@ pub fn run(ctx: &TcContext) -> Result<Verdict, Reason> {
     let frags = u16::from_be_bytes(unsafe { (*ip).frags });
     if dst != cfg.node_ip {
         return not_for_the_node(ctx, &cfg, outer_src, dst);
+    }
+    let from_pods = forward::in_net(outer_src, cfg.cluster_net, cfg.cluster_prefix);
+    if cfg.flags & FLAG_SERVICES != 0 && from_pods && from_direct_node(ctx, outer_src)? {
+        // A remote backend, reached directly, answering a flow this node translated.
+        if let Some(verdict) = service::nodeport_reply(ctx, &cfg)? {
+            return Ok(verdict);
+        }
     }
     if cfg.flags & FLAG_SERVICES != 0 {
         if let Some(verdict) = service::nodeport(ctx, &cfg)? {
@@ -70,7 +77,7 @@ pub fn run(ctx: &TcContext) -> Result<Verdict, Reason> {
         Target::Host if cfg.flags & FLAG_TC_DECAP == 0 => Ok(to_vxlan_device()),
         target => {
             vxlan::decap(ctx)?;
-            overlay::deliver(ctx, &cfg, target)
+            overlay::deliver(ctx, &cfg, target, false)
         }
     }
 }
@@ -84,26 +91,41 @@ fn to_vxlan_device() -> Verdict {
 /// Unencapsulated traffic to another address. What is addressed to the pod network or
 /// a service must come from a node reached directly, with its source address in that
 /// node's pod CIDR and the node's own pinned MAC: then it goes straight into the pod
-/// (or up to the node, for its gateway address). The rest passes to the stack.
+/// (or up to the node, for its gateway address), as decapsulated traffic would. The
+/// rest passes to the stack.
 #[inline(always)]
 fn not_for_the_node(ctx: &TcContext, cfg: &DatapathConfig, src: u32, dst: u32) -> Result<Verdict, Reason> {
     let to_pods = forward::in_net(dst, cfg.cluster_net, cfg.cluster_prefix);
     if !to_pods && !forward::in_net(dst, cfg.service_net, cfg.service_prefix) {
         return Ok(Verdict::pass());
     }
+    if !from_direct_node(ctx, src)? {
+        return Err(Reason::DropUnderlayToPods);
+    }
+    let target = match forward::lookup(dst) {
+        Dest::Local(ep) => Target::Pod(ep),
+        Dest::Elsewhere if dst == cfg.gateway_ip => Target::Host,
+        _ => return Err(Reason::DropNoRoute),
+    };
+    overlay::deliver(ctx, cfg, target, true)
+}
+
+/// Whether the frame comes from the node that owns its source address, reached
+/// directly: that node's pinned MAC is the frame's source.
+#[inline(always)]
+fn from_direct_node(ctx: &TcContext, src: u32) -> Result<bool, Reason> {
+    match forward::remote_node(src) {
+        Some(node) if node.route == ROUTE_DIRECT => has_pinned_mac(ctx, &node),
+        _ => Ok(false),
+    }
+}
+
+/// Whether the frame's source MAC is `node`'s pinned underlay MAC (none pinned: no).
+#[inline(always)]
+fn has_pinned_mac(ctx: &TcContext, node: &RemoteNode) -> Result<bool, Reason> {
     let eth: *const EthHdr = ptr_at(ctx, 0)?;
     let from = unsafe { (*eth).src_addr };
-    match forward::remote_node(src) {
-        Some(node) if node.route == ROUTE_DIRECT && node.underlay_mac == from && from != [0; 6] => {}
-        _ => return Err(Reason::DropUnderlayToPods),
-    }
-    match forward::lookup(dst) {
-        Dest::Local(ep) => forward::to_local_pod(ctx, cfg, &ep, Reason::ReceivedDirect),
-        Dest::Elsewhere if dst == cfg.gateway_ip => {
-            Ok(Verdict { reason: Reason::ReceivedDirect, action: TC_ACT_OK as i32 })
-        }
-        _ => Err(Reason::DropNoRoute),
-    }
+    Ok(node.underlay_mac == from && from != [0; 6])
 }
 
 /// VXLAN headers, the inner frame and its sender, checked before anything is spent
@@ -124,7 +146,13 @@ fn screen(ctx: &TcContext, cfg: &DatapathConfig, outer_src: u32) -> Result<(), R
     if unsafe { (*inner).vihl } >> 4 != 4 {
         return Err(Reason::DropMalformed);
     }
-    overlay::check_sender(src_ip(inner), outer_src)
+    let node = overlay::check_sender(src_ip(inner), outer_src)?;
+    // A node reached directly whose MAC is pinned must use it for VXLAN too (an
+    // asymmetric route decision, or a backend change, can make it encapsulate).
+    if node.route == ROUTE_DIRECT && node.underlay_mac != [0; 6] && !has_pinned_mac(ctx, &node)? {
+        return Err(Reason::DropUnknownSource);
+    }
+    Ok(())
 }
 
 /// UDP with IPv4 options or fragmented: never decapsulated. Dropped when it claims

@@ -64,3 +64,13 @@ pub fn tcp_flags(ctx: &TcContext) -> Result<u8, Reason> {
     let flags: *const u8 = ptr_at(ctx, L4_OFF + 13)?;
     Ok(unsafe { *flags })
 }
+
+/// The sequence and acknowledgement numbers of the TCP header of the frame at the
+/// start of the packet (host order).
+#[inline(always)]
+pub fn tcp_seq_ack(ctx: &TcContext) -> Result<(u32, u32), Reason> {
+    pull(ctx, L4_OFF + 12)?;
+    let numbers: *const [u8; 8] = ptr_at(ctx, L4_OFF + 4)?;
+    let n = unsafe { *numbers };
+    Ok((u32::from_be_bytes([n[0], n[1], n[2], n[3]]), u32::from_be_bytes([n[4], n[5], n[6], n[7]])))
+}

@@ -3,7 +3,11 @@
 //! inner packet.
 
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
-use netcore_common::{config::{DatapathConfig, FLAG_SERVICES}, counters::Reason};
+use netcore_common::{
+    config::{DatapathConfig, FLAG_SERVICES},
+    counters::Reason,
+    node::RemoteNode,
+};
 
 use crate::{
     forward::{self, Dest},
@@ -13,10 +17,11 @@ use crate::{
 
 /// The inner source must belong to the node the outer source says it is: one LPM
 /// lookup checks both (a remote pod CIDR, or a node's own underlay address).
+/// Returns that node.
 #[inline(always)]
-pub fn check_sender(inner_src: u32, outer_src: u32) -> Result<(), Reason> {
+pub fn check_sender(inner_src: u32, outer_src: u32) -> Result<RemoteNode, Reason> {
     match forward::remote_node(inner_src) {
-        Some(node) if node.underlay_ip == outer_src => Ok(()),
+        Some(node) if node.underlay_ip == outer_src => Ok(node),
         _ => Err(Reason::DropUnknownSource),
     }
 }
@@ -36,25 +41,29 @@ pub fn target(cfg: &DatapathConfig, inner_dst: u32) -> Result<Target, Reason> {
     }
 }
 
-/// Delivers the unwrapped frame (Ethernet + inner IPv4 at the start of the packet):
-/// straight into a local pod (replies of translated flows get the service address
-/// back first), or up the node's own stack (NodePort replies go out of the uplink).
+/// Delivers the unwrapped frame (Ethernet + inner IPv4 at the start of the packet),
+/// or a pod packet a node sent directly (`direct`): straight into a local pod
+/// (replies of translated flows get the service address back first), or up the
+/// node's own stack (NodePort replies go out of the uplink).
 #[inline(always)]
-pub fn deliver(ctx: &TcContext, cfg: &DatapathConfig, target: Target) -> Result<Verdict, Reason> {
+pub fn deliver(ctx: &TcContext, cfg: &DatapathConfig, target: Target, direct: bool) -> Result<Verdict, Reason> {
+    let services = cfg.flags & FLAG_SERVICES != 0;
     match target {
         Target::Pod(ep) => {
-            if cfg.flags & FLAG_SERVICES != 0 {
+            if services {
                 service::reply_from_remote(ctx)?;
             }
-            forward::to_local_pod(ctx, cfg, &ep, Reason::Decapsulated)
+            let reason = if direct { Reason::ReceivedDirect } else { Reason::Decapsulated };
+            forward::to_local_pod(ctx, cfg, &ep, reason)
         }
         Target::Host => {
-            if cfg.flags & FLAG_SERVICES != 0 {
+            if services {
                 if let Some(verdict) = service::nodeport_reply(ctx, cfg)? {
                     return Ok(verdict);
                 }
             }
-            Ok(Verdict { reason: Reason::DecapsulatedToHost, action: TC_ACT_OK as i32 })
+            let reason = if direct { Reason::ReceivedDirect } else { Reason::DecapsulatedToHost };
+            Ok(Verdict { reason, action: TC_ACT_OK as i32 })
         }
     }
 }

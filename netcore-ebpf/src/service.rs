@@ -10,7 +10,10 @@ use aya_ebpf::{
 };
 use netcore_common::{
     config::DatapathConfig,
-    conntrack::{CtEntry, CtKey, CT_FORWARD, CT_NODEPORT, CT_REVERSE, CT_SNAT, CT_STATE_CLOSED, CT_STATE_CLOSING},
+    conntrack::{
+        CtEntry, CtKey, CT_FORWARD, CT_NODEPORT, CT_REVERSE, CT_SNAT, CT_STATE_CLOSED, CT_STATE_CLOSING,
+        CT_STATE_NEW,
+    },
     counters::Reason,
     service::{
         Affinity, AffinityKey, Backend, BackendKey, BackendRef, ServiceInfo, ServiceKey, MAX_BACKENDS_PER_SERVICE,
@@ -185,13 +188,22 @@ pub fn balance(ctx: &TcContext, svc: &ServiceInfo, flow: &Flow, how: &Translatio
     let key = flow.key();
     let flags = if flow.proto == IPPROTO_TCP { l4::tcp_flags(ctx)? } else { 0 };
     let opens = flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    let fwd = match conntrack::lookup(&key) {
-        // A SYN on a closed flow's addresses and ports opens another one.
-        Some(e) if e.flags & CT_FORWARD != 0 && !(opens && conntrack::is_over(&e)) => {
-            if flow.proto == IPPROTO_TCP && !opens {
-                // The client went on after the SYN: the handshake is done (a spoofed
-                // source never gets this far), the flow is established.
-                conntrack::answered(&key, &e);
+    let mut found = conntrack::lookup(&key).filter(|e| e.flags & CT_FORWARD != 0);
+    if let Some(e) = found.filter(|e| opens && conntrack::is_over(e)) {
+        // A SYN on a closed flow's addresses and ports opens another one: the old
+        // entries go, or they would shadow the new flow's.
+        conntrack::forget(&key, &e);
+        found = None;
+    }
+    let fwd = match found {
+        Some(e) => {
+            if flow.proto == IPPROTO_TCP && !opens && e.state == CT_STATE_NEW {
+                // The client acknowledged the backend's SYN-ACK: the handshake is
+                // done and the flow established. A spoofed source never saw the
+                // SYN-ACK and cannot guess the number.
+                if conntrack::completes_handshake(&e, l4::tcp_seq_ack(ctx)?.1) {
+                    conntrack::answered(&key, &e);
+                }
             }
             track(&key, &e, flags);
             count(svc.id, ctx.len(), false, false);
@@ -359,7 +371,11 @@ pub fn reverse(ctx: &TcContext, flow: &Flow) -> Result<Option<CtEntry>, Reason> 
         return Ok(None);
     }
     if flow.proto == IPPROTO_TCP {
-        track(&key, &rev, l4::tcp_flags(ctx)?);
+        let flags = l4::tcp_flags(ctx)?;
+        if flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK && rev.state == CT_STATE_NEW {
+            conntrack::expect_ack(&key, &rev, l4::tcp_seq_ack(ctx)?.0);
+        }
+        track(&key, &rev, flags);
     } else {
         // The backend answered: the flow is established (safe from floods of new ones).
         conntrack::answered(&key, &rev);

@@ -42,6 +42,33 @@ pub fn ipv4_udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &
     p
 }
 
+/// A TCP segment's header fields.
+#[derive(Clone, Copy, Debug)]
+pub struct Tcp {
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    /// SYN 0x02, ACK 0x10, FIN 0x01, RST 0x04.
+    pub flags: u8,
+}
+
+/// An IPv4/TCP packet without payload or options (TCP checksum 0: the programs under
+/// test do not check it).
+pub fn ipv4_tcp(src: Ipv4Addr, dst: Ipv4Addr, t: Tcp) -> Vec<u8> {
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&t.sport.to_be_bytes());
+    tcp[2..4].copy_from_slice(&t.dport.to_be_bytes());
+    tcp[4..8].copy_from_slice(&t.seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&t.ack.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = t.flags;
+    tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    let mut p = ipv4_header(src, dst, 6, tcp.len());
+    p.extend_from_slice(&tcp);
+    p
+}
+
 pub fn ethernet(dst: [u8; 6], src: [u8; 6], ether_type: u16, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(14 + payload.len());
     f.extend_from_slice(&dst);

@@ -3,13 +3,14 @@
 //! segment; what arrives unencapsulated is accepted only from the node that owns its
 //! source, by that node's pinned MAC.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 
 use anyhow::{Context, Result};
 use netcore_agent::api::PodInfo;
 use netcore_tests::{
     capture::Capture,
     cluster::{Cluster, Node, Spec, StoreSpec, OUTSIDE_IP},
+    echo,
     flannel::HostGwNode,
     netns::Netns,
     packets::{self, Seen},
@@ -114,6 +115,78 @@ fn a_host_gw_cluster_routes_pods_directly_with_the_full_mtu() -> Result<()> {
         // Path MTU: a full-size don't-fragment packet crosses.
         assert!(traffic::ping_df(&pods[0].name, pods[1].ip, 1500 - 28));
     }
+    Ok(())
+}
+
+/// Services whose backends are on a node reached directly: the replies come back
+/// unencapsulated and get the service address (or the NodePort) back, for a pod, the
+/// node itself and a client outside.
+#[test]
+fn services_reach_backends_on_directly_routed_nodes() -> Result<()> {
+    let c = host_gw(2, StoreSpec::File)?;
+    for n in &c.nodes {
+        wait_direct(n, 1).with_context(|| n.agent_log())?;
+    }
+    let remote = c.node(2).add_pod(&c.pod_name("svc-remote"))?;
+    echo::tcp_server(&remote.netns, 8080, "remote")?;
+    echo::udp_server(&remote.netns, 8080, "remote")?;
+    let client = c.node(1).add_pod(&c.pod_name("svc-client"))?;
+    let n1 = c.node(1);
+    let vip = SocketAddr::from((Ipv4Addr::new(10, 96, 0, 70), 80));
+    for (name, proto, extra) in [
+        ("direct-tcp", "tcp", "30070"),
+        ("direct-udp", "udp", "30071"),
+    ] {
+        let backend = format!("{}:8080", remote.ip);
+        let vip = format!("{vip}/{proto}");
+        let args = [
+            "service",
+            "add",
+            name,
+            "--vip",
+            &vip,
+            "--backend",
+            &backend,
+            "--node-port",
+            extra,
+        ];
+        n1.cli(&args)?;
+    }
+    for (who, ns) in [
+        ("a pod", client.netns.as_path()),
+        ("the node", n1.ns.path.as_path()),
+    ] {
+        let got = echo::tcp_exchange(ns, vip, b"over a direct route")
+            .with_context(|| format!("{who} to the ClusterIP over TCP"))?;
+        assert_eq!(got, "remote", "{who} reaches the remote backend over TCP");
+        let (got, from) = echo::udp_exchange(ns, vip, b"over a direct route")
+            .with_context(|| format!("{who} to the ClusterIP over UDP"))?;
+        assert_eq!(
+            (got.as_str(), from),
+            ("remote", vip),
+            "{who}: a UDP answer from the service address"
+        );
+    }
+    let nodeport = SocketAddr::from((n1.ip, 30070));
+    let got = echo::tcp_exchange(&c.outside.path, nodeport, b"from outside")
+        .context("NodePort to a directly routed backend")?;
+    assert_eq!(got, "remote", "the NodePort reaches the remote backend");
+    let nodeport = SocketAddr::from((n1.ip, 30071));
+    let (got, from) = echo::udp_exchange(&c.outside.path, nodeport, b"from outside")?;
+    assert_eq!(
+        (got.as_str(), from),
+        ("remote", nodeport),
+        "a UDP NodePort answers from itself"
+    );
+    assert!(
+        c.node(2).counter("received-direct")? > 0,
+        "requests crossed unencapsulated"
+    );
+    assert!(
+        c.node(1).counter("received-direct")? > 0,
+        "replies crossed unencapsulated"
+    );
+    assert_eq!(c.node(1).counter("encapsulated")?, 0);
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use netcore_common::{
     service::ServiceInfo,
 };
 use netcore_tests::{
-    packets::{self, checksum, ethernet, ipv4_udp, ETH_P_IPV4},
+    packets::{self, checksum, ethernet, ipv4_tcp, ipv4_udp, Tcp, ETH_P_IPV4},
     progtest::{identity, Identity, Loaded},
 };
 
@@ -767,6 +767,265 @@ fn unencapsulated_traffic_to_pods_is_taken_only_from_the_owning_node() -> Result
         l.run(PROG_FROM_UPLINK, &elsewhere)?.verdict,
         TC_ACT_OK,
         "outside the pod network: the stack's"
+    );
+    Ok(())
+}
+
+fn ct_key(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+) -> netcore_common::conntrack::CtKey {
+    netcore_common::conntrack::CtKey {
+        src: u32::from_ne_bytes(src.octets()),
+        dst: u32::from_ne_bytes(dst.octets()),
+        sport: sport.to_be(),
+        dport: dport.to_be(),
+        proto: 6,
+        _pad: [0; 3],
+    }
+}
+
+/// A TCP service `id` on `vip:port` with these backends.
+fn tcp_service(
+    l: &mut Loaded,
+    id: u32,
+    vip: Ipv4Addr,
+    port: u16,
+    backends: &[(Ipv4Addr, u16)],
+) -> Result<()> {
+    let bs: Vec<_> = backends
+        .iter()
+        .map(|&(ip, p)| netcore_agent::maps::service::backend(ip, p))
+        .collect();
+    l.maps.services.write_backends(id, &bs)?;
+    let info = ServiceInfo {
+        id,
+        count: bs.len() as u32,
+        flags: 0,
+    };
+    l.maps.services.set_frontend(key(vip, port, 6), info)?;
+    Ok(())
+}
+
+fn segment(sport: u16, dport: u16, seq: u32, ack: u32, flags: u8) -> Tcp {
+    Tcp {
+        sport,
+        dport,
+        seq,
+        ack,
+        flags,
+    }
+}
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const SYN_ACK: u8 = 0x12;
+const RST: u8 = 0x04;
+/// Where the inner TCP header starts in a VXLAN frame (outer Ethernet, IPv4, UDP,
+/// VXLAN, inner Ethernet, IPv4).
+const INNER_TCP: usize = 14 + 20 + 8 + 8 + 14 + 20;
+
+#[test]
+fn only_a_client_that_saw_the_syn_ack_establishes_its_flow() -> Result<()> {
+    let (mut l, id) = node()?;
+    l.enable_services(&id)?;
+    tcp_service(&mut l, 3, VIP, 80, &[(REMOTE_POD, 8080)])?;
+    let client = |t: Tcp| {
+        ethernet(
+            id.gateway_mac.0,
+            SENDER_MAC,
+            ETH_P_IPV4,
+            &ipv4_tcp(SENDER_IP, VIP, t),
+        )
+    };
+    let fwd = ct_key(SENDER_IP, 40010, VIP, 80);
+    let rev = ct_key(REMOTE_POD, 8080, SENDER_IP, 40010);
+    let table = |k| {
+        l.maps
+            .conntrack
+            .find(&k)
+            .map(|(established, _)| established)
+    };
+    assert_eq!(
+        l.run(PROG_FROM_POD, &client(segment(40010, 80, 1000, 0, SYN)))?
+            .verdict,
+        TC_ACT_REDIRECT
+    );
+    assert_eq!(
+        table(fwd),
+        Some(false),
+        "a SYN opens a flow in the table of new ones"
+    );
+    // A spoofed source never sees the SYN-ACK: its ACK acknowledges a guess.
+    let blind = l.run(PROG_FROM_POD, &client(segment(40010, 80, 1001, 777, ACK)))?;
+    assert_eq!(blind.verdict, TC_ACT_REDIRECT, "still translated");
+    assert_eq!(table(fwd), Some(false), "a blind ACK establishes nothing");
+    let syn_ack = ipv4_tcp(
+        REMOTE_POD,
+        SENDER_IP,
+        segment(8080, 40010, 5000, 1001, SYN_ACK),
+    );
+    let back = l.run(
+        PROG_FROM_UPLINK,
+        &vxlan_frame(&id, REMOTE_NODE, 1, &syn_ack),
+    )?;
+    assert_eq!(
+        back.verdict, TC_ACT_REDIRECT,
+        "the SYN-ACK goes into the client pod"
+    );
+    assert_eq!(&back.out[26..30], &VIP.octets(), "from the service address");
+    assert_eq!(
+        table(fwd),
+        Some(false),
+        "the backend's answer alone establishes nothing"
+    );
+    l.run(PROG_FROM_POD, &client(segment(40010, 80, 1001, 5001, ACK)))?;
+    assert_eq!(
+        table(fwd),
+        Some(true),
+        "the handshake's ACK establishes the flow"
+    );
+    assert_eq!(table(rev), Some(true), "both directions");
+    Ok(())
+}
+
+#[test]
+fn a_reset_flow_reopened_on_the_same_ports_keeps_its_new_backend() -> Result<()> {
+    let (mut l, id) = node()?;
+    l.enable_services(&id)?;
+    tcp_service(&mut l, 3, VIP, 80, &[(REMOTE_POD, 8080)])?;
+    let client = |t: Tcp| {
+        ethernet(
+            id.gateway_mac.0,
+            SENDER_MAC,
+            ETH_P_IPV4,
+            &ipv4_tcp(SENDER_IP, VIP, t),
+        )
+    };
+    let backend_port = |out: &[u8]| u16::from_be_bytes([out[INNER_TCP + 2], out[INNER_TCP + 3]]);
+    l.run(PROG_FROM_POD, &client(segment(40011, 80, 1000, 0, SYN)))?;
+    let syn_ack = ipv4_tcp(
+        REMOTE_POD,
+        SENDER_IP,
+        segment(8080, 40011, 5000, 1001, SYN_ACK),
+    );
+    l.run(
+        PROG_FROM_UPLINK,
+        &vxlan_frame(&id, REMOTE_NODE, 1, &syn_ack),
+    )?;
+    let ack = l.run(PROG_FROM_POD, &client(segment(40011, 80, 1001, 5001, ACK)))?;
+    assert_eq!(backend_port(&ack.out), 8080);
+    l.run(PROG_FROM_POD, &client(segment(40011, 80, 1001, 5001, RST)))?;
+    // The service now has another backend; the client reconnects from the same port.
+    tcp_service(&mut l, 3, VIP, 80, &[(REMOTE_POD, 9090)])?;
+    let syn = l.run(PROG_FROM_POD, &client(segment(40011, 80, 9000, 0, SYN)))?;
+    assert_eq!(
+        backend_port(&syn.out),
+        9090,
+        "the new flow's SYN goes to the new backend"
+    );
+    let next = l.run(PROG_FROM_POD, &client(segment(40011, 80, 9001, 6001, ACK)))?;
+    assert_eq!(
+        backend_port(&next.out),
+        9090,
+        "and so does the rest of it (the closed flow's entries are gone)"
+    );
+    Ok(())
+}
+
+#[test]
+fn replies_of_directly_routed_backends_get_the_service_address_back() -> Result<()> {
+    let (mut l, id) = node_with_direct_peer()?;
+    l.enable_services(&id)?;
+    tcp_service(&mut l, 5, VIP, 80, &[(DIRECT_POD, 8080)])?;
+    let from_peer = |ip: Vec<u8>| ethernet([2, 0, 0, 0, 0xb, 1], DIRECT_MAC.0, ETH_P_IPV4, &ip);
+    // A pod's connection to the ClusterIP.
+    let syn = ipv4_tcp(SENDER_IP, VIP, segment(40020, 80, 1000, 0, SYN));
+    let out = l.run(
+        PROG_FROM_POD,
+        &ethernet(id.gateway_mac.0, SENDER_MAC, ETH_P_IPV4, &syn),
+    )?;
+    assert_eq!(out.verdict, TC_ACT_REDIRECT);
+    assert_eq!(
+        &out.out[30..34],
+        &DIRECT_POD.octets(),
+        "to the backend, unencapsulated"
+    );
+    let reply = l.run(
+        PROG_FROM_UPLINK,
+        &from_peer(ipv4_tcp(
+            DIRECT_POD,
+            SENDER_IP,
+            segment(8080, 40020, 5000, 1001, SYN_ACK),
+        )),
+    )?;
+    assert_eq!(reply.verdict, TC_ACT_REDIRECT, "into the client pod");
+    assert_eq!(
+        &reply.out[26..30],
+        &VIP.octets(),
+        "from the service address"
+    );
+    assert_eq!(&reply.out[34..36], &80u16.to_be_bytes(), "and its port");
+    // A NodePort client outside, masqueraded.
+    let outside = Ipv4Addr::new(192, 168, 50, 200);
+    l.maps.services.set_frontend(
+        key(Ipv4Addr::UNSPECIFIED, 30080, 6),
+        ServiceInfo {
+            id: 5,
+            count: 1,
+            flags: 0,
+        },
+    )?;
+    let syn = ipv4_tcp(outside, id.node_ip, segment(5555, 30080, 1000, 0, SYN));
+    let out = l.run(
+        PROG_FROM_UPLINK,
+        &ethernet(id.vtep_mac.0, [2, 0, 0, 0, 0xc, 1], ETH_P_IPV4, &syn),
+    )?;
+    assert_eq!(out.verdict, TC_ACT_REDIRECT);
+    assert_eq!(
+        &out.out[26..30],
+        &id.node_ip.octets(),
+        "masqueraded as the node"
+    );
+    assert_eq!(&out.out[30..34], &DIRECT_POD.octets(), "to the backend");
+    let masq_port = u16::from_be_bytes([out.out[34], out.out[35]]);
+    let answer = ipv4_tcp(
+        DIRECT_POD,
+        id.node_ip,
+        segment(8080, masq_port, 5000, 1001, SYN_ACK),
+    );
+    let back = l.run(PROG_FROM_UPLINK, &from_peer(answer))?;
+    assert_eq!(
+        back.verdict, TC_ACT_REDIRECT,
+        "straight back out of the uplink"
+    );
+    assert_eq!(&back.out[26..30], &id.node_ip.octets(), "from the node");
+    assert_eq!(&back.out[30..34], &outside.octets(), "to the client");
+    assert_eq!(
+        &back.out[34..38],
+        &[&30080u16.to_be_bytes()[..], &5555u16.to_be_bytes()[..]].concat()[..]
+    );
+    Ok(())
+}
+
+#[test]
+fn vxlan_from_a_direct_peer_must_come_from_its_pinned_mac() -> Result<()> {
+    let (l, id) = node_with_direct_peer()?;
+    let inner = ipv4_udp(DIRECT_POD, POD_IP, 999, 80, b"wrapped");
+    let mut frame = vxlan_frame(&id, DIRECT_NODE, 1, &inner);
+    let run = l.run(PROG_FROM_UPLINK, &frame)?;
+    assert_eq!(
+        run.verdict, TC_ACT_SHOT,
+        "another MAC than the peer's pinned one"
+    );
+    assert_eq!(l.counter("dropped-unknown-source"), 1);
+    frame[6..12].copy_from_slice(&DIRECT_MAC.0);
+    let run = l.run(PROG_FROM_UPLINK, &frame)?;
+    assert_eq!(
+        run.verdict, TC_ACT_REDIRECT,
+        "from the pinned MAC: into the pod"
     );
     Ok(())
 }

@@ -28,8 +28,9 @@ impl Agent {
     }
 
     /// Pins the MACs of direct peers the neighbour table knows, asks the kernel to
-    /// resolve the others, and unpins peers that are gone or no longer direct. Run
-    /// periodically; the node map follows what is pinned.
+    /// resolve the others, puts back a pin someone removed, and unpins peers that
+    /// are gone or no longer direct. Run periodically; the node map follows what is
+    /// pinned.
     pub async fn learn_peer_macs(&mut self) -> Result<()> {
         let peers = self.direct_peers();
         let uplink = self.uplink.index;
@@ -45,23 +46,39 @@ impl Agent {
             self.pinned.remove(&ip);
             info!(peer = %ip, "unpinned the uplink MAC of a node no longer routed directly");
         }
-        let unknown: Vec<Ipv4Addr> = peers
-            .into_iter()
-            .filter(|ip| !self.pinned.contains_key(ip))
-            .collect();
-        for ip in unknown {
-            match netlink::neighbour_mac(&self.nl, uplink, ip).await? {
-                Some(mac) => {
+        let table = netlink::neighbours(&self.nl, uplink).await?;
+        for ip in peers {
+            let seen = table.get(&ip).copied();
+            match (self.pinned.get(&ip).copied(), seen) {
+                (Some(mac), Some(n)) if n.permanent && n.mac == mac => {}
+                (Some(mac), _) => {
                     netlink::replace_neighbour(&self.nl, uplink, ip, mac).await?;
-                    self.pinned.insert(ip, mac);
-                    changed = true;
-                    info!(peer = %ip, %mac, "learned and pinned a direct peer's uplink MAC");
+                    warn!(peer = %ip, %mac, "a direct peer's pinned uplink MAC was removed or changed; pinned it again");
                 }
-                None => solicit(ip),
+                (None, Some(n)) => {
+                    netlink::replace_neighbour(&self.nl, uplink, ip, n.mac).await?;
+                    self.pinned.insert(ip, n.mac);
+                    changed = true;
+                    info!(peer = %ip, mac = %n.mac, "learned and pinned a direct peer's uplink MAC");
+                }
+                (None, None) => solicit(ip),
             }
         }
         if changed {
             self.apply_nodes()?;
+        }
+        Ok(())
+    }
+
+    /// At start: the MACs this node pinned before (a restarted agent), so that the
+    /// node map has them from its first write and direct traffic is never refused
+    /// while they are learned again.
+    pub async fn find_pinned_macs(&mut self) -> Result<()> {
+        let table = netlink::neighbours(&self.nl, self.uplink.index).await?;
+        for ip in self.direct_peers() {
+            if let Some(n) = table.get(&ip).filter(|n| n.permanent) {
+                self.pinned.insert(ip, n.mac);
+            }
         }
         Ok(())
     }

@@ -314,6 +314,7 @@ impl Agent {
         agent.attach_node_programs()?;
         agent.reconcile_pods().await?;
         agent.follow_backend_change().await;
+        agent.find_pinned_macs().await?;
         agent.apply_nodes()?;
         agent.apply_services()?;
         agent.route_cluster_via_overlay().await?;
@@ -379,6 +380,7 @@ impl Agent {
 
     /// One more watcher of what `w` asks for: the programs start writing those events.
     pub fn watch(&mut self, w: crate::monitor::Watch) -> Result<()> {
+        let before = self.monitor;
         let m = &mut self.monitor;
         m.drops += usize::from(w.drops);
         if w.trace {
@@ -390,6 +392,13 @@ impl Agent {
                 m.trace_every.min(every)
             };
         }
+        self.write_datapath_config()
+            .inspect_err(|_| self.monitor = before)
+    }
+
+    /// The agent stops: nobody watches any more, the programs stop writing events.
+    pub fn stop_watching(&mut self) -> Result<()> {
+        self.monitor = Watchers::default();
         self.write_datapath_config()
     }
 

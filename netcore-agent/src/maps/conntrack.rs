@@ -57,4 +57,14 @@ impl ConntrackMaps {
         }
         Ok(ended)
     }
+
+    /// The entry under `key` and whether it is in the table of established flows
+    /// (`true`) or of new ones (`false`).
+    pub fn find(&self, key: &CtKey) -> Option<(bool, CtEntry)> {
+        let [(established, _), (new, _)] = &self.tables;
+        match established.get(key, 0) {
+            Ok(e) => Some((true, e)),
+            Err(_) => new.get(key, 0).ok().map(|e| (false, e)),
+        }
+    }
 }
