@@ -22,8 +22,8 @@ PACKAGES=(
   podman runc containernetworking-plugins busybox-static iptables
   # the suite on Linux 6.1: Debian 12's kernel as a program (User-mode Linux)
   user-mode-linux
-  # the benchmark's chart
-  gnuplot-nox
+  # the benchmark's chart, and its iptables network-policy bed (kube-router's ipsets)
+  gnuplot-nox ipset
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }

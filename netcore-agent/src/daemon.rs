@@ -212,7 +212,14 @@ async fn start_control(
     }));
     agent.lock().await.set_store_health(health.clone());
     let (tx, rx) = mpsc::channel(8);
-    let sync = Sync::new(store, lease, cfg.store_prefix.clone(), agent, health);
+    let sync = Sync::new(
+        store,
+        lease,
+        cfg.store_prefix.clone(),
+        agent.clone(),
+        health,
+    );
+    agent.lock().await.set_store_nudge(sync.nudge());
     tokio::spawn(sync.run(rx));
     ControlHandle { requests: tx }
 }

@@ -19,6 +19,7 @@ pub mod netlink;
 pub mod netns;
 pub mod pod;
 pub mod pod_check;
+pub mod policy;
 pub mod reset;
 pub mod state;
 pub mod store;

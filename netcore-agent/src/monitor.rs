@@ -157,6 +157,8 @@ pub struct Names {
     pub pods: std::collections::HashMap<Ipv4Addr, String>,
     pub nodes: Vec<(ipnet::Ipv4Net, Ipv4Addr, String)>,
     pub interfaces: std::collections::HashMap<u32, String>,
+    /// Policy sets: "ingress: ns/a,ns/b" (the policies isolating a pod that way).
+    pub policy_sets: std::collections::HashMap<u32, String>,
 }
 
 impl Names {
@@ -225,7 +227,13 @@ pub fn decode(ev: &Event, names: &Names) -> Line {
         outer,
         pod,
         node,
-        policy: (ev.policy != 0).then(|| ev.policy.to_string()),
+        policy: (ev.policy != 0).then(|| {
+            names
+                .policy_sets
+                .get(&ev.policy)
+                .cloned()
+                .unwrap_or_else(|| format!("set {}", ev.policy))
+        }),
     };
     if ev.kind == EVENT_DROP {
         Line::Drop(info)

@@ -48,6 +48,17 @@ pub struct PodRecord {
     pub host_if: String,
     #[serde(default)]
     pub container_id: Option<String>,
+    /// The pod's namespace and labels, which network policy selects by.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    #[serde(default)]
+    pub k8s_pod: Option<String>,
+    #[serde(default)]
+    pub labels: crate::policy::selector::Labels,
+}
+
+pub fn default_namespace() -> String {
+    "default".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -93,6 +104,20 @@ pub struct NodeState {
     /// Services by name, with the id their maps and counters use.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceRecord>,
+    /// Network policies by `namespace/name`, as applied (or last seen in the store).
+    #[serde(default)]
+    pub policies: BTreeMap<String, crate::policy::types::NetworkPolicy>,
+    /// Namespaces' labels (each also carries its name label, implicitly).
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, crate::policy::selector::Labels>,
+    /// Other nodes' pods as last seen in the store, for policy.
+    #[serde(default)]
+    pub store_pods: BTreeMap<Ipv4Addr, crate::policy::compile::PodIdentity>,
+    /// Policy class and set ids, and each policy's hit-counter slot.
+    #[serde(default)]
+    pub policy_ids: crate::policy::compile::Ids,
+    #[serde(default)]
+    pub policy_slots: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -116,6 +141,11 @@ impl NodeState {
             nodes: BTreeMap::new(),
             store_nodes: BTreeMap::new(),
             services: BTreeMap::new(),
+            policies: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
+            store_pods: BTreeMap::new(),
+            policy_ids: Default::default(),
+            policy_slots: BTreeMap::new(),
         }
     }
 

@@ -53,5 +53,7 @@ pub const FLAG_DEVICE_DECAP: u16 = 8;
 pub const FLAG_MONITOR_DROPS: u16 = 16;
 /// Someone watches traces: one passing packet in `trace_every` becomes an event.
 pub const FLAG_MONITOR_TRACE: u16 = 32;
+/// Some local pod is isolated by a network policy: the programs check policy.
+pub const FLAG_POLICY: u16 = 64;
 
 crate::user_pod!(DatapathConfig);

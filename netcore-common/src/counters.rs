@@ -64,6 +64,7 @@ reasons! {
     DropSpoofedArp = 34, "dropped-spoofed-arp";
     DropEtherType = 35, "dropped-ether-type";
     RejectedNoFlow = 36, "rejected-no-flow";
+    DropPolicy = 37, "dropped-policy";
     MonitorLost = 15, "monitor-events-lost";
 }
 

@@ -12,9 +12,13 @@ pub struct EndpointInfo {
     /// MAC address of the pod's `eth0`.
     pub pod_mac: [u8; 6],
     pub _pad: [u8; 2],
+    /// The policy set that isolates the pod for ingress (0: none does), and for
+    /// egress (policy.rs).
+    pub ingress_set: u32,
+    pub egress_set: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<EndpointInfo>() == 12);
+const _: () = assert!(core::mem::size_of::<EndpointInfo>() == 20);
 
 impl EndpointInfo {
     pub const fn new(host_ifindex: u32, pod_mac: [u8; 6]) -> Self {
@@ -22,7 +26,14 @@ impl EndpointInfo {
             host_ifindex,
             pod_mac,
             _pad: [0; 2],
+            ingress_set: 0,
+            egress_set: 0,
         }
+    }
+
+    /// Whether any policy isolates the pod (its flows are tracked).
+    pub const fn has_policy(&self) -> bool {
+        self.ingress_set != 0 || self.egress_set != 0
     }
 }
 

@@ -10,6 +10,7 @@ pub mod endpoint;
 pub mod monitor;
 pub mod node;
 pub mod pin;
+pub mod policy;
 pub mod service;
 pub mod wire;
 

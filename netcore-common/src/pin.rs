@@ -15,6 +15,11 @@ pub const MAP_SVC_COUNTERS: &str = "NC_SVC_COUNTERS";
 pub const MAP_SVC_AFFINITY: &str = "NC_SVC_AFFINITY";
 pub const MAP_AFFINITY: &str = "NC_AFFINITY";
 pub const MAP_BACKEND_SLOTS: &str = "NC_BACKEND_SLOTS";
+pub const MAP_PEERS: &str = "NC_PEERS";
+pub const MAP_POLICY: &str = "NC_POLICY";
+pub const MAP_POLICY_CT: &str = "NC_POLICY_CT";
+pub const MAP_POLICY_HITS: &str = "NC_POLICY_HITS";
+pub const MAP_POLICY_DENIED: &str = "NC_POLICY_DENIED";
 
 /// Programs, one per attach point.
 /// TCX ingress of a pod's host veth: what a pod sends.

@@ -34,19 +34,20 @@ pub enum Dest {
 /// The IPv4 frame at the start of the packet and the node's settings; `None` for
 /// what the programs leave alone (not IPv4, or the agent has not configured the node).
 #[inline(always)]
-pub fn prologue(ctx: &TcContext) -> Result<Option<(*mut Ipv4Hdr, DatapathConfig)>, Reason> {
+pub fn prologue(ctx: &TcContext) -> Result<Option<(*mut Ipv4Hdr, &'static DatapathConfig)>, Reason> {
     let Some(ip) = ipv4_frame(ctx)? else { return Ok(None) };
     Ok(config().map(|cfg| (ip, cfg)))
 }
 
-/// The node's settings, once the agent has written them.
+/// The node's settings, once the agent has written them: read in place, not copied
+/// (Linux 6.1 allows 512 bytes of stack over a program's whole call chain).
 #[inline(always)]
-pub fn config() -> Option<DatapathConfig> {
+pub fn config() -> Option<&'static DatapathConfig> {
     let cfg = NC_CONFIG.get(0)?;
     if cfg.flags & FLAG_READY == 0 {
         return None;
     }
-    Some(*cfg)
+    Some(cfg)
 }
 
 #[inline(always)]

@@ -14,7 +14,7 @@ use network_types::eth::EthHdr;
 use crate::{
     forward::{self, Dest},
     packet::{dst_ip, ptr_at},
-    service,
+    policy, service,
     verdict::Verdict,
 };
 
@@ -24,19 +24,28 @@ pub fn run(ctx: &TcContext) -> Result<Verdict, Reason> {
         return Ok(Verdict::pass());
     };
     let mut dst = dst_ip(ip);
-    let mut translated = false;
+    let (mut translated, mut reply) = (false, false);
     if cfg.flags & FLAG_SERVICES != 0 {
-        let svc = service::from_host(ctx, &cfg, dst)?;
+        let svc = service::from_host(ctx, cfg, dst)?;
         if svc.done {
             return Ok(svc.verdict);
         }
-        (dst, translated) = (svc.dst, svc.translated);
+        (dst, translated, reply) = (svc.dst, svc.translated, svc.reply);
     }
     match forward::lookup(dst) {
-        Dest::Remote(node) => forward::to_remote_node(ctx, &cfg, &node),
-        // Still addressed to the VTEP MAC, which no bridge port has.
-        Dest::Local(ep) if translated => forward::to_local_pod_from_host(ctx, &cfg, &ep),
-        Dest::Local(_) => Ok(Verdict::pass()),
+        Dest::Remote(node) => forward::to_remote_node(ctx, cfg, &node),
+        Dest::Local(ep) => {
+            // The node's own traffic is always allowed; what it forwards from
+            // elsewhere is checked like any other.
+            if !reply {
+                policy::check(ctx, cfg, None, Some(&ep))?;
+            }
+            if translated {
+                // Still addressed to the VTEP MAC, which no bridge port has.
+                return forward::to_local_pod_from_host(ctx, cfg, &ep);
+            }
+            Ok(Verdict::pass())
+        }
         Dest::Elsewhere => {
             // Routed to the overlay but no node owns it: the bridge would flood it to
             // every pod.

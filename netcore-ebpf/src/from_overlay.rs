@@ -30,8 +30,8 @@ pub fn run(ctx: &TcContext) -> Result<Verdict, Reason> {
     };
     let (src, dst) = (src_ip(ip), dst_ip(ip));
     overlay::check_sender(src, outer_src)?;
-    let target = overlay::target(&cfg, dst)?;
-    overlay::deliver(ctx, &cfg, target, false)
+    let target = overlay::target(cfg, dst)?;
+    overlay::deliver(ctx, cfg, target, false)
 }
 
 /// VNI and outer source address (big-endian, as the maps hold it).

@@ -13,7 +13,7 @@ use crate::{
     forward::{self, Dest},
     l2,
     packet::{dst_ip, ipv4_frame, src_ip},
-    service,
+    policy, service,
     verdict::Verdict,
 };
 
@@ -32,21 +32,36 @@ pub fn run(ctx: &TcContext) -> Result<Verdict, Reason> {
     };
     // Its address, and the endpoint of that address behind this very veth.
     let src = src_ip(ip);
-    match forward::endpoint(src) {
-        Some(ep) if src == pod.ip && ep.host_ifindex == unsafe { (*ctx.skb.skb).ifindex } => {}
+    let me = match forward::endpoint(src) {
+        Some(ep) if src == pod.ip && ep.host_ifindex == unsafe { (*ctx.skb.skb).ifindex } => ep,
         _ => return Err(Reason::DropSpoofedSource),
-    }
+    };
     let mut dst = dst_ip(ip);
+    let mut reply = false;
     if cfg.flags & FLAG_SERVICES != 0 {
-        let svc = service::from_pod(ctx, &cfg, dst)?;
+        let svc = service::from_pod(ctx, cfg, dst)?;
         if svc.done {
             return Ok(svc.verdict);
         }
-        dst = svc.dst;
+        (dst, reply) = (svc.dst, svc.reply);
     }
+    // Policy sees the flow after service translation (the backend, as in Kubernetes);
+    // replies of translated flows were allowed when their flow started.
     match forward::lookup(dst) {
-        Dest::Local(ep) => forward::to_local_pod(ctx, &cfg, &ep, Reason::RedirectedLocal),
-        Dest::Remote(node) => forward::to_remote_node(ctx, &cfg, &node),
-        Dest::Elsewhere => Ok(Verdict::pass()),
+        Dest::Local(ep) => {
+            if !reply {
+                policy::check(ctx, cfg, Some(&me), Some(&ep))?;
+            }
+            forward::to_local_pod(ctx, cfg, &ep, Reason::RedirectedLocal)
+        }
+        dest => {
+            if !reply {
+                policy::check(ctx, cfg, Some(&me), None)?;
+            }
+            match dest {
+                Dest::Remote(node) => forward::to_remote_node(ctx, cfg, &node),
+                _ => Ok(Verdict::pass()),
+            }
+        }
     }
 }

@@ -37,17 +37,17 @@ pub fn run(ctx: &TcContext) -> Result<Verdict, Reason> {
     let vihl = unsafe { (*ip).vihl };
     let frags = u16::from_be_bytes(unsafe { (*ip).frags });
     if dst != cfg.node_ip {
-        return not_for_the_node(ctx, &cfg, outer_src, dst);
+        return not_for_the_node(ctx, cfg, outer_src, dst);
     }
     let from_pods = forward::in_net(outer_src, cfg.cluster_net, cfg.cluster_prefix);
     if cfg.flags & FLAG_SERVICES != 0 && from_pods && from_direct_node(ctx, outer_src)? {
         // A remote backend, reached directly, answering a flow this node translated.
-        if let Some(verdict) = service::nodeport_reply(ctx, &cfg)? {
+        if let Some(verdict) = service::nodeport_reply(ctx, cfg)? {
             return Ok(verdict);
         }
     }
     if cfg.flags & FLAG_SERVICES != 0 {
-        if let Some(verdict) = service::nodeport(ctx, &cfg)? {
+        if let Some(verdict) = service::nodeport(ctx, cfg)? {
             return Ok(verdict);
         }
     }
@@ -55,7 +55,7 @@ pub fn run(ctx: &TcContext) -> Result<Verdict, Reason> {
         return Ok(Verdict::pass());
     }
     if vihl != 0x45 || frags & IP_MF_OFFSET_MASK != 0 {
-        return unusual_udp(ctx, &cfg, vihl, frags);
+        return unusual_udp(ctx, cfg, vihl, frags);
     }
     // `ip` is invalid from here on (pulling may move the data).
     pull(ctx, OUTER_UDP_END)?;
@@ -68,16 +68,16 @@ pub fn run(ctx: &TcContext) -> Result<Verdict, Reason> {
     if vxlan::ipv4_checksum(unsafe { &*outer }) != 0 {
         return Err(Reason::DropBadChecksum);
     }
-    screen(ctx, &cfg, outer_src)?;
+    screen(ctx, cfg, outer_src)?;
     if cfg.flags & FLAG_DEVICE_DECAP != 0 {
         return Ok(to_vxlan_device());
     }
     let inner: *mut Ipv4Hdr = ptr_at(ctx, ETH_HLEN + VXLAN_OVERHEAD)?;
-    match overlay::target(&cfg, dst_ip(inner))? {
+    match overlay::target(cfg, dst_ip(inner))? {
         Target::Host if cfg.flags & FLAG_TC_DECAP == 0 => Ok(to_vxlan_device()),
         target => {
             vxlan::decap(ctx)?;
-            overlay::deliver(ctx, &cfg, target, false)
+            overlay::deliver(ctx, cfg, target, false)
         }
     }
 }

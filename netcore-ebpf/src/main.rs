@@ -23,6 +23,7 @@ mod monitor;
 mod nat;
 mod overlay;
 mod packet;
+mod policy;
 mod reject;
 mod service;
 mod verdict;

@@ -15,6 +15,9 @@ use netcore_common::{
     counters::{Counter, MAX_REASONS},
     endpoint::{EndpointInfo, PodIface, MAX_ENDPOINTS},
     node::{RemoteNode, MAX_NODE_PREFIXES},
+    policy::{
+        PeerClass, PolicyDenial, PolicyFlow, PolicyKey, PolicyRule, MAX_PEERS, MAX_POLICIES, MAX_POLICY_ENTRIES, MAX_POLICY_FLOWS,
+    },
 };
 
 /// Pod IPv4 (big-endian) -> host veth and pod MAC.
@@ -73,3 +76,24 @@ pub static NC_AFFINITY: LruHashMap<AffinityKey, Affinity> = LruHashMap::pinned(M
 /// Each service's backends by address -> their slot (for session affinity).
 #[map]
 pub static NC_BACKEND_SLOTS: HashMap<BackendRef, u32> = HashMap::pinned(MAX_BACKENDS, 0);
+
+/// Every address's peer class for policy: pods by namespace and labels, ipBlocks.
+#[map]
+pub static NC_PEERS: LpmTrie<u32, PeerClass> = LpmTrie::pinned(MAX_PEERS, 0);
+
+/// What policy allows: (set, peer class, protocol, port prefix).
+#[map]
+pub static NC_POLICY: LpmTrie<PolicyKey, PolicyRule> = LpmTrie::pinned(MAX_POLICY_ENTRIES, 0);
+
+/// Flows policy allowed (either direction's key), so replies pass and only a flow's
+/// first packet consults policy.
+#[map]
+pub static NC_POLICY_CT: LruHashMap<CtKey, PolicyFlow> = LruHashMap::pinned(MAX_POLICY_FLOWS, 0);
+
+/// Flows each policy allowed, by policy index.
+#[map]
+pub static NC_POLICY_HITS: PerCpuArray<u64> = PerCpuArray::pinned(MAX_POLICIES, 0);
+
+/// The denial of this CPU's current packet, for its monitor event and the log.
+#[map]
+pub static NC_POLICY_DENIED: PerCpuArray<PolicyDenial> = PerCpuArray::pinned(1, 0);

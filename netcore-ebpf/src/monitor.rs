@@ -13,7 +13,7 @@ use netcore_common::{
     wire::{ETH_HLEN, IPV4_HLEN, VXLAN_OVERHEAD},
 };
 
-use crate::maps::{NC_CONFIG, NC_EVENTS};
+use crate::maps::{NC_CONFIG, NC_EVENTS, NC_POLICY_DENIED};
 
 const ETH_P_IPV4: u16 = 0x0800;
 const IPPROTO_TCP: u8 = 6;
@@ -61,6 +61,9 @@ fn emit(ctx: &TcContext, program: u8, reason: Reason, kind: u8, vxlan_port: u16)
         ..Event::default()
     };
     tuple(ctx, &mut ev, vxlan_port);
+    if reason == Reason::DropPolicy {
+        ev.policy = NC_POLICY_DENIED.get(0).map_or(0, |d| d.set);
+    }
     entry.write(ev);
     entry.submit(0);
     true

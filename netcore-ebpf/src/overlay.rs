@@ -11,7 +11,7 @@ use netcore_common::{
 
 use crate::{
     forward::{self, Dest},
-    service,
+    policy, service,
     verdict::Verdict,
 };
 
@@ -50,8 +50,10 @@ pub fn deliver(ctx: &TcContext, cfg: &DatapathConfig, target: Target, direct: bo
     let services = cfg.flags & FLAG_SERVICES != 0;
     match target {
         Target::Pod(ep) => {
-            if services {
-                service::reply_from_remote(ctx)?;
+            // Replies of service flows get the service address back; the rest is
+            // checked against the pod's ingress policy.
+            if !(services && service::reply_from_remote(ctx)?) {
+                policy::check(ctx, cfg, None, Some(&ep))?;
             }
             let reason = if direct { Reason::ReceivedDirect } else { Reason::Decapsulated };
             forward::to_local_pod(ctx, cfg, &ep, reason)

@@ -48,8 +48,25 @@ pub fn finish(ctx: &TcContext, program: u8, result: Result<Verdict, Reason>) -> 
         // Compiled in, but pruned by the verifier unless the agent runs with --bpf-log
         // (AYA_LOG_LEVEL is read-only data the agent sets at load time).
         aya_log_ebpf::info!(ctx, "netcore: drop reason {} ({} bytes)", reason as u32, ctx.len());
+        if reason == Reason::DropPolicy {
+            log_denial(ctx);
+        }
     }
     action
+}
+
+/// The denied flow's 5-tuple and direction (only with --bpf-log, as above); a call
+/// of its own, so that its stack is not added to the program's.
+#[inline(never)]
+fn log_denial(ctx: &TcContext) {
+    let Some(d) = crate::maps::NC_POLICY_DENIED.get(0) else { return };
+    let (src, dst) = (u32::from_be(d.flow.src), u32::from_be(d.flow.dst));
+    let (sport, dport) = (u16::from_be(d.flow.sport), u16::from_be(d.flow.dport));
+    if d.ingress != 0 {
+        aya_log_ebpf::info!(ctx, "netcore: policy denies ingress {:i}:{} -> {:i}:{} proto {}", src, sport, dst, dport, d.flow.proto);
+    } else {
+        aya_log_ebpf::info!(ctx, "netcore: policy denies egress {:i}:{} -> {:i}:{} proto {}", src, sport, dst, dport, d.flow.proto);
+    }
 }
 
 #[inline(always)]

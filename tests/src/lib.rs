@@ -13,8 +13,10 @@ pub mod flood;
 pub mod netns;
 pub mod packets;
 pub mod podman;
+pub mod probe;
 pub mod progtest;
 pub mod traffic;
+pub mod watcher;
 
 use std::time::{Duration, Instant};
 

@@ -32,6 +32,14 @@ const SERVICE_BEDS: [&str; 4] = [
     "svc-iptables-10",
 ];
 
+/// The network policy beds of a quick run (0 and 10 policies).
+const POLICY_BEDS: [&str; 4] = [
+    "pol-netcore-0",
+    "pol-netcore-10",
+    "pol-iptables-0",
+    "pol-iptables-10",
+];
+
 /// The `xtask` binary next to the test executable (built by `cargo xtask test`).
 fn xtask_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -102,6 +110,18 @@ fn quick_bench_passes_traffic_on_every_datapath() -> Result<()> {
             assert!(
                 median.is_some_and(|v| v > 0.0),
                 "{bed}: no {metric} through the service address: {median:?}"
+            );
+        }
+    }
+    for bed in results["policy"].as_array().context("no policy beds")? {
+        assert_eq!(bed["status"], "ok", "policy bed failed: {bed}");
+    }
+    for bed in POLICY_BEDS {
+        for metric in ["connections_per_s", "tcp_1_stream"] {
+            let median = record(&results, bed, metric).and_then(|r| r["median"].as_f64());
+            assert!(
+                median.is_some_and(|v| v > 0.0),
+                "{bed}: no {metric} through the policies: {median:?}"
             );
         }
     }

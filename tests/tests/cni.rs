@@ -693,3 +693,55 @@ fn attachments_survive_an_agent_restart() -> Result<()> {
     assert!(pods_of(n, &ctr.id)?.is_empty());
     Ok(())
 }
+
+/// Kubernetes runtimes name the pod in `CNI_ARGS`; labels come from `args.cni.labels`
+/// and `runtimeConfig.labels` (which wins). Policy then sees the pod as that identity.
+#[test]
+fn kubernetes_pod_identity_comes_from_cni_args_and_labels() -> Result<()> {
+    let c = Cluster::new(Spec::default())?;
+    let n = c.node(1);
+    let rt = Runtime::new(n, "1.1.0");
+    let ctr = Container::new()?;
+    let mut env = rt.env("ADD", &ctr);
+    env.push((
+        "CNI_ARGS",
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-7d4;K8S_POD_INFRA_CONTAINER_ID=abc".into(),
+    ));
+    let mut conf = rt.conf();
+    conf["args"] = json!({"cni": {"labels": [{"key": "app", "value": "web"}, {"key": "tier", "value": "front"}]}});
+    conf["runtimeConfig"] = json!({"labels": {"tier": "back"}});
+    rt.run(&env, &conf)
+        .ok()
+        .context("ADD with Kubernetes args")?;
+    let pod = pods_of(n, &ctr.id)?.pop().context("the pod is listed")?;
+    assert_eq!(
+        pod.namespace, "shop",
+        "the namespace from K8S_POD_NAMESPACE"
+    );
+    assert_eq!(
+        pod.k8s_pod.as_deref(),
+        Some("web-7d4"),
+        "the name from K8S_POD_NAME"
+    );
+    let labels: Vec<(&str, &str)> = pod
+        .labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        labels,
+        vec![("app", "web"), ("tier", "back")],
+        "runtimeConfig.labels wins over args"
+    );
+
+    let bad = Container::new()?;
+    let mut conf = rt.conf();
+    conf["args"] = json!({"cni": {"labels": [{"key": "app", "value": "not a valid value!"}]}});
+    let reply = rt.run(&rt.env("ADD", &bad), &conf);
+    assert!(
+        reply.code().is_some(),
+        "an invalid label is refused with a CNI error"
+    );
+    assert!(pods_of(n, &bad.id)?.is_empty(), "and no pod is made");
+    Ok(())
+}

@@ -7,8 +7,8 @@ use std::net::Ipv4Addr;
 use aya::programs::TcAttachType;
 use netcore_common::{
     config::{
-        DatapathConfig, FLAG_DEVICE_DECAP, FLAG_MONITOR_DROPS, FLAG_MONITOR_TRACE, FLAG_READY,
-        FLAG_SERVICES, FLAG_TC_DECAP,
+        DatapathConfig, FLAG_DEVICE_DECAP, FLAG_MONITOR_DROPS, FLAG_MONITOR_TRACE, FLAG_POLICY,
+        FLAG_READY, FLAG_SERVICES, FLAG_TC_DECAP,
     },
     pin::{PROG_FROM_HOST, PROG_FROM_OVERLAY, PROG_FROM_UPLINK},
     wire::VXLAN_OVERHEAD,
@@ -20,7 +20,12 @@ mod cni;
 mod direct;
 mod nodes;
 mod pods;
+mod policy;
 mod services;
+
+pub use policy::{
+    check_namespace as policy_check_namespace, LabelChange, NamespaceInfo, PolicyInfo,
+};
 
 use crate::{
     api::DatapathInfo,
@@ -52,6 +57,12 @@ pub enum AgentError {
     BadNode(String),
     #[error("invalid service: {0}")]
     BadService(String),
+    #[error("{0}")]
+    BadPolicy(String),
+    #[error("invalid labels: {0}")]
+    BadLabels(String),
+    #[error("no pod named {0}")]
+    NoSuchPod(String),
     #[error("the pod network {cluster} overlaps the underlay {underlay}")]
     Overlap {
         cluster: ipnet::Ipv4Net,
@@ -174,6 +185,12 @@ pub struct Agent {
     /// Who watches the data path's events (`netcore monitor`).
     monitor: Watchers,
     store_health: Option<crate::control::SharedHealth>,
+    /// Network policy: validated policies, what the maps hold.
+    policy: policy::PolicyRuntime,
+    /// Some local pod is isolated (the programs check policy).
+    policy_active: bool,
+    /// Wakes the control plane when this node's pods change (the store gets them).
+    store_nudge: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 /// The node's pod subnet and the cluster's network.
@@ -309,10 +326,18 @@ impl Agent {
             unroutable_reported: Default::default(),
             monitor: Watchers::default(),
             store_health: None,
+            policy: Default::default(),
+            policy_active: false,
+            store_nudge: None,
         };
+        // The maps may hold a previous run's policy: it stays enforced, and the first
+        // compile rewrites only what changed.
+        agent.adopt_policy_maps();
         agent.write_datapath_config()?;
         agent.attach_node_programs()?;
         agent.reconcile_pods().await?;
+        agent.load_policies();
+        agent.apply_policy()?;
         agent.follow_backend_change().await;
         agent.find_pinned_macs().await?;
         agent.apply_nodes()?;
@@ -426,6 +451,14 @@ impl Agent {
         {
             n.nodes.push((r.pod_cidr, r.underlay_ip, r.name.clone()));
         }
+        for (id, set) in &self.policy.applied.sets {
+            let way = match set.direction {
+                crate::policy::compile::Direction::Ingress => "ingress",
+                crate::policy::compile::Direction::Egress => "egress",
+            };
+            n.policy_sets
+                .insert(*id, format!("{way}: {}", set.policies.join(",")));
+        }
         if let Ok(ifaces) = nix::net::if_::if_nameindex() {
             for i in ifaces.iter() {
                 n.interfaces
@@ -516,7 +549,8 @@ impl Agent {
                     FLAG_MONITOR_TRACE
                 } else {
                     0
-                },
+                }
+                | if self.policy_active { FLAG_POLICY } else { 0 },
             gateway_mac: self.state.gateway_mac.0,
             vtep_mac: self.state.vtep_mac.0,
             vxlan_ifindex: self.vxlan.index,
@@ -531,15 +565,15 @@ impl Agent {
 
     pub async fn handle(&mut self, req: Request) -> Reply {
         let result = match req {
-            Request::PodAdd {
-                name,
-                netns,
-                ifname,
-                container_id,
-            } => self
-                .pod_add(name, netns, ifname, container_id)
-                .await
-                .map(json),
+            Request::PodAdd(req) => self.pod_add(req).await.map(json),
+            Request::PodLabel { name, change } => self.pod_label(&name, &change).map(json),
+            Request::NamespaceLabel { name, change } => {
+                self.namespace_label(&name, &change).map(json)
+            }
+            Request::NamespaceList => Ok(json(self.namespace_list())),
+            Request::PolicyApply { text } => self.policy_apply(&text).map(json),
+            Request::PolicyDel { key } => self.policy_del(&key).map(json),
+            Request::PolicyList => Ok(json(self.policy_list())),
             Request::PodDel { name } => self.pod_del(&name).await.map(json),
             Request::PodList => Ok(json(self.pod_list())),
             Request::Status => Ok(json(self.status())),

@@ -125,11 +125,18 @@ impl Agent {
         if nodes == self.state.store_nodes {
             return Ok(());
         }
+        let cidrs =
+            |m: &BTreeMap<String, NodeRecord>| m.values().map(|n| n.pod_cidr).collect::<Vec<_>>();
+        let moved = cidrs(&nodes) != cidrs(&self.state.store_nodes);
         self.state.store_nodes = nodes;
         if let Err(e) = self.apply_nodes() {
             // Forget the listing so that the next one is applied again.
             self.state.store_nodes.clear();
             return Err(e);
+        }
+        if moved && !self.state.store_pods.is_empty() {
+            // Pods of nodes that came or went count, or stop counting, for policy.
+            self.apply_policy()?;
         }
         self.save()
     }

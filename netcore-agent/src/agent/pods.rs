@@ -3,6 +3,7 @@
 use tracing::{info, warn};
 
 use super::{Agent, AgentError, Result};
+use crate::api::PodAdd;
 use crate::{
     api::PodInfo,
     mac::Mac,
@@ -14,17 +15,27 @@ use aya::programs::TcAttachType;
 use netcore_common::pin::PROG_FROM_POD;
 
 impl Agent {
-    pub async fn pod_add(
-        &mut self,
-        name: String,
-        netns: Option<std::path::PathBuf>,
-        ifname: Option<String>,
-        container_id: Option<String>,
-    ) -> Result<PodInfo> {
+    pub async fn pod_add(&mut self, req: PodAdd) -> Result<PodInfo> {
+        let PodAdd {
+            name,
+            netns,
+            ifname,
+            container_id,
+            namespace,
+            k8s_pod,
+            labels,
+        } = req;
         let (cid, ns) = (container_id.as_deref(), netns.as_deref());
         if let Some(pod) = self.cni_readd(cid, ifname.as_deref(), ns).await? {
             return Ok(pod);
         }
+        let namespace = namespace.unwrap_or_else(crate::state::default_namespace);
+        super::policy::check_namespace(&namespace)?;
+        let labels = super::LabelChange {
+            set: labels,
+            remove: vec![],
+        }
+        .apply(Default::default())?;
         if name.is_empty()
             || name.len() > 64
             || !name
@@ -52,6 +63,9 @@ impl Agent {
             mac: Mac::default(),
             host_if: pod::host_if_name(ip),
             container_id,
+            namespace,
+            k8s_pod,
+            labels,
         };
         // Recorded first: a crash from here on is cleaned up at the next start.
         self.state.pods.insert(name.clone(), rec.clone());
@@ -65,6 +79,7 @@ impl Agent {
         }
         self.state.pods.insert(name.clone(), rec.clone());
         self.save()?;
+        self.pods_changed();
         info!(pod = %name, %ip, "pod added");
         Ok(self.pod_info(&rec))
     }
@@ -93,6 +108,8 @@ impl Agent {
         self.dp
             .attach(PROG_FROM_POD, &rec.host_if, TcAttachType::Ingress)?;
         self.maps.endpoints.insert(rec.ip, host.index, rec.mac)?;
+        // Its policy too: isolated from its first packet on.
+        self.apply_policy()?;
         netlink::set_up(&self.nl, host.index).await?;
         Ok(())
     }
@@ -123,6 +140,8 @@ impl Agent {
         self.ipam.release(rec.ip);
         self.state.pods.remove(name);
         self.save()?;
+        self.apply_policy()?;
+        self.pods_changed();
         info!(pod = %name, ip = %rec.ip, "pod deleted");
         Ok(true)
     }
@@ -138,6 +157,9 @@ impl Agent {
             mac: rec.mac,
             host_interface: rec.host_if.clone(),
             container_id: rec.container_id.clone(),
+            namespace: rec.namespace.clone(),
+            k8s_pod: rec.k8s_pod.clone(),
+            labels: rec.labels.clone(),
             in_map: self.maps.endpoints.get(rec.ip).is_some(),
         }
     }

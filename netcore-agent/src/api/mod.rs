@@ -17,15 +17,29 @@ use crate::{datapath::Attachment, mac::Mac, maps::counters::CounterValue};
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// A pod: the agent makes `/run/netns/NAME` unless `netns` names an existing one.
-    PodAdd {
+    PodAdd(PodAdd),
+    /// Changes a pod's labels (network policy selects by them).
+    PodLabel {
         name: String,
-        #[serde(default)]
-        netns: Option<PathBuf>,
-        #[serde(default)]
-        ifname: Option<String>,
-        #[serde(default)]
-        container_id: Option<String>,
+        #[serde(flatten)]
+        change: crate::agent::LabelChange,
     },
+    /// Changes a namespace's labels (namespaceSelector).
+    NamespaceLabel {
+        name: String,
+        #[serde(flatten)]
+        change: crate::agent::LabelChange,
+    },
+    NamespaceList,
+    /// NetworkPolicy objects as YAML or JSON (one or several documents).
+    PolicyApply {
+        text: String,
+    },
+    /// Deletes the policy `namespace/name`.
+    PolicyDel {
+        key: String,
+    },
+    PolicyList,
     PodDel {
         name: String,
     },
@@ -68,6 +82,25 @@ pub enum Request {
     Monitor(crate::monitor::Watch),
 }
 
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PodAdd {
+    pub name: String,
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
+    #[serde(default)]
+    pub ifname: Option<String>,
+    #[serde(default)]
+    pub container_id: Option<String>,
+    /// The pod's namespace ("default" if none) and labels, for network policy.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The Kubernetes pod name (`K8S_POD_NAME`), shown with the pod.
+    #[serde(default)]
+    pub k8s_pod: Option<String>,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Reply {
@@ -86,6 +119,12 @@ pub struct PodInfo {
     pub mac: Mac,
     pub host_interface: String,
     pub container_id: Option<String>,
+    #[serde(default = "crate::state::default_namespace")]
+    pub namespace: String,
+    #[serde(default)]
+    pub k8s_pod: Option<String>,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Whether the endpoint map holds the pod (its traffic takes the eBPF path).
     pub in_map: bool,
 }

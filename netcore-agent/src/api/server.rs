@@ -87,6 +87,13 @@ impl Ctx {
                     reply,
                 },
                 Request::ServiceDel { name } => ControlRequest::DelService { name, reply },
+                Request::PolicyApply { text } => ControlRequest::ApplyPolicy { text, reply },
+                Request::PolicyDel { key } => ControlRequest::DelPolicy { key, reply },
+                Request::NamespaceLabel { name, change } => ControlRequest::LabelNamespace {
+                    name,
+                    change,
+                    reply,
+                },
                 _ => ControlRequest::Leave(reply),
             })
             .await;
@@ -105,7 +112,12 @@ impl Ctx {
 fn is_cluster_wide(req: &Request) -> bool {
     matches!(
         req,
-        Request::Leave | Request::ServiceAdd { .. } | Request::ServiceDel { .. }
+        Request::Leave
+            | Request::ServiceAdd { .. }
+            | Request::ServiceDel { .. }
+            | Request::PolicyApply { .. }
+            | Request::PolicyDel { .. }
+            | Request::NamespaceLabel { .. }
     )
 }
 

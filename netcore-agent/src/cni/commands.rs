@@ -63,12 +63,15 @@ async fn add(a: &Attachment, conf: &NetConf) -> Result<Success, CniError> {
         var: "CNI_NETNS",
         reason: "not set (ADD needs it)".into(),
     })?;
-    let req = Request::PodAdd {
+    let req = Request::PodAdd(crate::api::PodAdd {
         name: pod_name(&a.container_id, &a.ifname),
         netns: Some(netns.clone()),
         ifname: Some(a.ifname.clone()),
         container_id: Some(a.container_id.clone()),
-    };
+        namespace: a.arg("K8S_POD_NAMESPACE").map(str::to_string),
+        k8s_pod: a.arg("K8S_POD_NAME").map(str::to_string),
+        labels: conf.labels.clone(),
+    });
     let pod: PodInfo = call(conf, "ADD", &req, ADD_TIMEOUT).await?;
     Ok(result::for_pod(&pod, &netns, conf))
 }

@@ -28,6 +28,9 @@ pub struct NetConf {
     pub dns: Dns,
     pub prev_result: Option<Success>,
     pub valid_attachments: Option<Vec<ValidAttachment>>,
+    /// Pod labels, from `args.cni.labels` (the CNI args convention: a list of
+    /// `{"key", "value"}`) and `runtimeConfig.labels` (an object), the latter winning.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// The config as it comes, before checks (every field may be missing).
@@ -45,6 +48,37 @@ struct RawConf {
     prev_result: Option<Value>,
     #[serde(rename = "cni.dev/valid-attachments")]
     valid_attachments: Option<Vec<ValidAttachment>>,
+    #[serde(default)]
+    args: Option<Value>,
+    #[serde(rename = "runtimeConfig", default)]
+    runtime_config: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct KeyValue {
+    key: String,
+    value: String,
+}
+
+/// Labels from `args.cni.labels` and `runtimeConfig.labels`.
+fn labels(
+    args: Option<&Value>,
+    runtime: Option<&Value>,
+) -> Result<std::collections::BTreeMap<String, String>, CniError> {
+    let bad = |what: &str, e: serde_json::Error| CniError::InvalidConfig(format!("{what}: {e}"));
+    let mut out = std::collections::BTreeMap::new();
+    if let Some(list) = args.and_then(|a| a.pointer("/cni/labels")) {
+        let list: Vec<KeyValue> = serde_json::from_value(list.clone())
+            .map_err(|e| bad("args.cni.labels must be a list of {key, value}", e))?;
+        out.extend(list.into_iter().map(|kv| (kv.key, kv.value)));
+    }
+    if let Some(map) = runtime.and_then(|r| r.get("labels")) {
+        let map: std::collections::BTreeMap<String, String> =
+            serde_json::from_value(map.clone())
+                .map_err(|e| bad("runtimeConfig.labels must be an object of strings", e))?;
+        out.extend(map);
+    }
+    Ok(out)
 }
 
 /// Parses and checks the config: invalid JSON is code 6, a config that is not what
@@ -82,6 +116,7 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
         .map(serde_json::from_value)
         .transpose()
         .map_err(|e| CniError::InvalidConfig(format!("prevResult is not a CNI result: {e}")))?;
+    let labels = labels(raw.args.as_ref(), raw.runtime_config.as_ref())?;
     Ok(NetConf {
         version,
         name,
@@ -89,6 +124,7 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
         dns: raw.dns,
         prev_result,
         valid_attachments: raw.valid_attachments,
+        labels,
     })
 }
 

@@ -26,6 +26,18 @@ pub struct Attachment {
     /// Checked to be a network namespace for ADD and CHECK; DEL may have none, or
     /// one that is gone already.
     pub netns: Option<PathBuf>,
+    /// `CNI_ARGS`: `KEY=VALUE` pairs separated by ';' (runtimes send
+    /// `K8S_POD_NAMESPACE` and `K8S_POD_NAME` there).
+    pub args: Vec<(String, String)>,
+}
+
+impl Attachment {
+    pub fn arg(&self, key: &str) -> Option<&str> {
+        self.args
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 impl Invocation {
@@ -82,11 +94,27 @@ fn attachment(env: Env, cmd: &'static str, needs_netns: bool) -> Result<Attachme
         None if needs_netns => return Err(missing("CNI_NETNS", cmd)),
         None => None,
     };
+    let args = cni_args(env("CNI_ARGS").as_deref().unwrap_or_default())?;
     Ok(Attachment {
         container_id,
         ifname,
         netns,
+        args,
     })
+}
+
+/// `K1=V1;K2=V2`; empty pieces are skipped, a piece without '=' is refused.
+fn cni_args(text: &str) -> Result<Vec<(String, String)>, CniError> {
+    text.split(';')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(CniError::InvalidEnv {
+                var: "CNI_ARGS",
+                reason: format!("{p:?} is not KEY=VALUE"),
+            }),
+        })
+        .collect()
 }
 
 fn missing(var: &'static str, cmd: &str) -> CniError {

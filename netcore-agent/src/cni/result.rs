@@ -115,6 +115,9 @@ mod tests {
             mac: "02:00:00:00:00:07".parse().unwrap(),
             host_interface: "nc0af40107".into(),
             container_id: Some("c1".into()),
+            namespace: "default".into(),
+            k8s_pod: None,
+            labels: Default::default(),
             in_map: true,
         }
     }

@@ -3,6 +3,7 @@
 //! store is away, forwarding goes on with the last known nodes.
 
 pub mod lease;
+pub mod policy;
 pub mod sync;
 
 use std::{
@@ -70,6 +71,20 @@ pub enum ControlRequest {
     },
     DelService {
         name: String,
+        reply: Reply,
+    },
+    /// Apply NetworkPolicy objects here and write them to the store.
+    ApplyPolicy {
+        text: String,
+        reply: Reply,
+    },
+    DelPolicy {
+        key: String,
+        reply: Reply,
+    },
+    LabelNamespace {
+        name: String,
+        change: crate::agent::LabelChange,
         reply: Reply,
     },
 }

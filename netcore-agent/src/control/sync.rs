@@ -38,6 +38,9 @@ pub struct Sync {
     known: BTreeMap<String, NodeRecord>,
     /// (key, value) pairs already reported as bad.
     reported: HashSet<(String, String)>,
+    /// Wakes the loop when this node's pods change.
+    nudge: Arc<tokio::sync::Notify>,
+    policies: super::policy::ParsedPolicies,
 }
 
 impl Sync {
@@ -56,7 +59,14 @@ impl Sync {
             health,
             known: BTreeMap::new(),
             reported: HashSet::new(),
+            nudge: Arc::new(tokio::sync::Notify::new()),
+            policies: Default::default(),
         }
+    }
+
+    /// What wakes the loop to write this node's pods.
+    pub fn nudge(&self) -> Arc<tokio::sync::Notify> {
+        self.nudge.clone()
     }
 
     /// Runs until a leave request has been served.
@@ -97,6 +107,7 @@ impl Sync {
                     }
                 }
                 _ = tokio::time::sleep_until(renew_at) => {}
+                _ = self.nudge.notified() => {}
                 req = requests.recv() => match req {
                     Some(ControlRequest::Leave(reply)) => {
                         let r = self.lease.release(&mut self.store).await;
@@ -136,13 +147,25 @@ impl Sync {
                 if let Err(e) = agent.set_store_services(services) {
                     warn!("applying services: {e}");
                 }
-                true
             }
             (Err(e), _) | (_, Err(e)) => {
                 self.record(Err(format!("listing the store: {e}")));
-                false
+                return false;
             }
         }
+        let synced = super::policy::sync(
+            &mut self.store,
+            &self.prefix,
+            &self.agent,
+            &mut self.reported,
+            &mut self.policies,
+        )
+        .await;
+        if let Err(e) = synced {
+            self.record(Err(format!("network policy in the store: {e}")));
+            return false;
+        }
+        true
     }
 
     /// A service change: applied here first (which validates it), then written to the
@@ -191,6 +214,29 @@ impl Sync {
                     Err(e) => Err(e),
                 };
                 (deleted, reply)
+            }
+            ControlRequest::ApplyPolicy { text, reply } => (
+                super::policy::apply(&mut self.store, &self.prefix, &self.agent, &text).await,
+                reply,
+            ),
+            ControlRequest::DelPolicy { key, reply } => (
+                super::policy::delete(&mut self.store, &self.prefix, &self.agent, &key).await,
+                reply,
+            ),
+            ControlRequest::LabelNamespace {
+                name,
+                change,
+                reply,
+            } => {
+                let r = super::policy::label_namespace(
+                    &mut self.store,
+                    &self.prefix,
+                    &self.agent,
+                    &name,
+                    &change,
+                )
+                .await;
+                (r, reply)
             }
             ControlRequest::Leave(reply) => (Err("leave is handled by the loop".into()), reply),
         };

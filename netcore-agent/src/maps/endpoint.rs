@@ -41,15 +41,38 @@ impl EndpointMap {
         host_ifindex: u32,
         pod_mac: Mac,
     ) -> Result<(), MapError> {
-        if let Some(old) = self.get(ip).filter(|e| e.host_ifindex != host_ifindex) {
+        let old = self.get(ip);
+        if let Some(old) = old.filter(|e| e.host_ifindex != host_ifindex) {
             self.remove_iface(old.host_ifindex)?;
         }
         let iface = PodIface::new(key(ip), pod_mac.0);
         self.ifaces
             .insert(host_ifindex, iface, 0)
             .map_err(err(self.ifaces_name))?;
-        let value = EndpointInfo::new(host_ifindex, pod_mac.0);
+        let mut value = EndpointInfo::new(host_ifindex, pod_mac.0);
+        // A rewritten entry (a restarted agent) keeps its policy until it is recompiled.
+        if let Some(old) = old {
+            (value.ingress_set, value.egress_set) = (old.ingress_set, old.egress_set);
+        }
         self.map.insert(key(ip), value, 0).map_err(err(self.name))
+    }
+
+    /// The policy sets of the pod at `ip` (policy.rs); false if it has no entry.
+    pub fn set_policy(
+        &mut self,
+        ip: Ipv4Addr,
+        ingress: u32,
+        egress: u32,
+    ) -> Result<bool, MapError> {
+        let Some(mut e) = self.get(ip) else {
+            return Ok(false);
+        };
+        if (e.ingress_set, e.egress_set) == (ingress, egress) {
+            return Ok(true);
+        }
+        (e.ingress_set, e.egress_set) = (ingress, egress);
+        self.map.insert(key(ip), e, 0).map_err(err(self.name))?;
+        Ok(true)
     }
 
     /// Removes the pod's entries; missing ones are not an error.

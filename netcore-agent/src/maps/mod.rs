@@ -5,6 +5,7 @@ pub mod conntrack;
 pub mod counters;
 pub mod endpoint;
 pub mod node;
+pub mod policy;
 pub mod service;
 
 use aya::{maps::Map, Ebpf};
@@ -28,6 +29,7 @@ pub struct Maps {
     pub counters: counters::CounterMap,
     pub services: service::ServiceMaps,
     pub conntrack: conntrack::ConntrackMaps,
+    pub policy: policy::PolicyMaps,
     /// The monitor's ring buffer, until the agent hands it to its reader.
     pub events: Option<aya::maps::RingBuf<aya::maps::MapData>>,
 }
@@ -52,6 +54,12 @@ impl Maps {
             conntrack: conntrack::ConntrackMaps::new(
                 take(ebpf, netcore_common::pin::MAP_CONNTRACK)?,
                 take(ebpf, netcore_common::pin::MAP_CT_NEW)?,
+            )?,
+            policy: policy::PolicyMaps::new(
+                take(ebpf, netcore_common::pin::MAP_PEERS)?,
+                take(ebpf, netcore_common::pin::MAP_POLICY)?,
+                take(ebpf, netcore_common::pin::MAP_POLICY_CT)?,
+                take(ebpf, netcore_common::pin::MAP_POLICY_HITS)?,
             )?,
             events: {
                 let (map, name) = take(ebpf, netcore_common::pin::MAP_EVENTS)?;

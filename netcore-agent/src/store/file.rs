@@ -147,28 +147,36 @@ impl FileStore {
         }
     }
 
-    /// Live keys directly under `prefix` (a directory).
+    /// Live keys under `prefix` (a directory), at any depth, as etcd lists a prefix.
     pub fn list(&self, prefix: &str) -> Result<Vec<Entry>, StoreError> {
         let dir = self.path(prefix.trim_end_matches('/'))?;
-        let read = match std::fs::read_dir(&dir) {
-            Ok(r) => r,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io(&dir)(e)),
-        };
         let mut out = Vec::new();
+        Self::collect(&dir, prefix, &mut out)?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn collect(dir: &Path, prefix: &str, out: &mut Vec<Entry>) -> Result<(), StoreError> {
+        let read = match std::fs::read_dir(dir) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(dir)(e)),
+        };
         for item in read {
-            let item = item.map_err(io(&dir))?;
+            let item = item.map_err(io(dir))?;
             let name = item.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') {
                 continue;
             }
-            if let Some(mut e) = Self::read_live(&item.path())? {
-                e.key = format!("{}{name}", prefix);
+            let path = item.path();
+            if item.file_type().map_err(io(&path))?.is_dir() {
+                Self::collect(&path, &format!("{prefix}{name}/"), out)?;
+            } else if let Some(mut e) = Self::read_live(&path)? {
+                e.key = format!("{prefix}{name}");
                 out.push(e);
             }
         }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        Ok(())
     }
 }
 

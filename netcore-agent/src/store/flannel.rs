@@ -268,6 +268,20 @@ pub fn service_key(prefix: &str, name: &str) -> String {
     format!("{}{name}", services_prefix(prefix))
 }
 
+/// Network policy state lives next to them too: `<prefix>/policies/<ns>/<name>`,
+/// `<prefix>/namespaces/<ns>` (labels) and `<prefix>/pods/<ip>` (each node's pods).
+pub fn policies_prefix(prefix: &str) -> String {
+    format!("{}/policies/", prefix.trim_end_matches('/'))
+}
+
+pub fn namespaces_prefix(prefix: &str) -> String {
+    format!("{}/namespaces/", prefix.trim_end_matches('/'))
+}
+
+pub fn pods_prefix(prefix: &str) -> String {
+    format!("{}/pods/", prefix.trim_end_matches('/'))
+}
+
 pub fn subnet_key(prefix: &str, net: Ipv4Net) -> String {
     format!(
         "{}{}-{}",

@@ -132,7 +132,7 @@ fn apply_leases(agent: &Agent, store: &Path, count: usize) -> Result<f64> {
     let start = Instant::now();
     for i in 0..count {
         let (name, value) = lease(i);
-        write_lease(&dir, &name, &value)?;
+        write_file(&dir, &name, &value)?;
     }
     loop {
         signals::check()?;
@@ -147,8 +147,8 @@ fn apply_leases(agent: &Agent, store: &Path, count: usize) -> Result<f64> {
     }
 }
 
-/// A lease file as the file store writes it: temp file, mtime 0 (no expiry), rename.
-fn write_lease(dir: &Path, name: &str, value: &str) -> Result<()> {
+/// A key's file as the file store writes it: temp file, mtime 0 (no expiry), rename.
+pub fn write_file(dir: &Path, name: &str, value: &str) -> Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let f = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
     std::io::Write::write_all(&mut &f, value.as_bytes())?;

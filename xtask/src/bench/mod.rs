@@ -2,6 +2,7 @@
 //! rounds, with a markdown table on stdout, results.json and a PNG chart.
 
 mod agent;
+mod beds;
 mod chart;
 mod cmd;
 mod control_plane;
@@ -14,6 +15,7 @@ mod metric;
 mod netns;
 mod netstat;
 mod ping;
+mod policy;
 mod profile;
 mod report;
 mod results;
@@ -56,8 +58,8 @@ pub struct BenchArgs {
     /// every datapath passes traffic.
     #[arg(long)]
     pub quick: bool,
-    /// Only these datapaths, and the services figures if `services` is listed
-    /// (comma-separated).
+    /// Only these datapaths, and the services or policy figures if `services` or
+    /// `policy` is listed (comma-separated).
     #[arg(long, value_delimiter = ',', value_parser = parse_only)]
     pub only: Vec<Only>,
     /// Skip the control-plane figures.
@@ -66,6 +68,9 @@ pub struct BenchArgs {
     /// Skip the services figures (ClusterIP: netcore against kube-proxy's iptables).
     #[arg(long)]
     pub no_services: bool,
+    /// Skip the network policy figures (netcore against kube-router's iptables).
+    #[arg(long)]
+    pub no_policy: bool,
     /// Where results.json, results.md and bench.png go [default: target/bench].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -97,15 +102,18 @@ impl Cc {
 pub enum Only {
     Datapath(Datapath),
     Services,
+    Policy,
 }
 
 fn parse_only(s: &str) -> Result<Only, String> {
-    if s == "services" {
-        return Ok(Only::Services);
+    match s {
+        "services" => return Ok(Only::Services),
+        "policy" => return Ok(Only::Policy),
+        _ => {}
     }
     Datapath::from_str(s, true)
         .map(Only::Datapath)
-        .map_err(|_| format!("`{s}` is neither a datapath nor `services`"))
+        .map_err(|_| format!("`{s}` is neither a datapath nor `services` nor `policy`"))
 }
 
 pub fn main(args: BenchArgs) -> Result<()> {

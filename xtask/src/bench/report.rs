@@ -55,7 +55,11 @@ pub fn markdown(r: &Results) -> String {
     }
     if !r.services.is_empty() {
         s.push_str("\nServices: through a ClusterIP to a backend pod on the same node, with 1 and N services defined (svc-KIND-N); `iptables` is kube-proxy's nat chains, the measured service last.\n\n");
-        services_table(r, &mut s);
+        beds_table(r, &r.services, &SERVICE_COLUMNS, &mut s);
+    }
+    if !r.policy.is_empty() {
+        s.push_str("\nNetwork policy: client to server pod on one node, with 0 and N policies that all select the server (pol-KIND-N); `iptables` is kube-router's filter chains with ipsets, the admitting policy last.\n\n");
+        beds_table(r, &r.policy, &POLICY_COLUMNS, &mut s);
     }
     if !r.control_plane.is_empty() {
         s.push_str("\nControl plane (netcore agent):\n\n");
@@ -145,31 +149,51 @@ fn ratio_table(r: &Results, statuses: &[&DatapathStatus], s: &mut String) {
     }
 }
 
-/// Service metrics, in column order.
-const SERVICE_COLUMNS: [&str; 3] = ["connections_per_s", "rr_p50", "rr_p99"];
+/// Service metrics (key, column heading), in column order.
+const SERVICE_COLUMNS: [(&str, &str); 3] = [
+    ("connections_per_s", "connections/s"),
+    ("rr_p50", "RR p50 µs"),
+    ("rr_p99", "RR p99 µs"),
+];
+/// Network policy metrics.
+const POLICY_COLUMNS: [(&str, &str); 2] = [
+    ("connections_per_s", "connections/s"),
+    ("tcp_1_stream", "TCP 1 stream Gbit/s"),
+];
 
-fn services_table(r: &Results, s: &mut String) {
-    s.push_str("| datapath | connections/s | RR p50 µs | RR p99 µs |\n|---|---:|---:|---:|\n");
-    for d in &r.services {
+/// The beds' medians, then their paired ratios to what they are compared with.
+fn beds_table(r: &Results, beds: &[DatapathStatus], columns: &[(&str, &str)], s: &mut String) {
+    let heads: Vec<&str> = columns.iter().map(|c| c.1).collect();
+    let align = "---:|".repeat(columns.len());
+    let _ = writeln!(s, "| datapath | {} |\n|---|{align}", heads.join(" | "));
+    for d in beds {
         let _ = write!(s, "| {} |", d.name);
         if let Some(err) = &d.error {
             let _ = writeln!(s, " FAILED: {} |", one_line(err));
             continue;
         }
-        for key in SERVICE_COLUMNS {
+        for (key, _) in columns {
             let text = r.record(d, key).map_or("-".into(), cell);
             let _ = write!(s, " {text} |");
         }
         s.push('\n');
     }
-    s.push_str("\n| datapath | vs | connections/s | RR p50 | RR p99 |\n|---|---|---:|---:|---:|\n");
-    for d in r.services.iter().filter(|d| d.error.is_none()) {
-        let Some(first) = r.record(d, SERVICE_COLUMNS[0]) else {
+    let heads: Vec<&str> = columns
+        .iter()
+        .map(|c| c.1.trim_end_matches(" µs").trim_end_matches(" Gbit/s"))
+        .collect();
+    let _ = writeln!(
+        s,
+        "\n| datapath | vs | {} |\n|---|---|{align}",
+        heads.join(" | ")
+    );
+    for d in beds.iter().filter(|d| d.error.is_none()) {
+        let Some(first) = r.record(d, columns[0].0) else {
             continue;
         };
         for base in first.ratio_to.keys() {
             let _ = write!(s, "| {} | {base} |", d.name);
-            for key in SERVICE_COLUMNS {
+            for (key, _) in columns {
                 let q = r.record(d, key).and_then(|rec| rec.ratio_to.get(base));
                 let _ = write!(s, " {} |", q.map_or("-".into(), ratio_cell));
             }

@@ -15,7 +15,7 @@ use super::{
 };
 
 /// 2: records and datapath statuses name their underlay profile.
-pub const SCHEMA: u32 = 2;
+pub const SCHEMA: u32 = 3;
 
 #[derive(Debug, Serialize)]
 pub struct Results {
@@ -31,6 +31,8 @@ pub struct Results {
     pub control_plane: Vec<CpRecord>,
     /// The service beds (issue 8); their records are in `records`.
     pub services: Vec<DatapathStatus>,
+    /// The network policy beds (issue 14); their records are in `records`.
+    pub policy: Vec<DatapathStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]

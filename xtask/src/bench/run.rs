@@ -10,11 +10,11 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 use super::{
-    chart, cmd, control_plane,
+    beds, chart, cmd, control_plane,
     datapaths::{Context, Datapath, Setup},
     measure::{self, Durations, Failure},
     metric::{Metric, Sample},
-    netns,
+    netns, policy,
     profile::Profile,
     report,
     results::{self, DatapathStatus, Machine, Results},
@@ -33,6 +33,7 @@ struct Plan {
     durations: Durations,
     control_plane: Option<control_plane::Counts>,
     services: Option<services::Plan>,
+    policy: Option<policy::Plan>,
 }
 
 impl Plan {
@@ -76,6 +77,7 @@ impl Plan {
             },
             control_plane: (!a.no_control_plane).then_some(counts),
             services: services_plan(a, rounds, secs),
+            policy: policy_plan(a, rounds, secs),
         }
     }
 }
@@ -87,6 +89,17 @@ fn services_plan(a: &BenchArgs, rounds: u32, seconds: u32) -> Option<services::P
         counts: vec![1, if a.quick { 10 } else { 1000 }],
         rounds,
         seconds,
+    })
+}
+
+/// Policy after the services unless `--no-policy`, or `--only` without `policy`.
+fn policy_plan(a: &BenchArgs, rounds: u32, seconds: u32) -> Option<policy::Plan> {
+    let wanted = a.only.is_empty() || a.only.contains(&Only::Policy);
+    (wanted && !a.no_policy).then(|| policy::Plan {
+        counts: vec![0, if a.quick { 10 } else { 1000 }],
+        rounds,
+        seconds,
+        cc: a.cc.name(),
     })
 }
 
@@ -171,15 +184,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
         samples.extend(rounds(profile, &plan, &setups, &mut statuses)?);
     }
     ctx.profile = Profile::Veth;
-    let (svc, control) = (services(&ctx, &plan)?, control(&ctx, &plan)?);
+    let (svc, pol) = (services(&ctx, &plan)?, policy(&ctx, &plan)?);
+    let control = control(&ctx, &plan)?;
     let mut results = assemble(&args, &plan, machine, statuses, &samples, control);
     results.records.extend(svc.records);
     results.services = svc.statuses;
+    results.records.extend(pol.records);
+    results.policy = pol.statuses;
     publish(&results, &out_dir)?;
     let failed: Vec<&str> = results
         .datapaths
         .iter()
         .chain(&results.services)
+        .chain(&results.policy)
         .filter(|d| d.error.is_some())
         .map(|d| d.name.as_str())
         .collect();
@@ -310,15 +327,20 @@ fn progress(got: &[Sample]) {
     );
 }
 
-fn services(ctx: &Context, plan: &Plan) -> Result<services::Outcome> {
+fn services(ctx: &Context, plan: &Plan) -> Result<beds::Outcome> {
     let Some(p) = &plan.services else {
-        return Ok(services::Outcome {
-            statuses: Vec::new(),
-            records: Vec::new(),
-        });
+        return Ok(beds::Outcome::default());
     };
     signals::check()?;
     services::run(ctx, p)
+}
+
+fn policy(ctx: &Context, plan: &Plan) -> Result<beds::Outcome> {
+    let Some(p) = &plan.policy else {
+        return Ok(beds::Outcome::default());
+    };
+    signals::check()?;
+    policy::run(ctx, p)
 }
 
 fn control(ctx: &Context, plan: &Plan) -> Result<Vec<control_plane::CpRecord>> {
@@ -359,6 +381,7 @@ fn assemble(
         datapaths: statuses,
         control_plane,
         services: Vec::new(),
+        policy: Vec::new(),
     }
 }
 
@@ -368,7 +391,7 @@ fn publish(r: &Results, dir: &Path) -> Result<()> {
     let table = report::markdown(r);
     std::fs::write(dir.join("results.md"), &table)?;
     if r.datapaths.is_empty() {
-        // Only the services figures: the chart draws datapaths.
+        // Only the services or policy figures: the chart draws datapaths.
     } else if let Err(e) = chart::write(r, dir) {
         eprintln!("bench: no chart: {e:#}");
     }

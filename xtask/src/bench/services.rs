@@ -7,7 +7,6 @@
 
 use std::{
     any::Any,
-    collections::BTreeMap,
     fmt::Write as _,
     net::{Ipv4Addr, SocketAddrV4},
 };
@@ -16,12 +15,12 @@ use anyhow::{Context as _, Result};
 
 use super::{
     agent::Agent,
+    beds::{self, Made, MetricSpec, Suite},
     cmd, cps,
     datapaths::{
         netcore_local::{local_pair, LocalPair},
         Context, Target,
     },
-    results::{self, DatapathStatus, Record},
     rr, signals,
     testbed::{bridged_pods, pod_ip},
 };
@@ -33,8 +32,7 @@ const MEASURED_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const CLUSTER_CIDR: &str = "10.244.0.0/16";
 const VXLAN_OVERHEAD: u32 = 50;
 
-/// Metric key, unit, whether higher is better.
-const METRICS: [(&str, &str, bool); 3] = [
+const METRICS: [MetricSpec; 3] = [
     ("connections_per_s", "connections/s", true),
     ("rr_p50", "us", false),
     ("rr_p99", "us", false),
@@ -48,95 +46,18 @@ pub struct Plan {
     pub seconds: u32,
 }
 
-pub struct Outcome {
-    pub statuses: Vec<DatapathStatus>,
-    pub records: Vec<Record>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Netcore,
-    Iptables,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Netcore => "netcore",
-            Kind::Iptables => "iptables",
-        }
-    }
-}
-
-fn bed_name(kind: Kind, services: usize) -> String {
-    format!("svc-{}-{services}", kind.name())
-}
-
-/// A bed that is up; `parts` keep it up and are dropped first to last.
-struct Bed {
-    name: String,
-    target: Target,
-    #[allow(dead_code)]
-    parts: Vec<Box<dyn Any>>,
-}
-
-/// (bed, metric) → (round, value) per run.
-type Runs = BTreeMap<(String, &'static str), Vec<(usize, f64)>>;
-
-pub fn run(ctx: &Context, plan: &Plan) -> Result<Outcome> {
-    let mut statuses = Vec::new();
-    let beds = set_up(ctx, plan, &mut statuses)?;
-    let runs = rounds(plan, &beds, &mut statuses)?;
-    drop(beds);
-    let ok: Vec<&str> = statuses
-        .iter()
-        .filter(|s| s.error.is_none())
-        .map(|s| s.name.as_str())
-        .collect();
-    let records = records(&runs, &ok, plan.counts[0]);
-    Ok(Outcome { statuses, records })
-}
-
-fn status(name: String, path_mtu: Option<u32>, error: Option<String>) -> DatapathStatus {
-    DatapathStatus {
-        name,
-        profile: None,
-        scope: "same-node",
-        status: if error.is_some() { "failed" } else { "ok" },
-        path_mtu,
-        error,
-    }
-}
-
-fn set_up(ctx: &Context, plan: &Plan, statuses: &mut Vec<DatapathStatus>) -> Result<Vec<Bed>> {
-    let mut beds = Vec::new();
-    for kind in [Kind::Netcore, Kind::Iptables] {
-        for (k, &n) in plan.counts.iter().enumerate() {
-            signals::check()?;
-            let name = bed_name(kind, n);
-            eprintln!("bench: setting up {name} ({n} services)");
-            let tag = format!("s{}{k}", &kind.name()[..1]);
-            let made = match kind {
-                Kind::Netcore => netcore_bed(ctx, &tag, n),
-                Kind::Iptables => iptables_bed(ctx, &tag, n),
-            };
-            match made {
-                Ok((target, parts)) => {
-                    statuses.push(status(name.clone(), Some(target.path_mtu), None));
-                    beds.push(Bed {
-                        name,
-                        target,
-                        parts,
-                    });
-                }
-                Err(e) => {
-                    eprintln!("bench: {name} FAILED to set up: {e:#}");
-                    statuses.push(status(name, None, Some(format!("set-up: {e:#}"))));
-                }
-            }
-        }
-    }
-    Ok(beds)
+pub fn run(ctx: &Context, plan: &Plan) -> Result<beds::Outcome> {
+    let suite = Suite {
+        prefix: "svc",
+        sizes: &plan.counts,
+        rounds: plan.rounds,
+        metrics: &METRICS,
+    };
+    let make = |kind: &str, tag: &str, n: usize| match kind {
+        beds::NETCORE => netcore_bed(ctx, tag, n),
+        _ => iptables_bed(ctx, tag, n),
+    };
+    suite.run(make, |t| turn(t, plan.seconds))
 }
 
 /// The VIPs of `n` services: 10.96.1.1, 10.96.1.2, … and the measured one last.
@@ -157,8 +78,6 @@ fn tune_client(ns: &str) -> Result<()> {
     )?;
     Ok(())
 }
-
-type Made = (Target, Vec<Box<dyn Any>>);
 
 /// One netcore node with two pods and `n` services to the second pod.
 fn netcore_bed(ctx: &Context, tag: &str, n: usize) -> Result<Made> {
@@ -285,90 +204,11 @@ fn kube_proxy_rules(vips: &[Ipv4Addr], backends: &[SocketAddrV4]) -> String {
     chains + &rules + &per_service + "COMMIT\n"
 }
 
-fn rounds(plan: &Plan, beds: &[Bed], statuses: &mut [DatapathStatus]) -> Result<Runs> {
-    let mut runs = Runs::new();
-    for round in 0..plan.rounds as usize {
-        for k in 0..beds.len() {
-            let bed = &beds[(k + round) % beds.len()];
-            let st = statuses
-                .iter_mut()
-                .find(|s| s.name == bed.name)
-                .expect("a status per bed");
-            if st.error.is_some() {
-                continue;
-            }
-            signals::check()?;
-            eprintln!(
-                "bench: services round {}/{}: {}",
-                round + 1,
-                plan.rounds,
-                bed.name
-            );
-            match turn(&bed.target, plan.seconds) {
-                Ok(values) => {
-                    eprintln!(
-                        "bench:   {:.0} connections/s, RR p50 {:.1} µs p99 {:.1} µs",
-                        values[0], values[1], values[2]
-                    );
-                    for ((key, _, _), v) in METRICS.iter().zip(values) {
-                        let at = (bed.name.clone(), *key);
-                        runs.entry(at).or_default().push((round, v));
-                    }
-                }
-                Err(e) => {
-                    signals::check()?;
-                    eprintln!("bench: {} FAILED: {e:#}", bed.name);
-                    *st = status(bed.name.clone(), st.path_mtu, Some(format!("{e:#}")));
-                }
-            }
-        }
-    }
-    Ok(runs)
-}
-
 /// One bed's turn: the values of `METRICS`, in order.
-fn turn(t: &Target, seconds: u32) -> Result<[f64; 3]> {
+fn turn(t: &Target, seconds: u32) -> Result<Vec<f64>> {
     let c = cps::measure(t, PORT, seconds).context("connections per second")?;
     let r = rr::measure(t, seconds).context("request/response")?;
-    Ok([c.connections_per_s, r.p50_us, r.p99_us])
-}
-
-/// What a bed is compared with: the same system with the baseline count of services,
-/// and, for netcore, iptables with as many services.
-fn baselines(name: &str, baseline_count: usize) -> Vec<String> {
-    let Some((kind, count)) = name.strip_prefix("svc-").and_then(|r| r.split_once('-')) else {
-        return Vec::new();
-    };
-    let mut b = Vec::new();
-    if count != baseline_count.to_string() {
-        b.push(format!("svc-{kind}-{baseline_count}"));
-    }
-    if kind == Kind::Netcore.name() {
-        b.push(format!("svc-{}-{count}", Kind::Iptables.name()));
-    }
-    b
-}
-
-fn records(runs: &Runs, ok: &[&str], baseline_count: usize) -> Vec<Record> {
-    let mut out = Vec::new();
-    for &name in ok {
-        for (key, unit, higher) in METRICS {
-            let Some(mine) = runs.get(&(name.to_string(), key)) else {
-                continue;
-            };
-            let Some(mut rec) = results::summary(name.into(), key, unit, higher, mine) else {
-                continue;
-            };
-            for base in baselines(name, baseline_count) {
-                let theirs = runs.get(&(base.clone(), key));
-                if let Some(q) = theirs.and_then(|t| results::ratio(mine, t)) {
-                    rec.ratio_to.insert(base, q);
-                }
-            }
-            out.push(rec);
-        }
-    }
-    out
+    Ok(vec![c.connections_per_s, r.p50_us, r.p99_us])
 }
 
 #[cfg(test)]
@@ -404,15 +244,5 @@ mod tests {
         assert!(text.contains("-A KUBE-SVC-0000000000000002 -j KUBE-SEP-0000000000020001"));
         assert!(text.contains("-j DNAT --to-destination 10.244.1.4:7007"));
         assert!(text.starts_with("*nat\n") && text.ends_with("COMMIT\n"));
-    }
-
-    #[test]
-    fn netcore_is_compared_with_its_baseline_and_iptables() {
-        assert_eq!(
-            baselines("svc-netcore-1000", 1),
-            vec!["svc-netcore-1", "svc-iptables-1000"]
-        );
-        assert_eq!(baselines("svc-iptables-1000", 1), vec!["svc-iptables-1"]);
-        assert_eq!(baselines("svc-netcore-1", 1), vec!["svc-iptables-1"]);
     }
 }

@@ -8,6 +8,10 @@ use std::{
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod policy;
+
+pub use policy::{NamespaceCmd, PolicyCmd};
+
 use crate::{
     api::service::{self, Endpoint, Frontend, ServiceSpec, ServiceStatus},
     api::{client, NodeInfo, NodeSpec, PodInfo, Request, Status},
@@ -59,6 +63,12 @@ pub enum Command {
     /// Remote nodes in the overlay map.
     #[command(subcommand)]
     Node(NodeCmd),
+    /// Kubernetes NetworkPolicy objects, enforced by every node.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Namespaces' labels (what a policy's namespaceSelector matches).
+    #[command(subcommand)]
+    Namespace(NamespaceCmd),
     /// Node, pods, programs and data-path counters.
     Status {
         #[arg(long)]
@@ -128,6 +138,20 @@ pub enum PodCmd {
     /// Create a pod: a network namespace /run/netns/NAME wired to the node.
     Add {
         name: String,
+        /// The pod's namespace, for network policy ("default" if left out).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// A label KEY=VALUE (repeat for more), for network policy.
+        #[arg(long = "label", value_parser = policy::parse_label)]
+        labels: Vec<(String, String)>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a pod's labels: KEY=VALUE sets, KEY- removes (as kubectl label).
+    Label {
+        name: String,
+        #[arg(required = true)]
+        changes: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -244,13 +268,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let st: Status = client::call(sock, &Request::Status).await?;
             print_or_json(json, &st, print_status)
         }
-        Command::Pod(PodCmd::Add { name, json }) => {
-            let req = Request::PodAdd {
+        Command::Pod(PodCmd::Add {
+            name,
+            namespace,
+            labels,
+            json,
+        }) => {
+            let req = Request::PodAdd(crate::api::PodAdd {
                 name,
-                netns: None,
-                ifname: None,
-                container_id: None,
-            };
+                namespace,
+                labels: labels.into_iter().collect(),
+                ..Default::default()
+            });
             let pod: PodInfo = client::call(sock, &req).await?;
             print_or_json(json, &pod, |p| {
                 println!(
@@ -348,6 +377,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Service(cmd) => service_cmd(sock, cmd).await,
+        Command::Policy(cmd) => policy::policy_cmd(sock, cmd).await,
+        Command::Namespace(cmd) => policy::namespace_cmd(sock, cmd).await,
+        Command::Pod(PodCmd::Label {
+            name,
+            changes,
+            json,
+        }) => {
+            let change = policy::parse_changes(&changes)?;
+            let pod: PodInfo = client::call(sock, &Request::PodLabel { name, change }).await?;
+            print_or_json(json, &pod, |p| {
+                println!("pod {} labels {}", p.name, policy::labels_text(&p.labels))
+            })
+        }
         Command::Node(NodeCmd::List { json }) => {
             let nodes: Vec<NodeInfo> = client::call(sock, &Request::NodeList).await?;
             print_or_json(json, &nodes, |n| print_nodes(n))
@@ -467,7 +509,11 @@ async fn service_cmd(sock: &Path, cmd: ServiceCmd) -> anyhow::Result<()> {
     }
 }
 
-fn print_or_json<T: serde::Serialize>(json: bool, v: &T, human: impl Fn(&T)) -> anyhow::Result<()> {
+pub(crate) fn print_or_json<T: serde::Serialize>(
+    json: bool,
+    v: &T,
+    human: impl Fn(&T),
+) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(v)?);
     } else {
@@ -493,8 +539,8 @@ fn init_logging(json: bool, level: &str) {
 
 fn print_pods(pods: &[PodInfo]) {
     println!(
-        "{:<20} {:<16} {:<18} {:<11} {:<13} NETNS",
-        "NAME", "IP", "MAC", "HOST-IF", "CONTAINER"
+        "{:<20} {:<16} {:<18} {:<11} {:<13} {:<12} {:<24} NETNS",
+        "NAME", "IP", "MAC", "HOST-IF", "CONTAINER", "NAMESPACE", "LABELS"
     );
     for p in pods {
         let container = p
@@ -502,12 +548,14 @@ fn print_pods(pods: &[PodInfo]) {
             .as_deref()
             .map_or("-", |c| &c[..c.len().min(12)]);
         println!(
-            "{:<20} {:<16} {:<18} {:<11} {:<13} {}{}",
+            "{:<20} {:<16} {:<18} {:<11} {:<13} {:<12} {:<24} {}{}",
             p.name,
             p.ip,
             p.mac,
             p.host_interface,
             container,
+            p.namespace,
+            policy::labels_text(&p.labels),
             p.netns.display(),
             if p.in_map { "" } else { "  (not in map!)" }
         );
