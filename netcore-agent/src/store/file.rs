@@ -25,6 +25,9 @@ const TTL_MODE_BIT: u32 = 0o100;
 
 pub struct FileStore {
     root: PathBuf,
+    /// What `changed` saw last: (entry, inode, mtime, TTL mark, expired) of every
+    /// file and directory under the prefix, hashed.
+    seen: Option<u64>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -37,7 +40,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 impl FileStore {
     pub fn open(root: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(root).map_err(io(root))?;
-        Ok(FileStore { root: root.into() })
+        Ok(FileStore {
+            root: root.into(),
+            seen: None,
+        })
     }
 
     fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
@@ -147,6 +153,68 @@ impl FileStore {
         }
     }
 
+    /// Returns once something under `prefix` was written, removed or has expired since
+    /// the last call looked (the first call returns after one poll). Looking costs a
+    /// `stat` per key, not a read: the caller lists only after a change.
+    pub async fn changed(&mut self, prefix: &str) -> Result<(), StoreError> {
+        loop {
+            tokio::time::sleep(POLL).await;
+            let now = self.fingerprint(prefix)?;
+            if self.seen.replace(now) != Some(now) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn fingerprint(&self, prefix: &str) -> Result<u64, StoreError> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let dir = self.path(prefix.trim_end_matches('/'))?;
+        Self::hash_tree(&dir, SystemTime::now(), &mut h)?;
+        0u8.hash(&mut h);
+        Ok(h.finish())
+    }
+
+    fn hash_tree(
+        dir: &Path,
+        now: SystemTime,
+        h: &mut impl std::hash::Hasher,
+    ) -> Result<(), StoreError> {
+        use std::{hash::Hash, os::unix::fs::MetadataExt};
+        let read = match std::fs::read_dir(dir) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(dir)(e)),
+        };
+        let mut items: Vec<_> = read.filter_map(|i| i.ok()).collect();
+        items.sort_by_key(|i| i.file_name());
+        for item in items {
+            let name = item.file_name();
+            if name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let path = item.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let ttl = meta.permissions().mode() & TTL_MODE_BIT != 0;
+            let expired = ttl && meta.modified().is_ok_and(|t| t <= now);
+            (
+                name,
+                meta.ino(),
+                meta.mtime(),
+                meta.mtime_nsec(),
+                ttl,
+                expired,
+            )
+                .hash(h);
+            if meta.is_dir() {
+                Self::hash_tree(&path, now, h)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Live keys under `prefix` (a directory), at any depth, as etcd lists a prefix.
     pub fn list(&self, prefix: &str) -> Result<Vec<Entry>, StoreError> {
         let dir = self.path(prefix.trim_end_matches('/'))?;
@@ -239,6 +307,41 @@ mod tests {
             s.put("/p/../etc/passwd", "x", None),
             Err(StoreError::BadKey(_))
         ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// `changed` reports writes (at any depth), removals and expiries, and nothing else.
+    #[tokio::test]
+    async fn changed_reports_writes_removals_and_expiry_only() {
+        let (mut s, dir) = store("changed");
+        let within = |secs| Duration::from_secs(secs);
+        tokio::time::timeout(within(5), s.changed("/p/"))
+            .await
+            .expect("the first call looks once")
+            .unwrap();
+        let quiet = tokio::time::timeout(Duration::from_millis(800), s.changed("/p/")).await;
+        assert!(quiet.is_err(), "no change reported while nothing changed");
+        s.put("/p/policies/x/deny", "{}", None).unwrap();
+        tokio::time::timeout(within(5), s.changed("/p/"))
+            .await
+            .expect("a nested write is a change")
+            .unwrap();
+        s.delete("/p/policies/x/deny").unwrap();
+        tokio::time::timeout(within(5), s.changed("/p/"))
+            .await
+            .expect("a removal is a change")
+            .unwrap();
+        s.put("/p/subnets/a", "1", Some(Duration::from_millis(2000)))
+            .unwrap();
+        tokio::time::timeout(within(5), s.changed("/p/"))
+            .await
+            .expect("the write")
+            .unwrap();
+        tokio::time::timeout(within(5), s.changed("/p/"))
+            .await
+            .expect("its expiry is a change")
+            .unwrap();
+        assert_eq!(s.list("/p/subnets/").unwrap(), vec![], "expired by then");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

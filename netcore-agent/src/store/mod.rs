@@ -177,10 +177,7 @@ impl Store {
     /// expired): the caller lists again.
     pub async fn changed(&mut self, prefix: &str) -> Result<(), StoreError> {
         match self {
-            Store::File(_) => {
-                tokio::time::sleep(file::POLL).await;
-                Ok(())
-            }
+            Store::File(s) => s.changed(prefix).await,
             Store::Etcd(s) => s.changed(prefix).await,
         }
     }

@@ -9,6 +9,7 @@ use std::{any::Any, collections::BTreeMap};
 use anyhow::Result;
 
 use super::{
+    cmd,
     datapaths::Target,
     results::{self, DatapathStatus, Record},
     signals,
@@ -198,6 +199,16 @@ impl Suite<'_> {
         }
         out
     }
+}
+
+/// A client that opens thousands of connections a second: reuse ports in TIME_WAIT
+/// (after 1 s, with timestamps) from the whole range.
+pub fn tune_client(ns: &str) -> Result<()> {
+    cmd::sh(
+        ns,
+        "sysctl -qw net.ipv4.tcp_tw_reuse=1 'net.ipv4.ip_local_port_range=1024 65535'",
+    )?;
+    Ok(())
 }
 
 fn status(name: String, path_mtu: Option<u32>, error: Option<String>) -> DatapathStatus {

@@ -112,6 +112,7 @@ fn netcore_bed(ctx: &Context, tag: &str, n: usize) -> Result<Made> {
     let client = ctx.namer.name(&format!("{tag}-a"));
     let server = ctx.namer.name(&format!("{tag}-b"));
     pod_add(&agent, &client, "client")?;
+    beds::tune_client(&client)?;
     let server_ip = pod_add(&agent, &server, "server")?;
     wait_remote_pods(&agent)?;
     if n > 0 {
@@ -241,6 +242,7 @@ fn policies_yaml(n: usize) -> String {
 fn iptables_bed(ctx: &Context, tag: &str, n: usize) -> Result<Made> {
     let node = ctx.namer.netns(&format!("{tag}-n1"))?;
     let pods = bridged_pods(&ctx.namer, &[&node], tag, ctx.mtu)?;
+    beds::tune_client(&pods[0].name)?;
     // Bridged traffic goes through FORWARD only with br_netfilter.
     node.sh("sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1")
         .context("br_netfilter (kube-router needs it on a bridge)")?;

@@ -14,7 +14,7 @@ use super::{
     stats,
 };
 
-/// 2: records and datapath statuses name their underlay profile.
+/// 2: records and datapath statuses name their underlay profile; 3: `policy` beds.
 pub const SCHEMA: u32 = 3;
 
 #[derive(Debug, Serialize)]

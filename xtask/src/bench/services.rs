@@ -69,16 +69,6 @@ fn vips(n: usize) -> Vec<Ipv4Addr> {
         .collect()
 }
 
-/// A client that opens thousands of connections a second: reuse ports in TIME_WAIT
-/// (after 1 s, with timestamps) from the whole range.
-fn tune_client(ns: &str) -> Result<()> {
-    cmd::sh(
-        ns,
-        "sysctl -qw net.ipv4.tcp_tw_reuse=1 'net.ipv4.ip_local_port_range=1024 65535'",
-    )?;
-    Ok(())
-}
-
 /// One netcore node with two pods and `n` services to the second pod.
 fn netcore_bed(ctx: &Context, tag: &str, n: usize) -> Result<Made> {
     let LocalPair {
@@ -89,7 +79,7 @@ fn netcore_bed(ctx: &Context, tag: &str, n: usize) -> Result<Made> {
         server_ip,
     } = local_pair(ctx, tag)?;
     let backend = SocketAddrV4::new(server_ip, PORT);
-    tune_client(&client)?;
+    beds::tune_client(&client)?;
     add_services(&agent, &vips(n), backend)?;
     let target = Target {
         client,
@@ -129,7 +119,7 @@ fn add_services(agent: &Agent, vips: &[Ipv4Addr], backend: SocketAddrV4) -> Resu
 fn iptables_bed(ctx: &Context, tag: &str, n: usize) -> Result<Made> {
     let node = ctx.namer.netns(&format!("{tag}-n1"))?;
     let pods = bridged_pods(&ctx.namer, &[&node], tag, ctx.mtu)?;
-    tune_client(&pods[0].name)?;
+    beds::tune_client(&pods[0].name)?;
     // Replies from the backend are bridged straight to the client: only br_netfilter
     // shows them to conntrack, which gives them the VIP back (as on a kube-proxy node).
     node.sh("sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1")
