@@ -251,22 +251,34 @@ fn mount_all() -> Result<()> {
         ("bpf", "/sys/fs/bpf", "bpf"),
     ];
     for (src, target, fstype) in mounts {
-        mount(src, target, fstype)?;
+        mount(src, target, fstype, None)?;
+    }
+    // A checkout under /tmp or /run (a CI clone, say) would be hidden by the fresh
+    // tmpfs: the host's directory is mounted back at its own path.
+    let root = crate::root();
+    if ["/tmp", "/run"].iter().any(|t| root.starts_with(t)) {
+        let path = root.to_string_lossy().into_owned();
+        std::fs::create_dir_all(&root).with_context(|| format!("creating {path}"))?;
+        mount("none", &path, "hostfs", Some(&path))?;
     }
     Ok(())
 }
 
-fn mount(src: &str, target: &str, fstype: &str) -> Result<()> {
+fn mount(src: &str, target: &str, fstype: &str, data: Option<&str>) -> Result<()> {
     let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
     let (src_c, target_c, fstype_c) = (c(src), c(target), c(fstype));
-    // SAFETY: valid C strings; no data argument.
+    let data_c = data.map(c);
+    let data_ptr = data_c
+        .as_ref()
+        .map_or(std::ptr::null(), |d| d.as_ptr().cast());
+    // SAFETY: valid C strings; `data` is a C string or null.
     let r = unsafe {
         libc::mount(
             src_c.as_ptr(),
             target_c.as_ptr(),
             fstype_c.as_ptr(),
             0,
-            std::ptr::null(),
+            data_ptr,
         )
     };
     if r != 0 {
