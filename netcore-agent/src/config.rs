@@ -84,6 +84,10 @@ pub struct AgentConfig {
     /// Where `/metrics`, `/healthz` and `/readyz` are served, or "none".
     #[serde(default = "default_metrics_addr")]
     pub metrics_addr: String,
+    /// Flow accounting: packets and bytes by address pair and outcome, for
+    /// `netcore status --flows` and the per-pod metrics (one map update per packet).
+    #[serde(default = "default_true")]
+    pub flows: bool,
     /// Per-packet logs from the eBPF programs (aya-log), for debugging only.
     #[serde(default)]
     pub bpf_log: bool,

@@ -54,6 +54,7 @@ async fn serve(cfg: AgentConfig, listener: tokio::net::UnixListener) -> anyhow::
         .context("starting the node")?;
     let mut agent = agent;
     let events = agent.take_events();
+    tokio::spawn(crate::flows::sample_forever(agent.flows()));
     let agent = Arc::new(Mutex::new(agent));
     tokio::spawn(learn_peer_macs(agent.clone()));
     let hub = crate::monitor::Hub::default();

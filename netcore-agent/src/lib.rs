@@ -8,6 +8,7 @@ pub mod cni;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod flows;
 pub mod datapath;
 pub mod ipam;
 pub mod mac;

@@ -23,7 +23,7 @@ use tokio::{
     sync::{Mutex, OnceCell},
 };
 
-use crate::{agent::Agent, api::Status};
+use crate::{agent::Agent, api::Status, flows::FlowSummary};
 
 /// The agent, once it is ready.
 pub type Ready = Arc<OnceCell<Arc<Mutex<Agent>>>>;
@@ -66,11 +66,14 @@ async fn readyz(State(ready): State<Ready>) -> (StatusCode, &'static str) {
 /// OpenMetrics when the scraper accepts it, else the classic text format (the same
 /// families, without OpenMetrics' `# EOF`).
 async fn metrics(State(ready): State<Ready>, headers: HeaderMap) -> Response {
-    let status = match ready.get() {
-        Some(agent) => Some(agent.lock().await.status()),
+    let snapshot = match ready.get() {
+        Some(agent) => {
+            let a = agent.lock().await;
+            Some((a.status(), a.flow_summary(None, TALKERS)))
+        }
         None => None,
     };
-    let body = render(status.as_ref());
+    let body = render(snapshot.as_ref().map(|(s, f)| (s, f)));
     let openmetrics = headers
         .get(header::ACCEPT)
         .and_then(|a| a.to_str().ok())
@@ -92,8 +95,12 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
         .collect()
 }
 
-/// The OpenMetrics exposition of a status snapshot (of nothing yet: not ready).
-pub fn render(s: Option<&Status>) -> String {
+/// Talkers per pod in the metrics (each is a label set).
+const TALKERS: usize = 3;
+
+/// The OpenMetrics exposition of a status snapshot and flow summary (of nothing yet:
+/// not ready).
+pub fn render(s: Option<(&Status, &FlowSummary)>) -> String {
     let mut reg = Registry::with_prefix("netcore");
     let ready = Gauge::<i64>::default();
     ready.set(s.is_some() as i64);
@@ -102,11 +109,12 @@ pub fn render(s: Option<&Status>) -> String {
         "1 when programs are attached and the node is up",
         ready,
     );
-    if let Some(s) = s {
+    if let Some((s, flows)) = s {
         let sub = reg.sub_registry_with_label(("node".into(), s.node.clone().into()));
         datapath(sub, s);
         node(sub, s);
         services(sub, s);
+        pod_flows(sub, flows);
     }
     let mut out = String::new();
     encode(&mut out, &reg).expect("writing to a String cannot fail");
@@ -245,6 +253,46 @@ fn services(reg: &mut Registry, s: &Status) {
     for (name, help, family) in families {
         reg.register(name, help, family);
     }
+}
+
+/// Each pod's last minute (gauges: the window slides), and its top talkers' bytes.
+fn pod_flows(reg: &mut Registry, f: &FlowSummary) {
+    let packets = Family::<Labels, Gauge>::default();
+    let bytes = Family::<Labels, Gauge>::default();
+    let drops = Family::<Labels, Gauge>::default();
+    let talkers = Family::<Labels, Gauge>::default();
+    let set = |fam: &Family<Labels, Gauge>, l: &[(&str, &str)], v: u64| {
+        fam.get_or_create(&labels(l)).set(v as i64);
+    };
+    for p in &f.pods {
+        let pod = p.pod.as_str();
+        for (dir, t) in [("sent", &p.sent), ("received", &p.received)] {
+            set(&packets, &[("pod", pod), ("direction", dir)], t.packets);
+            set(&bytes, &[("pod", pod), ("direction", dir)], t.bytes);
+        }
+        for (reason, n) in &p.drops {
+            set(&drops, &[("pod", pod), ("reason", reason)], *n);
+        }
+        for t in &p.talkers {
+            let peer = t.peer.to_string();
+            let name = t.name.as_deref().unwrap_or("");
+            for (dir, v) in [("sent", t.sent.bytes), ("received", t.received.bytes)] {
+                set(&talkers, &[("pod", pod), ("peer", &peer), ("peer_name", name), ("direction", dir)], v);
+            }
+        }
+    }
+    let window = Gauge::<i64>::default();
+    window.set(f.window_secs as i64);
+    reg.register_with_unit("flow_window", "Seconds the pod flow figures cover (about a minute)", Unit::Seconds, window);
+    reg.register("pod_packets", "Packets each local pod sent and received over the last minute", packets);
+    reg.register_with_unit("pod", "Bytes each local pod sent and received over the last minute", Unit::Bytes, bytes);
+    reg.register("pod_drops", "Packets from or to each local pod dropped over the last minute, by reason", drops);
+    reg.register_with_unit(
+        "pod_talker",
+        "Bytes between each local pod and its top talkers over the last minute",
+        Unit::Bytes,
+        talkers,
+    );
 }
 
 #[cfg(test)]

@@ -122,7 +122,7 @@ pub async fn run(ring: RingBuf<MapData>, hub: Hub, agent: Arc<Mutex<Agent>>) {
         {
             let ring = guard.get_inner_mut();
             while let Some(item) = ring.next() {
-                if let Some(ev) = bytemuck::try_pod_read_unaligned::<Event>(&item).ok() {
+                if let Ok(ev) = bytemuck::try_pod_read_unaligned::<Event>(&item) {
                     events.push(ev);
                 }
             }
@@ -157,12 +157,14 @@ pub struct Names {
     pub pods: std::collections::HashMap<Ipv4Addr, String>,
     pub nodes: Vec<(ipnet::Ipv4Net, Ipv4Addr, String)>,
     pub interfaces: std::collections::HashMap<u32, String>,
+    /// Local pods by the name of their host veth.
+    pub host_ifs: std::collections::HashMap<String, Ipv4Addr>,
     /// Policy sets: "ingress: ns/a,ns/b" (the policies isolating a pod that way).
     pub policy_sets: std::collections::HashMap<u32, String>,
 }
 
 impl Names {
-    fn node_of(&self, ip: Ipv4Addr) -> Option<String> {
+    pub fn node_of(&self, ip: Ipv4Addr) -> Option<String> {
         self.nodes
             .iter()
             .find(|(cidr, underlay, _)| cidr.contains(&ip) || *underlay == ip)

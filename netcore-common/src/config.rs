@@ -55,5 +55,8 @@ pub const FLAG_MONITOR_DROPS: u16 = 16;
 pub const FLAG_MONITOR_TRACE: u16 = 32;
 /// Some local pod is isolated by a network policy: the programs check policy.
 pub const FLAG_POLICY: u16 = 64;
+/// Flow accounting is on: every packet a program decides on is counted by address
+/// pair and outcome (flow.rs).
+pub const FLAG_FLOWS: u16 = 128;
 
 crate::user_pod!(DatapathConfig);

@@ -7,6 +7,7 @@ pub mod config;
 pub mod conntrack;
 pub mod counters;
 pub mod endpoint;
+pub mod flow;
 pub mod monitor;
 pub mod node;
 pub mod pin;

@@ -20,6 +20,7 @@ pub const MAP_POLICY: &str = "NC_POLICY";
 pub const MAP_POLICY_CT: &str = "NC_POLICY_CT";
 pub const MAP_POLICY_HITS: &str = "NC_POLICY_HITS";
 pub const MAP_POLICY_DENIED: &str = "NC_POLICY_DENIED";
+pub const MAP_FLOWS: &str = "NC_FLOWS";
 
 /// Programs, one per attach point.
 /// TCX ingress of a pod's host veth: what a pod sends.

@@ -11,11 +11,13 @@
 #![no_main]
 
 mod conntrack;
+mod flows;
 mod forward;
 mod from_host;
 mod from_overlay;
 mod from_pod;
 mod from_uplink;
+mod headers;
 mod l2;
 mod l4;
 mod maps;

@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use netcore_common::{
     config::DatapathConfig,
@@ -14,6 +14,7 @@ use netcore_common::{
     },
     counters::{Counter, MAX_REASONS},
     endpoint::{EndpointInfo, PodIface, MAX_ENDPOINTS},
+    flow::{FlowKey, MAX_FLOWS},
     node::{RemoteNode, MAX_NODE_PREFIXES},
     policy::{
         PeerClass, PolicyDenial, PolicyFlow, PolicyKey, PolicyRule, MAX_PEERS, MAX_POLICIES, MAX_POLICY_ENTRIES, MAX_POLICY_FLOWS,
@@ -97,3 +98,7 @@ pub static NC_POLICY_HITS: PerCpuArray<u64> = PerCpuArray::pinned(MAX_POLICIES, 
 /// The denial of this CPU's current packet, for its monitor event and the log.
 #[map]
 pub static NC_POLICY_DENIED: PerCpuArray<PolicyDenial> = PerCpuArray::pinned(1, 0);
+
+/// Packets and bytes by address pair and outcome, while flow accounting is on.
+#[map]
+pub static NC_FLOWS: LruPerCpuHashMap<FlowKey, Counter> = LruPerCpuHashMap::pinned(MAX_FLOWS, 0);

@@ -7,22 +7,23 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netcore_common::{
-    config::{FLAG_MONITOR_DROPS, FLAG_MONITOR_TRACE},
+    config::{DatapathConfig, FLAG_MONITOR_DROPS, FLAG_MONITOR_TRACE},
     counters::Reason,
     monitor::{Event, EVENT_DROP, EVENT_TRACE},
-    wire::{ETH_HLEN, IPV4_HLEN, VXLAN_OVERHEAD},
+    wire::IPV4_HLEN,
 };
 
-use crate::maps::{NC_CONFIG, NC_EVENTS, NC_POLICY_DENIED};
+use crate::{
+    headers,
+    maps::{NC_EVENTS, NC_POLICY_DENIED},
+};
 
-const ETH_P_IPV4: u16 = 0x0800;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 
 /// Reports the outcome of the packet in `ctx` if someone watches.
 #[inline(always)]
-pub fn report(ctx: &TcContext, program: u8, reason: Reason) -> bool {
-    let Some(cfg) = NC_CONFIG.get(0) else { return true };
+pub fn report(ctx: &TcContext, cfg: &DatapathConfig, program: u8, reason: Reason) -> bool {
     let (flags, every, port) = (cfg.flags, cfg.trace_every, cfg.vxlan_port);
     if flags & (FLAG_MONITOR_DROPS | FLAG_MONITOR_TRACE) == 0 {
         return true;
@@ -69,40 +70,16 @@ fn emit(ctx: &TcContext, program: u8, reason: Reason, kind: u8, vxlan_port: u16)
     true
 }
 
-/// The addresses and ports, read with `bpf_skb_load_bytes` (what cannot be read
-/// stays zero): the inner ones of a VXLAN packet, with its outer addresses.
+/// The addresses and ports (what cannot be read stays zero): the inner ones of a
+/// VXLAN packet, with its outer addresses.
 #[inline(always)]
 fn tuple(ctx: &TcContext, ev: &mut Event, vxlan_port: u16) {
-    if ctx.load::<[u8; 2]>(12).map(u16::from_be_bytes) != Ok(ETH_P_IPV4) {
-        return;
-    }
-    let mut ip = ETH_HLEN;
-    if let Some((src, dst, proto)) = ipv4(ctx, ip) {
-        (ev.src, ev.dst, ev.proto) = (src, dst, proto);
-    }
-    let udp_dport = ctx.load::<[u8; 2]>(ip + IPV4_HLEN + 2).map(u16::from_be_bytes);
-    if ev.proto == IPPROTO_UDP && udp_dport == Ok(vxlan_port) {
-        (ev.outer_src, ev.outer_dst) = (ev.src, ev.dst);
-        ip = ETH_HLEN + VXLAN_OVERHEAD;
-        match ipv4(ctx, ip) {
-            Some((src, dst, proto)) => (ev.src, ev.dst, ev.proto) = (src, dst, proto),
-            None => (ev.src, ev.dst, ev.proto) = (0, 0, 0),
-        }
-    }
-    if ev.proto == IPPROTO_TCP || ev.proto == IPPROTO_UDP {
-        if let Ok(ports) = ctx.load::<[u16; 2]>(ip + IPV4_HLEN) {
+    let Some(a) = headers::read(ctx, vxlan_port) else { return };
+    (ev.src, ev.dst, ev.proto) = (a.src, a.dst, a.proto);
+    (ev.outer_src, ev.outer_dst) = (a.outer_src, a.outer_dst);
+    if a.proto == IPPROTO_TCP || a.proto == IPPROTO_UDP {
+        if let Ok(ports) = ctx.load::<[u16; 2]>(a.ip + IPV4_HLEN) {
             (ev.sport, ev.dport) = (ports[0], ports[1]);
         }
     }
-}
-
-#[inline(always)]
-fn ipv4(ctx: &TcContext, at: usize) -> Option<(u32, u32, u8)> {
-    let head = ctx.load::<[u8; 20]>(at).ok()?;
-    if head[0] >> 4 != 4 {
-        return None;
-    }
-    let src = u32::from_ne_bytes([head[12], head[13], head[14], head[15]]);
-    let dst = u32::from_ne_bytes([head[16], head[17], head[18], head[19]]);
-    Some((src, dst, head[9]))
 }

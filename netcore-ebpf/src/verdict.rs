@@ -4,9 +4,9 @@ use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
     programs::TcContext,
 };
-use netcore_common::counters::Reason;
+use netcore_common::{config::FLAG_FLOWS, counters::Reason};
 
-use crate::maps::NC_COUNTERS;
+use crate::maps::{NC_CONFIG, NC_COUNTERS};
 
 /// What to do with a packet that is not dropped, and which counter says so.
 pub struct Verdict {
@@ -32,8 +32,8 @@ impl Verdict {
     }
 }
 
-/// Counts the outcome of the packet `program` decided on, reports it to a watching
-/// monitor, and returns the TC action.
+/// Counts the outcome of the packet `program` decided on (and, with flow accounting
+/// on, its flow), reports it to a watching monitor, and returns the TC action.
 #[inline(always)]
 pub fn finish(ctx: &TcContext, program: u8, result: Result<Verdict, Reason>) -> i32 {
     let (reason, action) = match result {
@@ -41,8 +41,13 @@ pub fn finish(ctx: &TcContext, program: u8, result: Result<Verdict, Reason>) -> 
         Err(drop) => (drop, TC_ACT_SHOT as i32),
     };
     count(reason, ctx.len());
-    if !crate::monitor::report(ctx, program, reason) {
-        count(Reason::MonitorLost, 0);
+    if let Some(cfg) = NC_CONFIG.get(0) {
+        if cfg.flags & FLAG_FLOWS != 0 {
+            crate::flows::account(ctx, program, reason, cfg.vxlan_port);
+        }
+        if !crate::monitor::report(ctx, cfg, program, reason) {
+            count(Reason::MonitorLost, 0);
+        }
     }
     if reason.is_drop() {
         // Compiled in, but pruned by the verifier unless the agent runs with --bpf-log

@@ -140,6 +140,10 @@ fn metrics_speak_http_1_1_and_parse_with_the_prometheus_projects_parsers() -> Re
     wait_until(Duration::from_secs(10), "the metrics endpoint", || {
         get(n, "/metrics").is_ok_and(|(code, body)| code == 200 && body.contains("netcore_pods"))
     })?;
+    // Traffic, so that the per-pod flow families have samples to parse.
+    let a = n.add_pod(&c.pod_name("pa"))?;
+    let b = n.add_pod(&c.pod_name("pb"))?;
+    assert!(traffic::ping(&a.name, b.ip, 2), "a reaches b");
     // Two requests on one connection: keep-alive.
     let verbose = n.ns.sh(&format!(
         "curl -sv {url}/healthz {url}/metrics -o /dev/null -o /dev/null 2>&1"
@@ -167,7 +171,9 @@ fn metrics_speak_http_1_1_and_parse_with_the_prometheus_projects_parsers() -> Re
 import sys
 from {parser} import text_string_to_metric_families as parse
 families = {{f.name: f for f in parse(sys.stdin.read())}}
-print(len(families), families[\"netcore_datapath_packets\"].type, families[\"netcore_datapath_bytes\"].unit)'"
+talkers = families[\"netcore_pod_talker_bytes\"]
+print(len(families), families[\"netcore_datapath_packets\"].type, families[\"netcore_datapath_bytes\"].unit,
+      talkers.type, len(talkers.samples))'"
         ))
     };
     let text = parse("prometheus_client.parser", "text/plain")?;
@@ -183,5 +189,87 @@ print(len(families), families[\"netcore_datapath_packets\"].type, families[\"net
         open.contains("counter bytes"),
         "OpenMetrics with units: {open}"
     );
+    for out in [&text, &open] {
+        assert!(
+            out.trim_end().ends_with("gauge 4"),
+            "a's and b's talker bytes, sent and received each: {out}"
+        );
+    }
+    Ok(())
+}
+
+/// `netcore status --flows` and the per-pod metrics: each pod's talkers with exactly
+/// the packets sent each way, on one node and across nodes, and a spoofing pod's
+/// drops counted against it (whatever source it claimed).
+#[test]
+fn flow_summary_names_each_pods_talkers_and_drops() -> Result<()> {
+    use netcore_agent::flows::FlowSummary;
+    let c = Cluster::new(Spec {
+        nodes: 2,
+        ..Spec::default()
+    })?;
+    c.mesh()?;
+    let (n1, n2) = (c.node(1), c.node(2));
+    let a = n1.add_pod(&c.pod_name("fa"))?;
+    let b = n1.add_pod(&c.pod_name("fb"))?;
+    let r = n2.add_pod(&c.pod_name("fr"))?;
+    assert!(traffic::ping(&a.name, b.ip, 4), "a reaches b");
+    assert!(traffic::ping(&a.name, r.ip, 3), "a reaches r on node 2");
+    // a claims an address it does not have (the gateway's neighbour entry is known).
+    let spoofed = "10.244.1.77";
+    let pod_a = netcore_tests::netns::Netns::borrowed(&a.name, &a.netns);
+    pod_a.sh(&format!(
+        "ip addr add {spoofed}/32 dev eth0 && \
+         echo spoof | socat -u - UDP4-SENDTO:{}:9,bind={spoofed}",
+        r.ip
+    ))?;
+
+    let s: FlowSummary = n1.cli_json(&["status", "--flows"])?;
+    assert!(s.enabled, "flow accounting is on by default");
+    let pod = |name: &str| {
+        s.pods
+            .iter()
+            .find(|p| p.pod == name)
+            .unwrap_or_else(|| panic!("{name} in the summary: {s:?}"))
+    };
+    let talker = |p: &netcore_agent::flows::PodFlows, peer| {
+        p.talkers
+            .iter()
+            .find(|t| t.peer == peer)
+            .unwrap_or_else(|| panic!("{peer} among {}'s talkers: {p:?}", p.pod))
+            .clone()
+    };
+    let (pa, pb) = (pod(&a.name), pod(&b.name));
+    let a_b = talker(pa, b.ip);
+    assert_eq!(
+        (a_b.sent.packets, a_b.received.packets, a_b.name.as_deref()),
+        (4, 4, Some(b.name.as_str())),
+        "4 echo requests to b, 4 replies from it"
+    );
+    assert_eq!(a_b.sent.bytes, 4 * (14 + 20 + 8 + 56), "bytes per frame");
+    let a_r = talker(pa, r.ip);
+    assert_eq!(
+        (a_r.sent.packets, a_r.received.packets, a_r.name.as_deref()),
+        (3, 3, Some("n2")),
+        "3 pings to node 2's pod (named by its node), answers unwrapped into a"
+    );
+    assert_eq!(
+        pa.drops.get("dropped-spoofed-source"),
+        Some(&1),
+        "the spoofed datagram is a's drop"
+    );
+    assert_eq!(talker(pb, a.ip).received.packets, 4, "b's side of the pings");
+
+    let only_b: FlowSummary = n1.cli_json(&["status", "--flows", "--pod", &b.name, "--top", "1"])?;
+    assert_eq!(only_b.pods.len(), 1, "--pod filters: {only_b:?}");
+    assert_eq!(only_b.pods[0].talkers.len(), 1, "--top 1");
+    let text = n1.cli(&["status", "--flows"])?;
+    assert!(text.contains(&a.name) && text.contains("dropped-spoofed-source"), "{text}");
+
+    let (_, m) = get(n1, "/metrics")?;
+    let a_label = format!("pod=\"{}\",direction=\"sent\"", a.name);
+    assert_eq!(sample(&m, "netcore_pod_packets", &a_label), Some(4 + 3), "{m}");
+    let drop_label = format!("pod=\"{}\",reason=\"dropped-spoofed-source\"", a.name);
+    assert_eq!(sample(&m, "netcore_pod_drops", &drop_label), Some(1), "{m}");
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use aya::programs::TcAttachType;
 use netcore_common::{
     config::{
-        DatapathConfig, FLAG_DEVICE_DECAP, FLAG_MONITOR_DROPS, FLAG_MONITOR_TRACE, FLAG_POLICY,
+        DatapathConfig, FLAG_DEVICE_DECAP, FLAG_FLOWS, FLAG_MONITOR_DROPS, FLAG_MONITOR_TRACE, FLAG_POLICY,
         FLAG_READY, FLAG_SERVICES, FLAG_TC_DECAP,
     },
     pin::{PROG_FROM_HOST, PROG_FROM_OVERLAY, PROG_FROM_UPLINK},
@@ -191,6 +191,8 @@ pub struct Agent {
     policy_active: bool,
     /// Wakes the control plane when this node's pods change (the store gets them).
     store_nudge: Option<std::sync::Arc<tokio::sync::Notify>>,
+    /// Flow accounting's map and samples (read without the agent's lock).
+    flows: std::sync::Arc<crate::flows::Recorder>,
 }
 
 /// The node's pod subnet and the cluster's network.
@@ -297,7 +299,9 @@ impl Agent {
         // without an IPv4 address, and unwrapped replies to the node arrive there.
         netlink::add_addr(&nl, vxlan.index, net.pod_cidr.network(), 32).await?;
         sysctl::prepare_node(&cfg.bridge, &cfg.uplink, &cfg.vxlan_device)?;
-        let (dp, maps) = Datapath::load(&cfg.pin_dir, &cfg.state_dir, mode, cfg.bpf_log)?;
+        let (dp, mut maps) = Datapath::load(&cfg.pin_dir, &cfg.state_dir, mode, cfg.bpf_log)?;
+        let flow_map = maps.flows.take().expect("the flow map, taken once here");
+        let flows = std::sync::Arc::new(crate::flows::Recorder::new(flow_map, cfg.flows));
         info!(
             kernel = %features.kernel, attach = mode.name(), decap = cfg.decap.name(),
             vxlan_device = %cfg.vxlan_device, "data path"
@@ -329,6 +333,7 @@ impl Agent {
             policy: Default::default(),
             policy_active: false,
             store_nudge: None,
+            flows,
         };
         // The maps may hold a previous run's policy: it stays enforced, and the first
         // compile rewrites only what changed.
@@ -393,6 +398,16 @@ impl Agent {
         self.maps.events.take()
     }
 
+    /// Flow accounting, for the sampler, `status --flows` and the metrics.
+    pub fn flows(&self) -> std::sync::Arc<crate::flows::Recorder> {
+        self.flows.clone()
+    }
+
+    /// Each local pod's traffic over the last minute (see flows.rs).
+    pub fn flow_summary(&self, pod: Option<&str>, top: usize) -> crate::flows::FlowSummary {
+        self.flows.summary(&self.names(), pod, top)
+    }
+
     /// Packets counted under `reason` so far.
     pub fn counter(&self, reason: netcore_common::counters::Reason) -> u64 {
         self.maps
@@ -442,6 +457,7 @@ impl Agent {
         let mut n = crate::monitor::Names::default();
         for p in self.state.pods.values() {
             n.pods.insert(p.ip, p.name.clone());
+            n.host_ifs.insert(p.host_if.clone(), p.ip);
         }
         for r in self
             .state
@@ -521,6 +537,22 @@ impl Agent {
         Ok(())
     }
 
+    /// `FLAG_*`: what the programs do on this node right now.
+    fn datapath_flags(&self) -> u16 {
+        let on = |cond: bool, flag: u16| if cond { flag } else { 0 };
+        FLAG_READY
+            | on(!self.state.services.is_empty(), FLAG_SERVICES)
+            | match self.cfg.decap {
+                DecapMode::Auto => 0,
+                DecapMode::Tc => FLAG_TC_DECAP,
+                DecapMode::Device => FLAG_DEVICE_DECAP,
+            }
+            | on(self.monitor.drops > 0, FLAG_MONITOR_DROPS)
+            | on(self.monitor.trace > 0, FLAG_MONITOR_TRACE)
+            | on(self.policy_active, FLAG_POLICY)
+            | on(self.cfg.flows, FLAG_FLOWS)
+    }
+
     fn write_datapath_config(&mut self) -> Result<()> {
         let be = |ip: Ipv4Addr| u32::from_ne_bytes(ip.octets());
         let cfg = DatapathConfig {
@@ -529,28 +561,7 @@ impl Agent {
             uplink_ifindex: self.uplink.index,
             vni: self.cfg.vni,
             vxlan_port: self.cfg.vxlan_port,
-            flags: FLAG_READY
-                | if self.state.services.is_empty() {
-                    0
-                } else {
-                    FLAG_SERVICES
-                }
-                | match self.cfg.decap {
-                    DecapMode::Auto => 0,
-                    DecapMode::Tc => FLAG_TC_DECAP,
-                    DecapMode::Device => FLAG_DEVICE_DECAP,
-                }
-                | if self.monitor.drops > 0 {
-                    FLAG_MONITOR_DROPS
-                } else {
-                    0
-                }
-                | if self.monitor.trace > 0 {
-                    FLAG_MONITOR_TRACE
-                } else {
-                    0
-                }
-                | if self.policy_active { FLAG_POLICY } else { 0 },
+            flags: self.datapath_flags(),
             gateway_mac: self.state.gateway_mac.0,
             vtep_mac: self.state.vtep_mac.0,
             vxlan_ifindex: self.vxlan.index,
@@ -577,6 +588,7 @@ impl Agent {
             Request::PodDel { name } => self.pod_del(&name).await.map(json),
             Request::PodList => Ok(json(self.pod_list())),
             Request::Status => Ok(json(self.status())),
+            Request::Flows { pod, top } => Ok(json(self.flow_summary(pod.as_deref(), top))),
             Request::NodeAdd(spec) => self.node_add(spec).map(json),
             Request::NodeDel { name } => self.node_del(&name).map(json),
             Request::NodeList => Ok(json(self.node_list())),

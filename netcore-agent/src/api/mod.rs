@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{datapath::Attachment, mac::Mac, maps::counters::CounterValue};
 
+fn default_top() -> usize {
+    crate::flows::DEFAULT_TOP
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
@@ -45,6 +49,14 @@ pub enum Request {
     },
     PodList,
     Status,
+    /// Each local pod's traffic over the last minute (`flows::FlowSummary`): `pod`
+    /// only, with its `top` talkers.
+    Flows {
+        #[serde(default)]
+        pod: Option<String>,
+        #[serde(default = "default_top")]
+        top: usize,
+    },
     NodeAdd(NodeSpec),
     NodeDel {
         name: String,

@@ -8,6 +8,7 @@ use std::{
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod flows;
 mod policy;
 
 pub use policy::{NamespaceCmd, PolicyCmd};
@@ -69,10 +70,20 @@ pub enum Command {
     /// Namespaces' labels (what a policy's namespaceSelector matches).
     #[command(subcommand)]
     Namespace(NamespaceCmd),
-    /// Node, pods, programs and data-path counters.
+    /// Node, pods, programs and data-path counters; with --flows, each pod's traffic
+    /// over the last minute: top talkers, drops by reason.
     Status {
         #[arg(long)]
         json: bool,
+        /// Each local pod's traffic over the last minute instead.
+        #[arg(long)]
+        flows: bool,
+        /// With --flows: this pod only.
+        #[arg(long, requires = "flows")]
+        pod: Option<String>,
+        /// With --flows: talkers shown per pod.
+        #[arg(long, requires = "flows", default_value_t = crate::flows::DEFAULT_TOP)]
+        top: usize,
     },
     /// Stream what the data path drops (and, with --trace, a sample of what it passes),
     /// one line per packet, until Ctrl-C.
@@ -264,7 +275,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Reset { config } => crate::reset::reset(&AgentConfig::load(&config)?).await,
         Command::InstallCni(args) => install_cni(args, sock),
-        Command::Status { json } => {
+        Command::Status {
+            json,
+            flows: true,
+            pod,
+            top,
+        } => flows::show(sock, pod, top, json).await,
+        Command::Status { json, .. } => {
             let st: Status = client::call(sock, &Request::Status).await?;
             print_or_json(json, &st, print_status)
         }

@@ -4,6 +4,7 @@ pub mod config;
 pub mod conntrack;
 pub mod counters;
 pub mod endpoint;
+pub mod flow;
 pub mod node;
 pub mod policy;
 pub mod service;
@@ -30,6 +31,8 @@ pub struct Maps {
     pub services: service::ServiceMaps,
     pub conntrack: conntrack::ConntrackMaps,
     pub policy: policy::PolicyMaps,
+    /// The flow-accounting map, until the agent hands it to its recorder.
+    pub flows: Option<flow::FlowMap>,
     /// The monitor's ring buffer, until the agent hands it to its reader.
     pub events: Option<aya::maps::RingBuf<aya::maps::MapData>>,
 }
@@ -61,6 +64,7 @@ impl Maps {
                 take(ebpf, netcore_common::pin::MAP_POLICY_CT)?,
                 take(ebpf, netcore_common::pin::MAP_POLICY_HITS)?,
             )?,
+            flows: Some(flow::FlowMap::new(take(ebpf, netcore_common::pin::MAP_FLOWS)?)?),
             events: {
                 let (map, name) = take(ebpf, netcore_common::pin::MAP_EVENTS)?;
                 Some(aya::maps::RingBuf::try_from(map).map_err(err(name))?)

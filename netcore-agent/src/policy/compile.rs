@@ -66,7 +66,8 @@ impl Ids {
         let id = match self.classes.get(&key) {
             Some(id) => *id,
             None => {
-                self.next_class = self.next_class.max(CLASS_WORLD) + 1;
+                // Classes from CLASS_WORLD + 1 on (CLASS_WORLD is 0, the counter starts there).
+                self.next_class += 1;
                 self.classes.insert(key.clone(), self.next_class);
                 self.next_class
             }

@@ -90,7 +90,10 @@ fn baselines(dp: Datapath) -> Vec<Datapath> {
     }
     if matches!(
         dp,
-        Datapath::NetcoreDecapTc | Datapath::NetcoreAttachTc | Datapath::NetcoreMonitor
+        Datapath::NetcoreDecapTc
+            | Datapath::NetcoreAttachTc
+            | Datapath::NetcoreMonitor
+            | Datapath::NetcoreNoFlows
     ) {
         b.push(Datapath::Netcore);
     }

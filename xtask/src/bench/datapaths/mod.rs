@@ -27,6 +27,7 @@ pub enum Datapath {
     NetcoreAttachTc,
     NetcoreDirect,
     NetcoreMonitor,
+    NetcoreNoFlows,
     Bridge,
     NetcoreLocal,
 }
@@ -73,7 +74,7 @@ pub struct Context {
 }
 
 impl Datapath {
-    pub const ALL: [Datapath; 11] = [
+    pub const ALL: [Datapath; 12] = [
         Datapath::Underlay,
         Datapath::HostGw,
         Datapath::VxlanKernel,
@@ -83,6 +84,7 @@ impl Datapath {
         Datapath::NetcoreAttachTc,
         Datapath::NetcoreDirect,
         Datapath::NetcoreMonitor,
+        Datapath::NetcoreNoFlows,
         Datapath::Bridge,
         Datapath::NetcoreLocal,
     ];
@@ -98,6 +100,7 @@ impl Datapath {
             Datapath::NetcoreAttachTc => "netcore-attach-tc",
             Datapath::NetcoreDirect => "netcore-direct",
             Datapath::NetcoreMonitor => "netcore-monitor",
+            Datapath::NetcoreNoFlows => "netcore-noflows",
             Datapath::Bridge => "bridge",
             Datapath::NetcoreLocal => "netcore-local",
         }
@@ -115,6 +118,7 @@ impl Datapath {
             Datapath::NetcoreAttachTc => "na",
             Datapath::NetcoreDirect => "nr",
             Datapath::NetcoreMonitor => "nm",
+            Datapath::NetcoreNoFlows => "nf",
             Datapath::Bridge => "br",
             Datapath::NetcoreLocal => "nl",
         }
@@ -136,6 +140,7 @@ impl Datapath {
             Datapath::NetcoreAttachTc => netcore::setup(ctx, tag, "attach = \"tc\""),
             Datapath::NetcoreDirect => netcore::setup(ctx, tag, "backend = \"host-gw\""),
             Datapath::NetcoreMonitor => netcore::setup_watched(ctx, tag),
+            Datapath::NetcoreNoFlows => netcore::setup(ctx, tag, "flows = false"),
             Datapath::Bridge => bridge::setup(ctx, tag),
             Datapath::NetcoreLocal => netcore_local::setup(ctx, tag),
         }

@@ -3,7 +3,8 @@
 //! variants force the older paths: `netcore-decap-tc` (`from_uplink` unwraps, the
 //! VXLAN device only registers the port) and `netcore-attach-tc` (clsact filters
 //! instead of TCX links, as on Linux before 6.6); `netcore-direct` routes the other
-//! node directly (flannel's host-gw, in eBPF: no encapsulation, full MTU).
+//! node directly (flannel's host-gw, in eBPF: no encapsulation, full MTU);
+//! `netcore-noflows` turns flow accounting off (what `status --flows` costs).
 
 use anyhow::Result;
 

@@ -1,0 +1,49 @@
+//! The addresses of a packet as the programs left it, for the monitor and flow
+//! accounting: read with `bpf_skb_load_bytes` (no bounds to prove, nothing pulled),
+//! the inner ones of a VXLAN packet with its outer addresses.
+
+use aya_ebpf::programs::TcContext;
+use netcore_common::wire::{ETH_HLEN, IPV4_HLEN, VXLAN_OVERHEAD};
+
+const ETH_P_IPV4: u16 = 0x0800;
+const IPPROTO_UDP: u8 = 17;
+
+/// Addresses big-endian as in the packet; zero where they could not be read.
+pub struct Addrs {
+    pub src: u32,
+    pub dst: u32,
+    pub proto: u8,
+    /// The outer addresses of a VXLAN packet, else zero.
+    pub outer_src: u32,
+    pub outer_dst: u32,
+    /// Where the (inner) IPv4 header starts.
+    pub ip: usize,
+}
+
+/// The (inner) addresses and protocol of an IPv4 frame; `None` for other frames.
+#[inline(always)]
+pub fn read(ctx: &TcContext, vxlan_port: u16) -> Option<Addrs> {
+    if ctx.load::<[u8; 2]>(12).map(u16::from_be_bytes) != Ok(ETH_P_IPV4) {
+        return None;
+    }
+    let (src, dst, proto) = ipv4(ctx, ETH_HLEN)?;
+    let mut a = Addrs { src, dst, proto, outer_src: 0, outer_dst: 0, ip: ETH_HLEN };
+    let udp_dport = ctx.load::<[u8; 2]>(ETH_HLEN + IPV4_HLEN + 2).map(u16::from_be_bytes);
+    if proto == IPPROTO_UDP && udp_dport == Ok(vxlan_port) {
+        (a.outer_src, a.outer_dst) = (src, dst);
+        a.ip = ETH_HLEN + VXLAN_OVERHEAD;
+        (a.src, a.dst, a.proto) = ipv4(ctx, a.ip).unwrap_or((0, 0, 0));
+    }
+    Some(a)
+}
+
+#[inline(always)]
+fn ipv4(ctx: &TcContext, at: usize) -> Option<(u32, u32, u8)> {
+    let head = ctx.load::<[u8; 20]>(at).ok()?;
+    if head[0] >> 4 != 4 {
+        return None;
+    }
+    let src = u32::from_ne_bytes([head[12], head[13], head[14], head[15]]);
+    let dst = u32::from_ne_bytes([head[16], head[17], head[18], head[19]]);
+    Some((src, dst, head[9]))
+}
