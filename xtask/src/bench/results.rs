@@ -93,7 +93,7 @@ fn baselines(dp: Datapath) -> Vec<Datapath> {
         Datapath::NetcoreDecapTc
             | Datapath::NetcoreAttachTc
             | Datapath::NetcoreMonitor
-            | Datapath::NetcoreNoFlows
+            | Datapath::NetcoreNoflows
     ) {
         b.push(Datapath::Netcore);
     }

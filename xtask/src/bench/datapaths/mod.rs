@@ -27,7 +27,7 @@ pub enum Datapath {
     NetcoreAttachTc,
     NetcoreDirect,
     NetcoreMonitor,
-    NetcoreNoFlows,
+    NetcoreNoflows,
     Bridge,
     NetcoreLocal,
 }
@@ -84,7 +84,7 @@ impl Datapath {
         Datapath::NetcoreAttachTc,
         Datapath::NetcoreDirect,
         Datapath::NetcoreMonitor,
-        Datapath::NetcoreNoFlows,
+        Datapath::NetcoreNoflows,
         Datapath::Bridge,
         Datapath::NetcoreLocal,
     ];
@@ -100,7 +100,7 @@ impl Datapath {
             Datapath::NetcoreAttachTc => "netcore-attach-tc",
             Datapath::NetcoreDirect => "netcore-direct",
             Datapath::NetcoreMonitor => "netcore-monitor",
-            Datapath::NetcoreNoFlows => "netcore-noflows",
+            Datapath::NetcoreNoflows => "netcore-noflows",
             Datapath::Bridge => "bridge",
             Datapath::NetcoreLocal => "netcore-local",
         }
@@ -118,7 +118,7 @@ impl Datapath {
             Datapath::NetcoreAttachTc => "na",
             Datapath::NetcoreDirect => "nr",
             Datapath::NetcoreMonitor => "nm",
-            Datapath::NetcoreNoFlows => "nf",
+            Datapath::NetcoreNoflows => "nf",
             Datapath::Bridge => "br",
             Datapath::NetcoreLocal => "nl",
         }
@@ -140,7 +140,7 @@ impl Datapath {
             Datapath::NetcoreAttachTc => netcore::setup(ctx, tag, "attach = \"tc\""),
             Datapath::NetcoreDirect => netcore::setup(ctx, tag, "backend = \"host-gw\""),
             Datapath::NetcoreMonitor => netcore::setup_watched(ctx, tag),
-            Datapath::NetcoreNoFlows => netcore::setup(ctx, tag, "flows = false"),
+            Datapath::NetcoreNoflows => netcore::setup(ctx, tag, "flows = false"),
             Datapath::Bridge => bridge::setup(ctx, tag),
             Datapath::NetcoreLocal => netcore_local::setup(ctx, tag),
         }
