@@ -8,11 +8,13 @@ pub mod conntrack;
 pub mod counters;
 pub mod endpoint;
 pub mod flow;
+pub mod fragment;
 pub mod monitor;
 pub mod node;
 pub mod pin;
 pub mod policy;
 pub mod service;
+pub mod socket;
 pub mod wire;
 
 /// Implements `aya::Pod` for map types on the userspace side only.

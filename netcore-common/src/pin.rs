@@ -21,6 +21,9 @@ pub const MAP_POLICY_CT: &str = "NC_POLICY_CT";
 pub const MAP_POLICY_HITS: &str = "NC_POLICY_HITS";
 pub const MAP_POLICY_DENIED: &str = "NC_POLICY_DENIED";
 pub const MAP_FLOWS: &str = "NC_FLOWS";
+pub const MAP_FRAGS: &str = "NC_FRAGS";
+pub const MAP_SOCK_ORIGINS: &str = "NC_SOCK_ORIGINS";
+pub const MAP_NETNS: &str = "NC_NETNS";
 
 /// Programs, one per attach point.
 /// TCX ingress of a pod's host veth: what a pod sends.
@@ -32,6 +35,11 @@ pub const PROG_FROM_HOST: &str = "from_host";
 pub const PROG_FROM_UPLINK: &str = "from_uplink";
 /// TCX ingress of the node's VXLAN device: decapsulated frames from other nodes.
 pub const PROG_FROM_OVERLAY: &str = "from_overlay";
+/// cgroup sock_addr hooks of the node's own processes (on the cgroup v2 root, acting
+/// only in the node's network namespace): NodePorts on the node's own address.
+pub const PROG_SOCK_CONNECT4: &str = "sock_connect4";
+pub const PROG_SOCK_SENDMSG4: &str = "sock_sendmsg4";
+pub const PROG_SOCK_RECVMSG4: &str = "sock_recvmsg4";
 
 /// Pinned maps live in `<pin dir>/<PIN_LAYOUT>/maps`, links in `<pin dir>/<PIN_LAYOUT>/links`.
 /// aya reuses a pinned map without checking its definition, so any change to a map's

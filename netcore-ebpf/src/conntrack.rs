@@ -49,6 +49,15 @@ pub fn lookup(key: &CtKey) -> Option<CtEntry> {
     Some(e)
 }
 
+/// The entry for `key`, established or new, in place (not copied, not refreshed),
+/// while it is live: for what only reads it (an ICMP error about the flow).
+#[inline(always)]
+pub fn find(key: &CtKey) -> Option<&'static CtEntry> {
+    let e = unsafe { NC_CONNTRACK.get(key).or_else(|| NC_CT_NEW.get(key)) }?;
+    let idle = unsafe { bpf_ktime_get_ns() }.saturating_sub(e.last_seen);
+    (idle <= timeout_ns(key.proto == IPPROTO_TCP, e.state)).then_some(e)
+}
+
 /// Records a new flow's entry (in the table of new flows).
 #[inline(always)]
 pub fn insert(key: &CtKey, mut entry: CtEntry) {

@@ -20,16 +20,21 @@ pub struct Addrs {
     pub ip: usize,
 }
 
-/// The (inner) addresses and protocol of an IPv4 frame; `None` for other frames.
+/// The (inner) addresses and protocol of an IPv4 frame; `None` for other frames. One
+/// read covers the Ethernet and IPv4 headers; UDP takes a second for its destination
+/// port, VXLAN a third for the inner header.
 #[inline(always)]
 pub fn read(ctx: &TcContext, vxlan_port: u16) -> Option<Addrs> {
-    if ctx.load::<[u8; 2]>(12).map(u16::from_be_bytes) != Ok(ETH_P_IPV4) {
+    let head = ctx.load::<[u8; ETH_HLEN + IPV4_HLEN]>(0).ok()?;
+    if u16::from_be_bytes([head[12], head[13]]) != ETH_P_IPV4 || head[ETH_HLEN] >> 4 != 4 {
         return None;
     }
-    let (src, dst, proto) = ipv4(ctx, ETH_HLEN)?;
+    let at = |i: usize| u32::from_ne_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+    let (src, dst, proto) = (at(ETH_HLEN + 12), at(ETH_HLEN + 16), head[ETH_HLEN + 9]);
     let mut a = Addrs { src, dst, proto, outer_src: 0, outer_dst: 0, ip: ETH_HLEN };
-    let udp_dport = ctx.load::<[u8; 2]>(ETH_HLEN + IPV4_HLEN + 2).map(u16::from_be_bytes);
-    if proto == IPPROTO_UDP && udp_dport == Ok(vxlan_port) {
+    if proto == IPPROTO_UDP
+        && ctx.load::<[u8; 2]>(ETH_HLEN + IPV4_HLEN + 2).map(u16::from_be_bytes) == Ok(vxlan_port)
+    {
         (a.outer_src, a.outer_dst) = (src, dst);
         a.ip = ETH_HLEN + VXLAN_OVERHEAD;
         (a.src, a.dst, a.proto) = ipv4(ctx, a.ip).unwrap_or((0, 0, 0));

@@ -1,5 +1,6 @@
-//! The transport flow of an IPv4 packet (TCP or UDP, no options, not a fragment), as
-//! the service maps key it: addresses and ports exactly as in the packet.
+//! The transport flow of an IPv4 packet (TCP or UDP, no options, not a fragment but a
+//! UDP datagram's first), as the service maps key it: addresses and ports exactly as
+//! in the packet.
 
 use aya_ebpf::programs::TcContext;
 use netcore_common::{conntrack::CtKey, counters::Reason, wire::ETH_HLEN};
@@ -8,6 +9,8 @@ use network_types::ip::Ipv4Hdr;
 use crate::packet::{pull, ptr_at, IPPROTO_UDP, IP_MF_OFFSET_MASK};
 
 pub const IPPROTO_TCP: u8 = 6;
+/// The fragment offset bits of `frags`.
+const IP_OFFSET_MASK: u16 = 0x1fff;
 /// Where the transport header starts (IPv4 without options).
 pub const L4_OFF: usize = ETH_HLEN + 20;
 pub const TCP_CSUM_OFF: usize = L4_OFF + 16;
@@ -47,7 +50,9 @@ impl Flow {
 pub fn flow(ctx: &TcContext) -> Result<Option<Flow>, Reason> {
     let ip: *mut Ipv4Hdr = ptr_at(ctx, ETH_HLEN)?;
     let (vihl, proto, frags) = unsafe { ((*ip).vihl, (*ip).proto, u16::from_be_bytes((*ip).frags)) };
-    if vihl != 0x45 || (proto != IPPROTO_TCP && proto != IPPROTO_UDP) || frags & IP_MF_OFFSET_MASK != 0 {
+    // A UDP datagram's first fragment has the ports (fragment.rs follows the rest).
+    let unfit = if proto == IPPROTO_UDP { IP_OFFSET_MASK } else { IP_MF_OFFSET_MASK };
+    if vihl != 0x45 || (proto != IPPROTO_TCP && proto != IPPROTO_UDP) || frags & unfit != 0 {
         return Ok(None);
     }
     let (src, dst) = unsafe { (u32::from_ne_bytes((*ip).src_addr), u32::from_ne_bytes((*ip).dst_addr)) };

@@ -15,6 +15,8 @@ use netcore_common::{
     counters::{Counter, MAX_REASONS},
     endpoint::{EndpointInfo, PodIface, MAX_ENDPOINTS},
     flow::{FlowKey, MAX_FLOWS},
+    fragment::{FragEntry, FragKey, MAX_FRAGS},
+    socket::{SockKey, SockOrigin, MAX_SOCK_ORIGINS},
     node::{RemoteNode, MAX_NODE_PREFIXES},
     policy::{
         PeerClass, PolicyDenial, PolicyFlow, PolicyKey, PolicyRule, MAX_PEERS, MAX_POLICIES, MAX_POLICY_ENTRIES, MAX_POLICY_FLOWS,
@@ -102,3 +104,17 @@ pub static NC_POLICY_DENIED: PerCpuArray<PolicyDenial> = PerCpuArray::pinned(1, 
 /// Packets and bytes by address pair and outcome, while flow accounting is on.
 #[map]
 pub static NC_FLOWS: LruPerCpuHashMap<FlowKey, Counter> = LruPerCpuHashMap::pinned(MAX_FLOWS, 0);
+
+/// Later fragments of translated datagrams -> the addresses their first fragment got.
+#[map]
+pub static NC_FRAGS: LruHashMap<FragKey, FragEntry> = LruHashMap::pinned(MAX_FRAGS, 0);
+
+/// UDP sockets of the node's own processes sent to a NodePort's backend -> the
+/// NodePort address they asked for.
+#[map]
+pub static NC_SOCK_ORIGINS: LruHashMap<SockKey, SockOrigin> = LruHashMap::pinned(MAX_SOCK_ORIGINS, 0);
+
+/// The node's network namespace (its cookie): the socket hooks run for every process
+/// of the host and act only on this namespace's sockets.
+#[map]
+pub static NC_NETNS: Array<u64> = Array::pinned(1, 0);

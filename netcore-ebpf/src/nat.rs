@@ -12,9 +12,9 @@ use crate::{
     packet::IPPROTO_UDP,
 };
 
-const IP_CSUM_OFF: usize = ETH_HLEN + 10;
-const IP_SRC_OFF: usize = ETH_HLEN + 12;
-const IP_DST_OFF: usize = ETH_HLEN + 16;
+pub const IP_CSUM_OFF: usize = ETH_HLEN + 10;
+pub const IP_SRC_OFF: usize = ETH_HLEN + 12;
+pub const IP_DST_OFF: usize = ETH_HLEN + 16;
 
 #[inline(always)]
 fn l4_flags(flow: &Flow) -> u64 {
@@ -31,10 +31,21 @@ fn set_addr(ctx: &TcContext, flow: &Flow, off: usize, old: u32, new: u32) -> Res
     if old == new {
         return Ok(());
     }
-    let fail = |_| Reason::DropNatFailed;
     ctx.l4_csum_replace(flow.csum_off(), old as u64, new as u64, l4_flags(flow) | BPF_F_PSEUDO_HDR as u64 | 4)
-        .map_err(fail)?;
-    ctx.l3_csum_replace(IP_CSUM_OFF, old as u64, new as u64, 4).map_err(fail)?;
+        .map_err(|_| Reason::DropNatFailed)?;
+    set_ip_addr(ctx, IP_CSUM_OFF, off, old, new)
+}
+
+/// Rewrites an IPv4 address at `off` with the checksum of the header it is in (at
+/// `csum_off`) only: for what has no transport header (a later fragment), or none
+/// that covers the address (ICMP).
+#[inline(always)]
+pub fn set_ip_addr(ctx: &TcContext, csum_off: usize, off: usize, old: u32, new: u32) -> Result<(), Reason> {
+    if old == new {
+        return Ok(());
+    }
+    let fail = |_| Reason::DropNatFailed;
+    ctx.l3_csum_replace(csum_off, old as u64, new as u64, 4).map_err(fail)?;
     ctx.store(off, &new, 0).map_err(fail)
 }
 

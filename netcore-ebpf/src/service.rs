@@ -15,6 +15,7 @@ use netcore_common::{
         CT_STATE_NEW,
     },
     counters::Reason,
+    fragment::{FRAG_FORWARD, FRAG_NODEPORT, FRAG_REPLY},
     service::{
         Affinity, AffinityKey, Backend, BackendKey, BackendRef, ServiceInfo, ServiceKey, MAX_BACKENDS_PER_SERVICE,
         SVC_LOCAL_KEEPS_SOURCE,
@@ -26,7 +27,7 @@ use crate::{
     forward::{self, Dest},
     l4::{self, Flow, IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     maps::{NC_AFFINITY, NC_BACKENDS, NC_BACKEND_SLOTS, NC_SERVICES, NC_SVC_AFFINITY, NC_SVC_COUNTERS},
-    nat, policy,
+    fragment, icmp, nat, policy,
     reject::{self, Back},
     verdict::Verdict,
 };
@@ -105,7 +106,7 @@ impl Svc {
 /// to a service gets a backend.
 #[inline(always)]
 pub fn from_pod(ctx: &TcContext, cfg: &DatapathConfig, dst: u32) -> Result<Svc, Reason> {
-    let Some(flow) = l4::flow(ctx)? else { return Ok(Svc::pass(dst)) };
+    let Some(flow) = l4::flow(ctx)? else { return related(ctx, cfg, dst) };
     if let Some(rev) = reverse(ctx, &flow)? {
         if rev.flags & CT_NODEPORT != 0 {
             return forward::to_uplink(ctx, cfg).map(Svc::done);
@@ -122,7 +123,7 @@ pub fn from_pod(ctx: &TcContext, cfg: &DatapathConfig, dst: u32) -> Result<Svc, 
 /// arrive (`from_pod`, or after decapsulation).
 #[inline(always)]
 pub fn from_host(ctx: &TcContext, cfg: &DatapathConfig, dst: u32) -> Result<Svc, Reason> {
-    let Some(flow) = l4::flow(ctx)? else { return Ok(Svc::pass(dst)) };
+    let Some(flow) = l4::flow(ctx)? else { return related(ctx, cfg, dst) };
     if let Some(rev) = reverse(ctx, &flow)? {
         if rev.flags & CT_NODEPORT != 0 {
             return forward::to_uplink(ctx, cfg).map(Svc::done);
@@ -130,6 +131,35 @@ pub fn from_host(ctx: &TcContext, cfg: &DatapathConfig, dst: u32) -> Result<Svc,
         return Ok(Svc::reply(if rev.flags & CT_SNAT != 0 { rev.b_ip } else { flow.dst }));
     }
     to_service(ctx, cfg, &flow, Back::ToHost)
+}
+
+/// A packet without ports: one that belongs to a translated flow (`portless`) goes
+/// on to the backend, or back to the client (a NodePort client's out of the uplink);
+/// anything else to `dst` as it is.
+#[inline(always)]
+fn related(ctx: &TcContext, cfg: &DatapathConfig, dst: u32) -> Result<Svc, Reason> {
+    match portless(ctx)? {
+        None => Ok(Svc::pass(dst)),
+        Some((_, kind)) if kind & FRAG_NODEPORT != 0 => forward::to_uplink(ctx, cfg).map(Svc::done),
+        Some((client, kind)) if kind & FRAG_REPLY != 0 => Ok(Svc::reply(client)),
+        Some((backend, _)) => Ok(Svc::to(backend)),
+    }
+}
+
+/// A packet without ports that belongs to a translated flow, translated as the flow
+/// is: an ICMP error about it (icmp.rs), or a later fragment of one of its datagrams
+/// (fragment.rs). Its new destination and which way it goes (`FRAG_*`).
+#[inline(always)]
+fn portless(ctx: &TcContext) -> Result<Option<(u32, u32)>, Reason> {
+    let r = icmp::translate_error(ctx);
+    if r & icmp::FAILED != 0 {
+        return Err(Reason::DropNatFailed);
+    }
+    if r & icmp::TRANSLATED != 0 {
+        let nodeport = if r & icmp::TO_UPLINK != 0 { FRAG_NODEPORT } else { 0 };
+        return Ok(Some((r as u32, FRAG_REPLY | nodeport)));
+    }
+    Ok(fragment::follow(ctx)?.map(|f| (f.dst, f.kind)))
 }
 
 /// The NodePort service `flow` reaches, when it is addressed to a node of the cluster
@@ -180,7 +210,7 @@ pub fn service(vip: u32, flow: &Flow) -> Option<ServiceInfo> {
 }
 
 #[inline(always)]
-fn count(id: u32, bytes: u32, new_connection: bool, rejected: bool) {
+pub fn count(id: u32, bytes: u32, new_connection: bool, rejected: bool) {
     if let Some(c) = NC_SVC_COUNTERS.get_ptr_mut(id) {
         unsafe {
             (*c).packets += 1;
@@ -236,6 +266,7 @@ pub fn balance(ctx: &TcContext, svc: &ServiceInfo, flow: &Flow, how: &Translatio
         let after = Flow { dst: fwd.a_ip, dport: fwd.a_port, ..*flow };
         nat::set_src(ctx, &after, fwd.b_ip, fwd.b_port)?;
     }
+    fragment::remember(ctx, flow, FRAG_FORWARD);
     Ok(Lb::To { dst: fwd.a_ip })
 }
 
@@ -252,7 +283,7 @@ fn track(key: &CtKey, e: &CtEntry, tcp_flags: u8) {
 /// The backend of a new flow: the client's last one while its session affinity lasts
 /// (and the backend is still the service's), else one at random.
 #[inline(always)]
-fn pick(svc: &ServiceInfo, client: u32) -> Option<Backend> {
+pub fn pick(svc: &ServiceInfo, client: u32) -> Option<Backend> {
     let timeout_s = NC_SVC_AFFINITY.get(svc.id).copied().unwrap_or(0);
     let key = AffinityKey { service_id: svc.id, client };
     let now = unsafe { bpf_ktime_get_ns() };
@@ -394,16 +425,18 @@ pub fn reverse(ctx: &TcContext, flow: &Flow) -> Result<Option<CtEntry>, Reason> 
         let after = Flow { src: rev.a_ip, sport: rev.a_port, ..*flow };
         nat::set_dst(ctx, &after, rev.b_ip, rev.b_port)?;
     }
+    let nodeport = if rev.flags & CT_NODEPORT != 0 { FRAG_NODEPORT } else { 0 };
+    fragment::remember(ctx, flow, FRAG_REPLY | nodeport);
     Ok(Some(rev))
 }
 
-/// A reply of a remote backend, just decapsulated for a local client: true if it was
-/// one (and got the service address back).
+/// A reply of a remote backend (or an ICMP error about its flow), just decapsulated
+/// for a local client: true if it was one (and got the service address back).
 #[inline(always)]
 pub fn reply_from_remote(ctx: &TcContext) -> Result<bool, Reason> {
     match l4::flow(ctx)? {
         Some(flow) => Ok(reverse(ctx, &flow)?.is_some()),
-        None => Ok(false),
+        None => Ok(portless(ctx)?.is_some()),
     }
 }
 
@@ -411,11 +444,14 @@ pub fn reply_from_remote(ctx: &TcContext) -> Result<bool, Reason> {
 /// address back, and a NodePort client's reply straight out of the uplink.
 #[inline(always)]
 pub fn nodeport_reply(ctx: &TcContext, cfg: &DatapathConfig) -> Result<Option<Verdict>, Reason> {
-    let Some(flow) = l4::flow(ctx)? else { return Ok(None) };
-    match reverse(ctx, &flow)? {
-        Some(rev) if rev.flags & CT_NODEPORT != 0 => forward::to_uplink(ctx, cfg).map(Some),
-        _ => Ok(None),
+    let nodeport = match l4::flow(ctx)? {
+        Some(flow) => reverse(ctx, &flow)?.is_some_and(|rev| rev.flags & CT_NODEPORT != 0),
+        None => portless(ctx)?.is_some_and(|(_, kind)| kind & FRAG_NODEPORT != 0),
+    };
+    if nodeport {
+        return forward::to_uplink(ctx, cfg).map(Some);
     }
+    Ok(None)
 }
 
 /// Traffic from outside to a NodePort of this node: to a backend, masqueraded as this
@@ -425,7 +461,13 @@ pub fn nodeport(ctx: &TcContext, cfg: &DatapathConfig) -> Result<Option<Verdict>
     // The flow's locals end with the block: the policy check below does not stack on
     // them (Linux 6.1 allows 512 bytes over a program's whole call chain).
     let dst = {
-        let Some(flow) = l4::flow(ctx)? else { return Ok(None) };
+        let Some(flow) = l4::flow(ctx)? else {
+            // A later fragment of a datagram to a NodePort: where its first went.
+            return match fragment::follow(ctx)? {
+                Some(f) if f.kind & FRAG_FORWARD != 0 => to_backend(ctx, cfg, f.dst).map(Some),
+                _ => Ok(None),
+            };
+        };
         let Some(svc) = service(0, &flow) else { return Ok(None) };
         let how = Translation { nodeport: true, snat: Some(cfg.node_ip) };
         match balance(ctx, &svc, &flow, &how)? {
@@ -433,12 +475,18 @@ pub fn nodeport(ctx: &TcContext, cfg: &DatapathConfig) -> Result<Option<Verdict>
             lb => return reject::refuse(ctx, &flow, Back::ToUplink, refusal(&lb)).map(Some),
         }
     };
+    to_backend(ctx, cfg, dst).map(Some)
+}
+
+/// A NodePort flow's packet, translated, on to its backend at `dst`.
+#[inline(always)]
+fn to_backend(ctx: &TcContext, cfg: &DatapathConfig, dst: u32) -> Result<Verdict, Reason> {
     match forward::lookup(dst) {
         Dest::Local(ep) => {
             policy::check(ctx, cfg, None, Some(&ep))?;
-            forward::to_local_pod(ctx, cfg, &ep, Reason::RedirectedLocal).map(Some)
+            forward::to_local_pod(ctx, cfg, &ep, Reason::RedirectedLocal)
         }
-        Dest::Remote(node) => forward::to_remote_node(ctx, cfg, &node).map(Some),
+        Dest::Remote(node) => forward::to_remote_node(ctx, cfg, &node),
         Dest::Elsewhere => Err(Reason::DropNoRoute),
     }
 }

@@ -7,7 +7,7 @@ use anyhow::Result;
 use netcore_agent::mac::Mac;
 use netcore_agent::maps::service::key;
 use netcore_common::{
-    config::{FLAG_DEVICE_DECAP, FLAG_READY, FLAG_TC_DECAP},
+    config::{FLAG_DEVICE_DECAP, FLAG_READY, FLAG_SERVICES, FLAG_TC_DECAP},
     pin::{PROG_FROM_HOST, PROG_FROM_OVERLAY, PROG_FROM_POD, PROG_FROM_UPLINK},
     service::ServiceInfo,
 };
@@ -795,6 +795,16 @@ fn tcp_service(
     port: u16,
     backends: &[(Ipv4Addr, u16)],
 ) -> Result<()> {
+    service_on(l, id, (vip, port, 6), backends)
+}
+
+/// Service `id` on `(vip, port, proto)` with these backends.
+fn service_on(
+    l: &mut Loaded,
+    id: u32,
+    (vip, port, proto): (Ipv4Addr, u16, u8),
+    backends: &[(Ipv4Addr, u16)],
+) -> Result<()> {
     let bs: Vec<_> = backends
         .iter()
         .map(|&(ip, p)| netcore_agent::maps::service::backend(ip, p))
@@ -805,7 +815,7 @@ fn tcp_service(
         count: bs.len() as u32,
         flags: 0,
     };
-    l.maps.services.set_frontend(key(vip, port, 6), info)?;
+    l.maps.services.set_frontend(key(vip, port, proto), info)?;
     Ok(())
 }
 
@@ -1027,5 +1037,150 @@ fn vxlan_from_a_direct_peer_must_come_from_its_pinned_mac() -> Result<()> {
         run.verdict, TC_ACT_REDIRECT,
         "from the pinned MAC: into the pod"
     );
+    Ok(())
+}
+
+/// An ICMP error (`kind`, `code`, the 4 bytes after the checksum) from `src` to `dst`
+/// quoting `quoted`.
+fn icmp_error(src: Ipv4Addr, dst: Ipv4Addr, kind: u8, code: u8, rest: [u8; 4], quoted: &[u8]) -> Vec<u8> {
+    let mut icmp = vec![kind, code, 0, 0];
+    icmp.extend_from_slice(&rest);
+    icmp.extend_from_slice(quoted);
+    let c = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut ip = packets::ipv4_header(src, dst, 1, icmp.len());
+    ip.extend_from_slice(&icmp);
+    ip
+}
+
+/// Checks an ICMP error at `ip` (the outer IPv4 header) in `frame`: valid checksums
+/// (outer header, ICMP, quoted header), from `src` to `dst`, quoting a UDP packet of
+/// `quoted_from` to `quoted_to`.
+fn assert_icmp_error(
+    frame: &[u8],
+    ip: usize,
+    (src, dst): (Ipv4Addr, Ipv4Addr),
+    quoted_from: (Ipv4Addr, u16),
+    quoted_to: (Ipv4Addr, u16),
+) {
+    let outer = &frame[ip..ip + 20];
+    assert_eq!(checksum(outer), 0, "a valid outer header checksum");
+    assert_eq!((&outer[12..16], &outer[16..20]), (&src.octets()[..], &dst.octets()[..]), "from {src} to {dst}");
+    let icmp = &frame[ip + 20..];
+    assert_eq!(checksum(icmp), 0, "a valid ICMP checksum");
+    let quoted = &icmp[8..28];
+    assert_eq!(checksum(quoted), 0, "a valid checksum in the quoted header");
+    let port = |at: usize| u16::from_be_bytes([icmp[at], icmp[at + 1]]);
+    let addr = |at: usize| Ipv4Addr::new(quoted[at], quoted[at + 1], quoted[at + 2], quoted[at + 3]);
+    assert_eq!(((addr(12), port(28)), (addr(16), port(30))), (quoted_from, quoted_to), "the packet the client sent");
+}
+
+#[test]
+fn icmp_errors_of_a_remote_backend_reach_the_client_as_the_services() -> Result<()> {
+    let (mut l, id) = node()?;
+    l.enable_services(&id)?;
+    service_on(&mut l, 7, (VIP, 53, 17), &[(REMOTE_POD, 5353)])?;
+    let query = ipv4_udp(SENDER_IP, VIP, 40000, 53, b"a query that does not fit");
+    let out = l.run(PROG_FROM_POD, &ethernet(id.gateway_mac.0, SENDER_MAC, ETH_P_IPV4, &query))?;
+    assert_eq!(out.verdict, TC_ACT_REDIRECT, "balanced to the remote backend");
+    // What the backend got (the client to the backend), quoted in its errors.
+    let sent = ipv4_udp(SENDER_IP, REMOTE_POD, 40000, 5353, b"a query that does not fit");
+    let mtu_1400 = [0, 0, 0x05, 0x78];
+    for (what, outer_src, code) in [
+        ("fragmentation needed, from the backend", REMOTE_POD, 4),
+        ("port unreachable, from the backend", REMOTE_POD, 3),
+        ("host unreachable, from a router", Ipv4Addr::new(10, 244, 2, 1), 1),
+    ] {
+        let err = icmp_error(outer_src, SENDER_IP, 3, code, mtu_1400, &sent);
+        let back = l.run(PROG_FROM_UPLINK, &vxlan_frame(&id, REMOTE_NODE, 1, &err))?;
+        assert_eq!(back.verdict, TC_ACT_REDIRECT, "{what}: into the client pod");
+        let reporter = if outer_src == REMOTE_POD { VIP } else { outer_src };
+        assert_icmp_error(&back.out, 14, (reporter, SENDER_IP), (SENDER_IP, 40000), (VIP, 53));
+        assert_eq!(&back.out[38..42], &mtu_1400, "{what}: the rest of the ICMP header as it was");
+    }
+    // An error about a flow no service translated passes as it is.
+    let other = ipv4_udp(SENDER_IP, REMOTE_POD, 40001, 5353, b"direct");
+    let err = icmp_error(REMOTE_POD, SENDER_IP, 3, 3, [0; 4], &other);
+    let back = l.run(PROG_FROM_UPLINK, &vxlan_frame(&id, REMOTE_NODE, 1, &err))?;
+    assert_eq!(&back.out[14..], &err[..], "untranslated");
+    Ok(())
+}
+
+#[test]
+fn icmp_errors_of_a_masqueraded_nodeport_flow_go_back_out_to_the_client() -> Result<()> {
+    let (mut l, id) = node()?;
+    l.set_flags(&id, FLAG_READY | FLAG_SERVICES | FLAG_TC_DECAP)?;
+    service_on(&mut l, 8, (Ipv4Addr::UNSPECIFIED, 30053, 17), &[(REMOTE_POD, 5353)])?;
+    let client = Ipv4Addr::new(192, 168, 50, 200);
+    let query = ipv4_udp(client, id.node_ip, 5555, 30053, b"query");
+    let out = l.run(PROG_FROM_UPLINK, &ethernet(id.vtep_mac.0, [2, 0, 0, 0, 0xc, 1], ETH_P_IPV4, &query))?;
+    assert_eq!(out.verdict, TC_ACT_REDIRECT, "to the remote backend");
+    // Outer Ethernet, IPv4, UDP, VXLAN, inner Ethernet: the inner IPv4 header.
+    let inner = 14 + 20 + 8 + 8 + 14;
+    assert_eq!(&out.out[inner + 12..inner + 16], &id.node_ip.octets(), "masqueraded as the node");
+    let masq_port = u16::from_be_bytes([out.out[inner + 20], out.out[inner + 21]]);
+    let sent = ipv4_udp(id.node_ip, REMOTE_POD, masq_port, 5353, b"query");
+    let err = icmp_error(REMOTE_POD, id.node_ip, 3, 3, [0; 4], &sent);
+    let back = l.run(PROG_FROM_UPLINK, &vxlan_frame(&id, REMOTE_NODE, 1, &err))?;
+    assert_eq!(back.verdict, TC_ACT_REDIRECT, "straight back out of the uplink");
+    assert_icmp_error(&back.out, 14, (id.node_ip, client), (client, 5555), (id.node_ip, 30053));
+    Ok(())
+}
+
+/// `ip` (an IPv4 packet) as a fragment: identification `id`, `offset` in 8-byte units,
+/// more to come if `more`; the header checksum made valid again.
+fn as_fragment(mut ip: Vec<u8>, id: u16, offset: u16, more: bool) -> Vec<u8> {
+    ip[4..6].copy_from_slice(&id.to_be_bytes());
+    let frags = offset | if more { 0x2000 } else { 0 };
+    ip[6..8].copy_from_slice(&frags.to_be_bytes());
+    ip[10..12].fill(0);
+    let c = checksum(&ip[..20]);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    ip
+}
+
+/// A later fragment (no transport header) of a UDP datagram from `src` to `dst`.
+fn later_fragment(src: Ipv4Addr, dst: Ipv4Addr, id: u16, payload: &[u8]) -> Vec<u8> {
+    let mut ip = packets::ipv4_header(src, dst, 17, payload.len());
+    ip.extend_from_slice(payload);
+    as_fragment(ip, id, 2, false)
+}
+
+#[test]
+fn later_fragments_of_a_translated_datagram_get_its_addresses() -> Result<()> {
+    let (mut l, id) = node()?;
+    l.enable_services(&id)?;
+    service_on(&mut l, 9, (VIP, 53, 17), &[(REMOTE_POD, 5353)])?;
+    let pod_frame = |ip: &[u8]| ethernet(id.gateway_mac.0, SENDER_MAC, ETH_P_IPV4, ip);
+    // Outer Ethernet, IPv4, UDP, VXLAN, inner Ethernet: the inner IPv4 header.
+    let inner = 14 + 20 + 8 + 8 + 14;
+    let first = as_fragment(ipv4_udp(SENDER_IP, VIP, 40000, 53, &[1; 8]), 0x1234, 0, true);
+    let out = l.run(PROG_FROM_POD, &pod_frame(&first))?;
+    assert_eq!(out.verdict, TC_ACT_REDIRECT);
+    assert_eq!(&out.out[inner + 16..inner + 20], &REMOTE_POD.octets(), "the first fragment to the backend");
+    let rest = later_fragment(SENDER_IP, VIP, 0x1234, &[2; 16]);
+    let out = l.run(PROG_FROM_POD, &pod_frame(&rest))?;
+    assert_eq!(out.verdict, TC_ACT_REDIRECT, "wrapped for the backend's node");
+    let ip = &out.out[inner..inner + 20];
+    assert_eq!(&ip[16..20], &REMOTE_POD.octets(), "a later fragment follows its first");
+    assert_eq!(checksum(ip), 0, "with a valid header checksum");
+    assert_eq!(&out.out[inner + 20..], &[2; 16], "and its payload as it was");
+    let stranger = later_fragment(SENDER_IP, VIP, 0x9999, &[3; 16]);
+    let out = l.run(PROG_FROM_POD, &pod_frame(&stranger))?;
+    assert_eq!(
+        (out.verdict, &out.out[30..34]),
+        (TC_ACT_OK, &VIP.octets()[..]),
+        "a fragment of a datagram whose first was not seen is not translated"
+    );
+    // The answer, fragmented by the backend, unwrapped for the client.
+    let first = as_fragment(ipv4_udp(REMOTE_POD, SENDER_IP, 5353, 40000, &[4; 8]), 0x4321, 0, true);
+    let back = l.run(PROG_FROM_UPLINK, &vxlan_frame(&id, REMOTE_NODE, 1, &first))?;
+    assert_eq!(back.verdict, TC_ACT_REDIRECT);
+    assert_eq!(&back.out[26..30], &VIP.octets(), "the answer's first fragment from the service");
+    let rest = later_fragment(REMOTE_POD, SENDER_IP, 0x4321, &[5; 16]);
+    let back = l.run(PROG_FROM_UPLINK, &vxlan_frame(&id, REMOTE_NODE, 1, &rest))?;
+    assert_eq!(back.verdict, TC_ACT_REDIRECT, "into the client");
+    assert_eq!(&back.out[26..30], &VIP.octets(), "and its later fragments too");
+    assert_eq!(checksum(&back.out[14..34]), 0, "with a valid header checksum");
     Ok(())
 }

@@ -806,3 +806,161 @@ fn a_pod_reaches_a_nodeport_on_any_node() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn icmp_errors_of_backends_reach_the_client_as_the_services() -> Result<()> {
+    let c = cluster(2)?;
+    wait_routes(&c)?;
+    let n1 = c.node(1);
+    // Backends with nothing on the service's UDP port: their stacks answer "port
+    // unreachable", about the packet they got (from the client, to themselves).
+    let near = n1.add_pod(&c.pod_name("deafn"))?;
+    let far = c.node(2).add_pod(&c.pod_name("deaff"))?;
+    add_service(n1, "deaf-near", "10.96.0.44:53/udp", &[&near], 5399, &[])?;
+    add_service(
+        n1,
+        "deaf-far",
+        "10.96.0.45:53/udp",
+        &[&far],
+        5399,
+        &["--node-port", "31045"],
+    )?;
+    let client = n1.add_pod(&c.pod_name("icl"))?;
+    let tries = [
+        (
+            "a local backend",
+            udp_request(&client.netns, (Ipv4Addr::new(10, 96, 0, 44), 53).into()),
+        ),
+        (
+            "a remote backend",
+            udp_request(&client.netns, (Ipv4Addr::new(10, 96, 0, 45), 53).into()),
+        ),
+        (
+            "a remote backend through a NodePort, from outside (masqueraded)",
+            udp_request(&c.outside.path, (n1.ip, 31045).into()),
+        ),
+    ];
+    for (what, result) in tries {
+        assert_eq!(
+            error_kind(result),
+            Some(std::io::ErrorKind::ConnectionRefused),
+            "{what}: the backend's port unreachable reaches the client about the packet it sent (to the service), \
+             so its socket hears it at once"
+        );
+    }
+    Ok(())
+}
+
+/// Answers every datagram on `port` in `ns` with 3,000 bytes: the datagram's bytes
+/// over and over (more than a pod's MTU: the answer leaves in fragments).
+fn big_answers(ns: &std::path::Path, port: u16) -> Result<()> {
+    let sock = netcore_tests::traffic::udp_socket(ns, port)?;
+    sock.set_read_timeout(Some(Duration::from_secs(60)))?;
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 9000];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let answer: Vec<u8> = buf[..n].iter().copied().cycle().take(BIG).collect();
+            let _ = sock.send_to(&answer, from);
+        }
+    });
+    Ok(())
+}
+
+const BIG: usize = 3000;
+
+/// Sends `request` to `to` from `ns` on a connected socket; the answer.
+fn big_exchange(ns: &std::path::Path, to: SocketAddr, request: &[u8]) -> Result<Vec<u8>> {
+    let sock = netcore_tests::traffic::udp_socket(ns, 0)?;
+    sock.connect(to)?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    sock.send(request)?;
+    let mut buf = vec![0u8; 9000];
+    let n = sock
+        .recv(&mut buf)
+        .with_context(|| format!("an answer from {to}"))?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+#[test]
+fn fragmented_datagrams_of_service_flows_are_translated_whole() -> Result<()> {
+    let c = cluster(2)?;
+    wait_routes(&c)?;
+    let n1 = c.node(1);
+    let near = n1.add_pod(&c.pod_name("bign"))?;
+    let far = c.node(2).add_pod(&c.pod_name("bigf"))?;
+    for b in [&near, &far] {
+        big_answers(&b.netns, 5300)?;
+    }
+    add_service(n1, "big-near", "10.96.0.46:53/udp", &[&near], 5300, &[])?;
+    add_service(
+        n1,
+        "big-far",
+        "10.96.0.47:53/udp",
+        &[&far],
+        5300,
+        &["--node-port", "31047"],
+    )?;
+    let client = n1.add_pod(&c.pod_name("bigc"))?;
+    // A large query (fragmented on its way to the backend) from pods; a small one from
+    // outside, whose full-size fragments would not fit an encapsulation.
+    let large: Vec<u8> = (0..2500u32).map(|i| (i % 251) as u8).collect();
+    let tries = [
+        ("a local backend", &client.netns, SocketAddr::from((Ipv4Addr::new(10, 96, 0, 46), 53)), &large[..]),
+        ("a remote backend", &client.netns, SocketAddr::from((Ipv4Addr::new(10, 96, 0, 47), 53)), &large[..]),
+        (
+            "a remote backend through a NodePort, from outside (masqueraded)",
+            &c.outside.path,
+            SocketAddr::from((n1.ip, 31047)),
+            b"a small query".as_slice(),
+        ),
+    ];
+    for (what, ns, to, request) in tries {
+        let answer = big_exchange(ns, to, request).with_context(|| what.to_string())?;
+        let expected: Vec<u8> = request.iter().copied().cycle().take(BIG).collect();
+        assert!(
+            answer == expected,
+            "{what}: the backend got the whole query and its {BIG}-byte answer arrived whole \
+             (every fragment translated), got {} bytes",
+            answer.len()
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn the_nodes_own_processes_reach_its_nodeports_on_its_own_address() -> Result<()> {
+    let c = cluster(2)?;
+    wait_routes(&c)?;
+    let n1 = c.node(1);
+    let near = backend(&c, 1, "selfn", 8080)?;
+    let far = backend(&c, 2, "selff", 8080)?;
+    add_service(n1, "self-near", "10.96.0.48:80/tcp", &[&near], 8080, &["--node-port", "31048"])?;
+    add_service(n1, "self-far", "10.96.0.49:80/tcp", &[&far], 8080, &["--node-port", "31049"])?;
+    add_service(n1, "self-udp", "10.96.0.49:53/udp", &[&far], 8080, &["--node-port", "31050"])?;
+    let log = n1.agent_log();
+    assert!(log.contains("socket hooks attached"), "the agent attached its socket hooks:\n{log}");
+    // A process of node 1 (a health check, kubelet) to node 1's own address: no packet
+    // of it would cross the uplink, where NodePorts are matched.
+    for (port, who) in [(31048, "selfn"), (31049, "selff")] {
+        assert_eq!(
+            echo::tcp_exchange(&n1.ns.path, SocketAddr::from((n1.ip, port)), b"hello")?,
+            who,
+            "the node reaches NodePort {port} on its own address (a backend on {})",
+            if who == "selfn" { "this node" } else { "the other node" }
+        );
+    }
+    let to = SocketAddr::from((n1.ip, 31050));
+    let (who, from) = echo::udp_exchange(&n1.ns.path, to, b"query")?;
+    assert_eq!(
+        (who.as_str(), from),
+        ("selff", to),
+        "a UDP NodePort answers the node as the NodePort, not as the backend"
+    );
+    let st: Vec<ServiceStatus> = n1.cli_json(&["service", "list"])?;
+    assert!(
+        st.iter().all(|s| s.connections >= 1),
+        "each counted its connection: {st:?}"
+    );
+    Ok(())
+}

@@ -240,12 +240,13 @@ fn runner() -> Result<()> {
     Ok(())
 }
 
-/// proc, sys, fresh tmpfs for /run and /tmp (the root is the host's, read-only),
-/// and bpffs.
+/// proc, sys, cgroup v2 (the socket hooks' root), fresh tmpfs for /run and /tmp (the
+/// root is the host's, read-only), and bpffs.
 fn mount_all() -> Result<()> {
-    let mounts: [(&str, &str, &str); 5] = [
+    let mounts: [(&str, &str, &str); 6] = [
         ("proc", "/proc", "proc"),
         ("sysfs", "/sys", "sysfs"),
+        ("cgroup2", "/sys/fs/cgroup", "cgroup2"),
         ("tmpfs", "/run", "tmpfs"),
         ("tmpfs", "/tmp", "tmpfs"),
         ("bpf", "/sys/fs/bpf", "bpf"),

@@ -340,6 +340,7 @@ impl Agent {
         agent.adopt_policy_maps();
         agent.write_datapath_config()?;
         agent.attach_node_programs()?;
+        agent.attach_socket_hooks();
         agent.reconcile_pods().await?;
         agent.load_policies();
         agent.apply_policy()?;
@@ -535,6 +536,20 @@ impl Agent {
         self.dp
             .attach(PROG_FROM_HOST, &cfg.bridge, TcAttachType::Egress)?;
         Ok(())
+    }
+
+    /// The hooks on the node's own sockets (its NodePorts from its own processes). A
+    /// node without them (no cgroup v2, an old kernel) works on, and says so.
+    fn attach_socket_hooks(&mut self) {
+        let attached = crate::maps::socket::netns_cookie()
+            .map_err(|e| format!("reading the network namespace's cookie: {e}"))
+            .and_then(|cookie| self.maps.netns.set(cookie).map_err(|e| e.to_string()))
+            .and_then(|()| self.dp.attach_socket_hooks().map_err(|e| e.to_string()));
+        match attached {
+            Ok(Some(root)) => info!(cgroup = %root.display(), "socket hooks attached (NodePorts from the node itself)"),
+            Ok(None) => warn!("no cgroup v2 hierarchy mounted: the node's own processes cannot reach its NodePorts on its own address"),
+            Err(e) => warn!("socket hooks not attached: the node's own processes cannot reach its NodePorts on its own address: {e}"),
+        }
     }
 
     /// `FLAG_*`: what the programs do on this node right now.

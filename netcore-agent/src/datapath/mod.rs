@@ -2,6 +2,7 @@
 //! the pin directory (so the data path keeps its state across agent restarts), and
 //! its programs attached in the node's attach mode (TCX links or clsact filters).
 
+mod cgroup;
 pub mod features;
 mod legacy;
 mod links;
@@ -109,6 +110,11 @@ impl Datapath {
         }
         for name in PROGRAMS {
             classifier(&mut ebpf, name)?
+                .load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+        }
+        for name in cgroup::SOCKET_PROGRAMS {
+            cgroup::socket_program(&mut ebpf, name)?
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }

@@ -8,6 +8,7 @@ pub mod flow;
 pub mod node;
 pub mod policy;
 pub mod service;
+pub mod socket;
 
 use aya::{maps::Map, Ebpf};
 
@@ -31,6 +32,8 @@ pub struct Maps {
     pub services: service::ServiceMaps,
     pub conntrack: conntrack::ConntrackMaps,
     pub policy: policy::PolicyMaps,
+    /// The socket hooks' network namespace.
+    pub netns: socket::NetnsMap,
     /// The flow-accounting map, until the agent hands it to its recorder.
     pub flows: Option<flow::FlowMap>,
     /// The monitor's ring buffer, until the agent hands it to its reader.
@@ -64,6 +67,7 @@ impl Maps {
                 take(ebpf, netcore_common::pin::MAP_POLICY_CT)?,
                 take(ebpf, netcore_common::pin::MAP_POLICY_HITS)?,
             )?,
+            netns: socket::NetnsMap::new(take(ebpf, netcore_common::pin::MAP_NETNS)?)?,
             flows: Some(flow::FlowMap::new(take(ebpf, netcore_common::pin::MAP_FLOWS)?)?),
             events: {
                 let (map, name) = take(ebpf, netcore_common::pin::MAP_EVENTS)?;
