@@ -7,6 +7,7 @@ use netcore_common::{
     counters::{Counter, Reason},
     flow::FlowKey,
     monitor::PROGRAM_FROM_UPLINK,
+    wire::VXLAN_OVERHEAD,
 };
 
 use crate::{headers, maps::NC_FLOWS};
@@ -29,7 +30,9 @@ pub fn account(ctx: &TcContext, program: u8, reason: Reason, vxlan_port: u16) {
         program,
         _pad: 0,
     };
-    let len = ctx.len() as u64;
+    // The pod's packet: without the encapsulation `from_pod` may have put around it.
+    let wrapped = if a.outer_src != 0 { VXLAN_OVERHEAD as u64 } else { 0 };
+    let len = (ctx.len() as u64).saturating_sub(wrapped);
     match NC_FLOWS.get_ptr_mut(&key) {
         // Per-CPU value: no other writer while this program runs on this CPU.
         Some(c) => unsafe {

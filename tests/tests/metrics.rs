@@ -254,6 +254,11 @@ fn flow_summary_names_each_pods_talkers_and_drops() -> Result<()> {
         "3 pings to node 2's pod (named by its node), answers unwrapped into a"
     );
     assert_eq!(
+        (a_r.sent.bytes, a_r.received.bytes),
+        (3 * 98, 3 * 98),
+        "the pod's own frames, not their encapsulation"
+    );
+    assert_eq!(
         pa.drops.get("dropped-spoofed-source"),
         Some(&1),
         "the spoofed datagram is a's drop"
