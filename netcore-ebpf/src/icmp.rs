@@ -1,11 +1,14 @@
 //! ICMP errors about translated flows (destination unreachable: port unreachable,
-//! fragmentation needed; time exceeded; parameter problem) go back to the client the
-//! way the client sent the flow, as nf_nat does for RELATED errors: the quoted packet
-//! gets the service address and port back as its destination (and, after masquerade,
-//! the client's own address and port as its source), the outer header the client as
-//! destination and, where the backend itself reports, the service as source. Without
-//! that the client's stack matches the error to no socket: a UDP client never hears
-//! "port unreachable", a TCP one never learns a smaller path MTU.
+//! fragmentation needed; time exceeded; parameter problem) are translated as nf_nat
+//! translates RELATED errors. One about a packet the backend got goes back to the
+//! client as about the packet the client sent: the quoted packet gets the service
+//! address and port back as its destination (and, after masquerade, the client's own
+//! address and port as its source), the outer header the client as destination and,
+//! where the backend itself reports, the service as source. One about a reply (a
+//! router on the way to a NodePort client that needs a smaller MTU, a client whose
+//! socket is gone) goes to the backend as about the reply it sent. Without that the
+//! stack it reaches matches the error to no socket: a UDP client never hears "port
+//! unreachable", a TCP sender never learns a smaller path MTU.
 //!
 //! Checksums: rewriting a quoted address together with the quoted header's checksum
 //! leaves that header's one's-complement sum, and so the ICMP checksum, unchanged;
@@ -14,7 +17,7 @@
 
 use aya_ebpf::programs::TcContext;
 use netcore_common::{
-    conntrack::{CtKey, CT_NODEPORT, CT_REVERSE, CT_SNAT},
+    conntrack::{CtKey, CT_FORWARD, CT_NODEPORT, CT_SNAT},
     counters::Reason,
     wire::{ETH_HLEN, IPV4_HLEN},
 };
@@ -49,13 +52,15 @@ pub const TRANSLATED: u64 = 1 << 32;
 pub const TO_UPLINK: u64 = 1 << 33;
 /// A rewrite failed (the packet is half translated: drop it).
 pub const FAILED: u64 = 1 << 34;
+/// With `TRANSLATED`: an error about a reply, on its way to the backend.
+pub const TO_BACKEND: u64 = 1 << 35;
 
-/// Translates the packet if it is an ICMP error about a translated flow. A call of its
-/// own (a scalar answer, see the constants): its stack is not added to the program's.
+/// Translates the packet if it is an ICMP error about a translated flow; the answer
+/// is a scalar (see the constants).
 #[inline(always)]
 pub fn translate_error(ctx: &TcContext) -> u64 {
     match translate(ctx) {
-        Ok(Some((dst, nodeport))) => TRANSLATED | if nodeport { TO_UPLINK } else { 0 } | dst as u64,
+        Ok(Some((dst, how))) => TRANSLATED | how | dst as u64,
         Ok(None) => UNRELATED,
         Err(_) => FAILED,
     }
@@ -66,10 +71,17 @@ fn addr(h: &[u8; 20], at: usize) -> u32 {
     u32::from_ne_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]])
 }
 
-/// The new destination and whether it is a NodePort flow's; `None` when the packet is
-/// not an ICMP error quoting a translated flow's packet.
+/// The new destination and where it goes (`TO_*`); `None` when the packet is not an
+/// ICMP error quoting a translated flow's packet.
+///
+/// The quoted packet is the flow's either way: a client's packet as its backend got
+/// it (the error goes to the client), or a reply as the client got it (the error goes
+/// to the backend). Keyed the other way round, it finds the entry of the direction
+/// that was translated, whose `a` end (the service to the client, the backend to the
+/// backend's side) replaces the quoted end the error concerns, and whose `b` end
+/// (after masquerade) the other one. The outer addresses follow the quoted ones.
 #[inline(always)]
-fn translate(ctx: &TcContext) -> Result<Option<(u32, bool)>, Reason> {
+fn translate(ctx: &TcContext) -> Result<Option<(u32, u64)>, Reason> {
     let Ok(outer) = ctx.load::<[u8; 20]>(ETH_HLEN) else { return Ok(None) };
     let frags = u16::from_be_bytes([outer[6], outer[7]]);
     if outer[0] != 0x45 || outer[9] != IPPROTO_ICMP || frags & IP_MF_OFFSET_MASK != 0 {
@@ -86,30 +98,39 @@ fn translate(ctx: &TcContext) -> Result<Option<(u32, bool)>, Reason> {
     }
     let Ok([sport, dport]) = ctx.load::<[u16; 2]>(QUOTED_SPORT) else { return Ok(None) };
     let (qsrc, qdst) = (addr(&quoted, 12), addr(&quoted, 16));
-    // The quoted packet went client -> backend: its flow's replies are keyed the
-    // other way round.
-    let reply = CtKey { src: qdst, dst: qsrc, sport: dport, dport: sport, proto, _pad: [0; 3] };
-    // Read in place, not copied (this runs as a call below a program's whole frame:
-    // Linux allows 512 bytes of stack over the chain).
-    let Some(rev) = conntrack::find(&reply) else { return Ok(None) };
-    let (a_ip, a_port, b_ip, b_port, flags) = (rev.a_ip, rev.a_port, rev.b_ip, rev.b_port, rev.flags);
-    if flags & CT_REVERSE == 0 {
-        return Ok(None);
+    let key = CtKey { src: qdst, dst: qsrc, sport: dport, dport: sport, proto, _pad: [0; 3] };
+    // Read in place, not copied (Linux 6.1 allows 512 bytes of stack over a program's
+    // whole call chain).
+    let Some(e) = conntrack::find(&key) else { return Ok(None) };
+    let (a_ip, a_port, b_ip, b_port, flags) = (e.a_ip, e.a_port, e.b_ip, e.b_port, e.flags);
+    // A reverse entry: the error concerns the quoted destination (the backend); a
+    // forward one: the quoted source (the service).
+    let to_backend = flags & CT_FORWARD != 0;
+    let (near, near_port, other, other_port, n, o) = if to_backend {
+        (qsrc, sport, qdst, dport, 0, 4)
+    } else {
+        (qdst, dport, qsrc, sport, 4, 0)
+    };
+    let snat = flags & CT_SNAT != 0;
+    set_ip_addr(ctx, QUOTED_CSUM, QUOTED_SRC + n, near, a_ip)?;
+    set_quoted_port(ctx, QUOTED_SPORT + n / 2, near_port, a_port)?;
+    if snat {
+        set_ip_addr(ctx, QUOTED_CSUM, QUOTED_SRC + o, other, b_ip)?;
+        set_quoted_port(ctx, QUOTED_SPORT + o / 2, other_port, b_port)?;
     }
-    set_ip_addr(ctx, QUOTED_CSUM, QUOTED_DST, qdst, a_ip)?;
-    set_quoted_port(ctx, QUOTED_DPORT, dport, a_port)?;
-    let mut client = addr(&outer, 16);
-    if flags & CT_SNAT != 0 {
-        set_ip_addr(ctx, QUOTED_CSUM, QUOTED_SRC, qsrc, b_ip)?;
-        set_quoted_port(ctx, QUOTED_SPORT, sport, b_port)?;
-        set_ip_addr(ctx, OUTER_CSUM, OUTER_DST, client, b_ip)?;
-        client = b_ip;
-    }
-    let reporter = addr(&outer, 12);
-    if reporter == qdst {
-        set_ip_addr(ctx, OUTER_CSUM, OUTER_SRC, reporter, a_ip)?;
-    }
-    Ok(Some((client, flags & CT_NODEPORT != 0)))
+    let follow = |x: u32| if x == near { a_ip } else if snat && x == other { b_ip } else { x };
+    let (src, dst) = (addr(&outer, 12), addr(&outer, 16));
+    let new_dst = follow(dst);
+    set_ip_addr(ctx, OUTER_CSUM, OUTER_SRC, src, follow(src))?;
+    set_ip_addr(ctx, OUTER_CSUM, OUTER_DST, dst, new_dst)?;
+    let how = if to_backend {
+        TO_BACKEND
+    } else if flags & CT_NODEPORT != 0 {
+        TO_UPLINK
+    } else {
+        0
+    };
+    Ok(Some((new_dst, how)))
 }
 
 #[inline(always)]

@@ -156,8 +156,12 @@ fn portless(ctx: &TcContext) -> Result<Option<(u32, u32)>, Reason> {
         return Err(Reason::DropNatFailed);
     }
     if r & icmp::TRANSLATED != 0 {
-        let nodeport = if r & icmp::TO_UPLINK != 0 { FRAG_NODEPORT } else { 0 };
-        return Ok(Some((r as u32, FRAG_REPLY | nodeport)));
+        let kind = match r {
+            r if r & icmp::TO_BACKEND != 0 => FRAG_FORWARD,
+            r if r & icmp::TO_UPLINK != 0 => FRAG_REPLY | FRAG_NODEPORT,
+            _ => FRAG_REPLY,
+        };
+        return Ok(Some((r as u32, kind)));
     }
     Ok(fragment::follow(ctx)?.map(|f| (f.dst, f.kind)))
 }
@@ -462,9 +466,12 @@ pub fn nodeport(ctx: &TcContext, cfg: &DatapathConfig) -> Result<Option<Verdict>
     // them (Linux 6.1 allows 512 bytes over a program's whole call chain).
     let dst = {
         let Some(flow) = l4::flow(ctx)? else {
-            // A later fragment of a datagram to a NodePort: where its first went.
-            return match fragment::follow(ctx)? {
-                Some(f) if f.kind & FRAG_FORWARD != 0 => to_backend(ctx, cfg, f.dst).map(Some),
+            // A later fragment of a datagram to a NodePort, or an ICMP error about a
+            // NodePort flow's reply (a router on the way needs a smaller MTU): on to
+            // the flow's backend.
+            return match portless(ctx)? {
+                Some((backend, kind)) if kind & FRAG_FORWARD != 0 => to_backend(ctx, cfg, backend).map(Some),
+                Some((_, kind)) if kind & FRAG_NODEPORT != 0 => forward::to_uplink(ctx, cfg).map(Some),
                 _ => Ok(None),
             };
         };

@@ -1098,6 +1098,14 @@ fn icmp_errors_of_a_remote_backend_reach_the_client_as_the_services() -> Result<
         assert_icmp_error(&back.out, 14, (reporter, SENDER_IP), (SENDER_IP, 40000), (VIP, 53));
         assert_eq!(&back.out[38..42], &mtu_1400, "{what}: the rest of the ICMP header as it was");
     }
+    // The client's own error about an answer (its socket is gone): to the backend,
+    // about the answer the backend sent.
+    let answer = ipv4_udp(VIP, SENDER_IP, 53, 40000, b"a late answer");
+    let err = icmp_error(SENDER_IP, VIP, 3, 3, [0; 4], &answer);
+    let out = l.run(PROG_FROM_POD, &ethernet(id.gateway_mac.0, SENDER_MAC, ETH_P_IPV4, &err))?;
+    assert_eq!(out.verdict, TC_ACT_REDIRECT, "wrapped for the backend's node");
+    let inner = 14 + 20 + 8 + 8 + 14;
+    assert_icmp_error(&out.out, inner, (SENDER_IP, REMOTE_POD), (REMOTE_POD, 5353), (SENDER_IP, 40000));
     // An error about a flow no service translated passes as it is.
     let other = ipv4_udp(SENDER_IP, REMOTE_POD, 40001, 5353, b"direct");
     let err = icmp_error(REMOTE_POD, SENDER_IP, 3, 3, [0; 4], &other);
@@ -1124,6 +1132,14 @@ fn icmp_errors_of_a_masqueraded_nodeport_flow_go_back_out_to_the_client() -> Res
     let back = l.run(PROG_FROM_UPLINK, &vxlan_frame(&id, REMOTE_NODE, 1, &err))?;
     assert_eq!(back.verdict, TC_ACT_REDIRECT, "straight back out of the uplink");
     assert_icmp_error(&back.out, 14, (id.node_ip, client), (client, 5555), (id.node_ip, 30053));
+    // A router on the way to the client needs a smaller MTU for the answers: the
+    // backend hears it, about the answer it sent (to the node's masquerade port).
+    let router = Ipv4Addr::new(192, 168, 50, 254);
+    let answer = ipv4_udp(id.node_ip, client, 30053, 5555, b"a large answer");
+    let err = icmp_error(router, id.node_ip, 3, 4, [0, 0, 0x05, 0x00], &answer);
+    let out = l.run(PROG_FROM_UPLINK, &ethernet(id.vtep_mac.0, [2, 0, 0, 0, 0xc, 1], ETH_P_IPV4, &err))?;
+    assert_eq!(out.verdict, TC_ACT_REDIRECT, "on to the backend's node");
+    assert_icmp_error(&out.out, inner, (router, REMOTE_POD), (REMOTE_POD, 5353), (id.node_ip, masq_port));
     Ok(())
 }
 
@@ -1182,5 +1198,49 @@ fn later_fragments_of_a_translated_datagram_get_its_addresses() -> Result<()> {
     assert_eq!(back.verdict, TC_ACT_REDIRECT, "into the client");
     assert_eq!(&back.out[26..30], &VIP.octets(), "and its later fragments too");
     assert_eq!(checksum(&back.out[14..34]), 0, "with a valid header checksum");
+    Ok(())
+}
+
+#[test]
+fn policy_admits_only_what_a_rule_allows_and_remembers_allowed_flows() -> Result<()> {
+    use netcore_common::policy::{PolicyKey, POLICY_PREFIX_FULL};
+    let (mut l, id) = node()?;
+    l.set_flags(&id, FLAG_READY | netcore_common::config::FLAG_POLICY)?;
+    // A pod isolated for ingress (set 1) that admits TCP port 80 from the sender's
+    // class (5) only, under the policy in hit slot 3.
+    let guarded = Ipv4Addr::new(10, 244, 1, 20);
+    l.maps.endpoints.insert(guarded, 42, Mac([0x02, 0, 0, 0, 0xaa, 0x20]))?;
+    assert!(l.maps.endpoints.set_policy(guarded, 1, 0)?);
+    l.maps.policy.set_peer(format!("{SENDER_IP}/32").parse()?, 5)?;
+    let rule = PolicyKey { set: 1, peer: 5, proto: 6, port: 80u16.to_be_bytes(), _pad: 0 };
+    l.maps.policy.set_rule(rule, POLICY_PREFIX_FULL, 3)?;
+    let from_sender = |ip: Vec<u8>| ethernet(id.gateway_mac.0, SENDER_MAC, ETH_P_IPV4, &ip);
+    let tcp = |dport, flags| ipv4_tcp(SENDER_IP, guarded, segment(40000, dport, 1, 0, flags));
+
+    let out = l.run(PROG_FROM_POD, &from_sender(tcp(80, SYN)))?;
+    assert_eq!(out.verdict, TC_ACT_REDIRECT, "port 80 from the allowed class passes");
+    assert_eq!(l.maps.policy.hits(3), 1, "and counts a hit for its policy");
+    let out = l.run(PROG_FROM_POD, &from_sender(tcp(80, ACK)))?;
+    assert_eq!(out.verdict, TC_ACT_REDIRECT, "the flow's next segment passes");
+    assert_eq!(l.maps.policy.hits(3), 1, "on the remembered flow, without a lookup");
+
+    let denied = [
+        ("another port", from_sender(tcp(81, SYN))),
+        ("another protocol", from_sender(ipv4_udp(SENDER_IP, guarded, 40000, 80, b"udp"))),
+    ];
+    for (i, (what, frame)) in denied.iter().enumerate() {
+        let out = l.run(PROG_FROM_POD, frame)?;
+        assert_eq!(out.verdict, TC_ACT_SHOT, "{what} is dropped");
+        assert_eq!(l.counter("dropped-policy"), i as u64 + 1, "{what} counts as a policy drop");
+    }
+    // A remote pod (no class: the world) to port 80, decapsulated for the pod: dropped.
+    let remote = ipv4_tcp(REMOTE_POD, guarded, segment(40001, 80, 1, 0, SYN));
+    let out = l.run(PROG_FROM_UPLINK, &vxlan_frame(&id, REMOTE_NODE, 1, &remote))?;
+    assert_eq!(out.verdict, TC_ACT_SHOT, "ingress is checked after decapsulation too");
+    assert_eq!(l.counter("dropped-policy"), 3);
+    // A pod no policy isolates takes the same packet.
+    let open = ipv4_tcp(REMOTE_POD, POD_IP, segment(40001, 80, 1, 0, SYN));
+    let out = l.run(PROG_FROM_UPLINK, &vxlan_frame(&id, REMOTE_NODE, 1, &open))?;
+    assert_eq!(out.verdict, TC_ACT_REDIRECT, "a pod without policy admits anyone");
     Ok(())
 }

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
-    net::UnixStream,
+    net::{
+        unix::{OwnedReadHalf, OwnedWriteHalf},
+        UnixStream,
+    },
 };
 
 use super::{Reply, Request};
@@ -39,25 +42,11 @@ pub async fn stream<T: DeserializeOwned>(
     req: &Request,
     mut each: impl FnMut(T),
 ) -> Result<(), ClientError> {
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(|source| ClientError::Unreachable {
-            path: socket.into(),
-            source,
-        })?;
-    let (read, mut write) = stream.into_split();
-    let mut line = serde_json::to_vec(req).expect("requests serialize");
-    line.push(b'\n');
-    write.write_all(&line).await?;
-    let mut lines = BufReader::new(read).lines();
-    let first = lines.next_line().await?.unwrap_or_default();
-    if let Reply::Error { message } =
-        serde_json::from_str::<Reply>(&first).map_err(|e| ClientError::BadReply(e.to_string()))?
-    {
-        return Err(ClientError::Agent(message));
-    }
+    // The write half stays open while streaming: closing it tells the agent to stop.
+    let (mut lines, _open) = send(socket, req).await?;
+    first_reply(&mut lines).await?;
     while let Some(l) = lines.next_line().await? {
-        each(serde_json::from_str(&l).map_err(|e| ClientError::BadReply(e.to_string()))?);
+        each(serde_json::from_str(&l).map_err(bad_reply)?);
     }
     Ok(())
 }
@@ -69,6 +58,15 @@ pub async fn call<T: DeserializeOwned>(socket: &Path, req: &Request) -> Result<T
 }
 
 async fn exchange<T: DeserializeOwned>(socket: &Path, req: &Request) -> Result<T, ClientError> {
+    let (mut lines, _open) = send(socket, req).await?;
+    serde_json::from_value(first_reply(&mut lines).await?).map_err(bad_reply)
+}
+
+type Replies = tokio::io::Lines<BufReader<OwnedReadHalf>>;
+
+/// Connects to the agent and sends `req`: the reply lines, and the write half, which
+/// keeps the request open.
+async fn send(socket: &Path, req: &Request) -> Result<(Replies, OwnedWriteHalf), ClientError> {
     let stream = UnixStream::connect(socket)
         .await
         .map_err(|source| ClientError::Unreachable {
@@ -79,18 +77,24 @@ async fn exchange<T: DeserializeOwned>(socket: &Path, req: &Request) -> Result<T
     let mut line = serde_json::to_vec(req).expect("requests serialize");
     line.push(b'\n');
     write.write_all(&line).await?;
-    let mut reply = String::new();
-    if BufReader::new(read).read_line(&mut reply).await? == 0 {
+    Ok((BufReader::new(read).lines(), write))
+}
+
+/// The agent's first reply: the data it answered with, or why it refused.
+async fn first_reply(lines: &mut Replies) -> Result<serde_json::Value, ClientError> {
+    let Some(line) = lines.next_line().await? else {
         let eof = std::io::ErrorKind::UnexpectedEof;
         return Err(ClientError::Io(std::io::Error::new(
             eof,
             "the agent closed the connection without replying",
         )));
-    }
-    match serde_json::from_str::<Reply>(&reply).map_err(|e| ClientError::BadReply(e.to_string()))? {
-        Reply::Ok { data } => {
-            serde_json::from_value(data).map_err(|e| ClientError::BadReply(e.to_string()))
-        }
+    };
+    match serde_json::from_str::<Reply>(&line).map_err(bad_reply)? {
+        Reply::Ok { data } => Ok(data),
         Reply::Error { message } => Err(ClientError::Agent(message)),
     }
+}
+
+fn bad_reply(e: serde_json::Error) -> ClientError {
+    ClientError::BadReply(e.to_string())
 }

@@ -70,14 +70,7 @@ pub(super) fn socket_program<'a>(
     ebpf: &'a mut aya::Ebpf,
     name: &'static str,
 ) -> Result<&'a mut CgroupSockAddr, DatapathError> {
-    let missing = aya::programs::ProgramError::NotLoaded;
-    ebpf.program_mut(name)
-        .ok_or(DatapathError::Program {
-            name,
-            source: missing,
-        })?
-        .try_into()
-        .map_err(|source| DatapathError::Program { name, source })
+    super::program(ebpf, name)
 }
 
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or

@@ -191,6 +191,14 @@ pub(crate) fn classifier<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut aya::programs::SchedClassifier, DatapathError> {
+    program(ebpf, name)
+}
+
+/// The program `name` of the object, as the kind `P` it must be.
+pub(crate) fn program<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, DatapathError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
     let missing = aya::programs::ProgramError::NotLoaded;
     ebpf.program_mut(name)
         .ok_or(DatapathError::Program {

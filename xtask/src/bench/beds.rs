@@ -4,15 +4,16 @@
 //! along), then taken down; each bed is compared with its own kind at the baseline
 //! size, and netcore with the other kind at the same size.
 
-use std::{any::Any, collections::BTreeMap};
+use std::{any::Any, collections::BTreeMap, net::Ipv4Addr};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 use super::{
     cmd,
-    datapaths::Target,
+    datapaths::{Context, Target},
     results::{self, DatapathStatus, Record},
     signals,
+    testbed::bridged_pods,
 };
 
 /// Metric key, unit, whether higher is better.
@@ -199,6 +200,45 @@ impl Suite<'_> {
         }
         out
     }
+}
+
+/// Rules to load into an iptables bed: what they are (for names and errors), the
+/// text, and the command that reads it from a file (`iptables-restore`, `ipset
+/// restore -f`).
+pub struct Rules<'a> {
+    pub what: &'static str,
+    pub text: String,
+    pub command: &'a [&'a str],
+}
+
+/// The `bridge` layout with br_netfilter, the way kube-proxy and kube-router run on a
+/// bridge: a client pod (tuned for many connections) and a server pod on one node,
+/// with `rules` loaded in the node namespace; the client connects to `server_ip`.
+pub fn iptables_bed(ctx: &Context, tag: &str, rules: &[Rules], server_ip: Ipv4Addr) -> Result<Made> {
+    let node = ctx.namer.netns(&format!("{tag}-n1"))?;
+    let pods = bridged_pods(&ctx.namer, &[&node], tag, ctx.mtu)?;
+    tune_client(&pods[0].name)?;
+    // Bridged traffic meets iptables (and conntrack) only with br_netfilter.
+    node.sh("sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1")
+        .context("br_netfilter (iptables on a bridge needs it)")?;
+    for r in rules {
+        let file = ctx.work_dir.join(format!("{tag}.{}", r.what));
+        std::fs::write(&file, &r.text).with_context(|| format!("writing {}", file.display()))?;
+        let file = file.to_string_lossy().into_owned();
+        let args: Vec<&str> = r.command.iter().copied().chain([file.as_str()]).collect();
+        cmd::run(&mut cmd::in_ns(&node.name, &args))
+            .with_context(|| format!("loading the {} rules", r.what))?;
+    }
+    let target = Target {
+        client: pods[0].name.clone(),
+        server: pods[1].name.clone(),
+        server_ip,
+        path_mtu: ctx.mtu,
+    };
+    let mut parts: Vec<Box<dyn Any>> = Vec::new();
+    parts.extend(pods.into_iter().map(|p| Box::new(p) as _));
+    parts.push(Box::new(node));
+    Ok((target, parts))
 }
 
 /// A client that opens thousands of connections a second: reuse ports in TIME_WAIT

@@ -117,11 +117,16 @@ pub fn lease(i: usize) -> (String, String) {
     let net = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 2, 0, 0)) + (i << 8));
     let public = Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 1)) + i);
     let b = i.to_be_bytes();
-    let mac = format!("02:cc:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3]);
-    let value = format!(
-        r#"{{"PublicIP":"{public}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#
-    );
-    (format!("{net}-24"), value)
+    (format!("{net}-24"), lease_value(public, [0x02, 0xcc, b[0], b[1], b[2], b[3]]))
+}
+
+/// A flannel vxlan lease's value: a node at `public` whose VTEP has `mac`.
+pub fn lease_value(public: Ipv4Addr, mac: [u8; 6]) -> String {
+    let mac: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        r#"{{"PublicIP":"{public}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{}"}}}}"#,
+        mac.join(":")
+    )
 }
 
 /// Writes `count` leases (each atomically, never expiring) and waits until the agent

@@ -15,7 +15,6 @@
 //!   protocol and port; a match marks the packet), and drops what no policy marked.
 
 use std::{
-    any::Any,
     fmt::Write as _,
     net::Ipv4Addr,
     path::Path,
@@ -26,13 +25,12 @@ use anyhow::{bail, Context as _, Result};
 
 use super::{
     agent::{Agent, AgentSpec},
-    beds::{self, Made, MetricSpec, Suite},
-    cmd, control_plane, cps,
+    beds::{self, Made, MetricSpec, Rules, Suite},
+    control_plane, cps,
     datapaths::{Context, Target},
     iperf,
-    netns::Netns,
     rr, signals,
-    testbed::{bridged_pods, pod_cidr, pod_ip, uplink_stub},
+    testbed::{pod_cidr, pod_ip, uplink_stub},
 };
 
 /// The cps and rr tools' port, and iperf3's.
@@ -156,11 +154,8 @@ fn write_remote_pods(store: &Path) -> Result<()> {
     std::fs::create_dir_all(&subnets)?;
     std::fs::create_dir_all(&pods)?;
     for i in 0..REMOTE_NODES {
-        let value = format!(
-            r#"{{"PublicIP":"172.16.9.{}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"02:cc:09:00:00:{:02x}"}}}}"#,
-            i + 1,
-            i + 1
-        );
+        let n = i as u8 + 1;
+        let value = control_plane::lease_value(Ipv4Addr::new(172, 16, 9, n), [0x02, 0xcc, 9, 0, 0, n]);
         control_plane::write_file(&subnets, &format!("10.244.{}.0-24", 100 + i), &value)?;
     }
     for i in 0..REMOTE_PODS {
@@ -240,59 +235,23 @@ fn policies_yaml(n: usize) -> String {
 
 /// One bridge node with two pods and kube-router's rules for `n` policies.
 fn iptables_bed(ctx: &Context, tag: &str, n: usize) -> Result<Made> {
-    let node = ctx.namer.netns(&format!("{tag}-n1"))?;
-    let pods = bridged_pods(&ctx.namer, &[&node], tag, ctx.mtu)?;
-    beds::tune_client(&pods[0].name)?;
-    // Bridged traffic goes through FORWARD only with br_netfilter.
-    node.sh("sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1")
-        .context("br_netfilter (kube-router needs it on a bridge)")?;
     let (client_ip, server_ip) = (pod_ip(1, 2), pod_ip(1, 3));
-    if n > 0 {
-        load(
-            ctx,
-            &node,
-            tag,
-            "ipset",
-            &ipsets(n, client_ip, server_ip),
-            &["ipset", "restore", "-f"],
-        )?;
-        load(
-            ctx,
-            &node,
-            tag,
-            "iptables",
-            &kube_router_rules(n, server_ip),
-            &["iptables-restore"],
-        )?;
-    }
-    let target = Target {
-        client: pods[0].name.clone(),
-        server: pods[1].name.clone(),
-        server_ip,
-        path_mtu: ctx.mtu,
+    let rules = match n {
+        0 => Vec::new(),
+        _ => vec![
+            Rules {
+                what: "ipset",
+                text: ipsets(n, client_ip, server_ip),
+                command: &["ipset", "restore", "-f"],
+            },
+            Rules {
+                what: "iptables",
+                text: kube_router_rules(n, server_ip),
+                command: &["iptables-restore"],
+            },
+        ],
     };
-    let mut parts: Vec<Box<dyn Any>> = Vec::new();
-    parts.extend(pods.into_iter().map(|p| Box::new(p) as _));
-    parts.push(Box::new(node));
-    Ok((target, parts))
-}
-
-/// Writes `text` to a scratch file and runs `command FILE` in the node namespace.
-fn load(
-    ctx: &Context,
-    node: &Netns,
-    tag: &str,
-    what: &str,
-    text: &str,
-    command: &[&str],
-) -> Result<()> {
-    let file = ctx.work_dir.join(format!("{tag}.{what}"));
-    std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
-    let file = file.to_string_lossy().into_owned();
-    let args: Vec<&str> = command.iter().copied().chain([file.as_str()]).collect();
-    cmd::run(&mut cmd::in_ns(&node.name, &args))
-        .with_context(|| format!("loading the {what} rules"))?;
-    Ok(())
+    beds::iptables_bed(ctx, tag, &rules, server_ip)
 }
 
 /// Policy `i`'s chain and sets (kube-router names them by a hash; an index here).

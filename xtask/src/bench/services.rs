@@ -6,7 +6,6 @@
 //! kube-proxy's nat rules loaded with `iptables-restore`, the measured service last).
 
 use std::{
-    any::Any,
     fmt::Write as _,
     net::{Ipv4Addr, SocketAddrV4},
 };
@@ -15,14 +14,14 @@ use anyhow::{Context as _, Result};
 
 use super::{
     agent::Agent,
-    beds::{self, Made, MetricSpec, Suite},
-    cmd, cps,
+    beds::{self, Made, MetricSpec, Rules, Suite},
+    cps,
     datapaths::{
         netcore_local::{local_pair, LocalPair},
         Context, Target,
     },
     rr, signals,
-    testbed::{bridged_pods, pod_ip},
+    testbed::pod_ip,
 };
 
 /// The service port and the backend's port (the rr and cps tools listen on it).
@@ -117,29 +116,15 @@ fn add_services(agent: &Agent, vips: &[Ipv4Addr], backend: SocketAddrV4) -> Resu
 
 /// One bridge node with two pods and kube-proxy's rules for `n` services.
 fn iptables_bed(ctx: &Context, tag: &str, n: usize) -> Result<Made> {
-    let node = ctx.namer.netns(&format!("{tag}-n1"))?;
-    let pods = bridged_pods(&ctx.namer, &[&node], tag, ctx.mtu)?;
-    beds::tune_client(&pods[0].name)?;
-    // Replies from the backend are bridged straight to the client: only br_netfilter
-    // shows them to conntrack, which gives them the VIP back (as on a kube-proxy node).
-    node.sh("sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1")
-        .context("br_netfilter (kube-proxy needs it on a bridge)")?;
+    // Replies from the backend are bridged straight to the client: br_netfilter shows
+    // them to conntrack, which gives them the VIP back (as on a kube-proxy node).
     let backend = SocketAddrV4::new(pod_ip(1, 3), PORT);
-    let file = ctx.work_dir.join(format!("{tag}.iptables"));
-    std::fs::write(&file, kube_proxy_rules(&vips(n), &[backend]))
-        .with_context(|| format!("writing {}", file.display()))?;
-    let file = file.to_string_lossy().into_owned();
-    cmd::run(&mut cmd::in_ns(&node.name, &["iptables-restore", &file]))?;
-    let target = Target {
-        client: pods[0].name.clone(),
-        server: pods[1].name.clone(),
-        server_ip: MEASURED_VIP,
-        path_mtu: ctx.mtu,
+    let rules = Rules {
+        what: "iptables",
+        text: kube_proxy_rules(&vips(n), &[backend]),
+        command: &["iptables-restore"],
     };
-    let mut parts: Vec<Box<dyn Any>> = Vec::new();
-    parts.extend(pods.into_iter().map(|p| Box::new(p) as _));
-    parts.push(Box::new(node));
-    Ok((target, parts))
+    beds::iptables_bed(ctx, tag, &[rules], MEASURED_VIP)
 }
 
 /// The nat table kube-proxy (iptables mode) writes for ClusterIP services on `PORT`,
