@@ -220,6 +220,7 @@ const UML_SUITE: &[(&str, &[&str], &str)] = &[
     ("offload", &["a_merged_packet_a_pod_forwards"], ""),
     ("services", &[], ""),
     ("conntrack", &[], ""),
+    ("flood", &[], ""),
     ("direct", &[], ""),
     ("monitor", &[], ""),
     // The readiness test runs a real etcd: not in this single-CPU kernel.
