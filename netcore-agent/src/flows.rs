@@ -102,7 +102,10 @@ pub async fn sample_forever(rec: Arc<Recorder>) {
     }
     loop {
         let r = rec.clone();
-        if tokio::task::spawn_blocking(move || r.sample()).await.is_err() {
+        if tokio::task::spawn_blocking(move || r.sample())
+            .await
+            .is_err()
+        {
             return;
         }
         tokio::time::sleep(SAMPLE_EVERY).await;
@@ -110,7 +113,10 @@ pub async fn sample_forever(rec: Arc<Recorder>) {
 }
 
 /// Counts since `base`; an entry the map evicted and started again counts from zero.
-fn since(base: &HashMap<FlowKey, Counter>, now: HashMap<FlowKey, Counter>) -> Vec<(FlowKey, Counter)> {
+fn since(
+    base: &HashMap<FlowKey, Counter>,
+    now: HashMap<FlowKey, Counter>,
+) -> Vec<(FlowKey, Counter)> {
     now.into_iter()
         .filter_map(|(k, c)| {
             let b = base.get(&k).copied().unwrap_or_default();
@@ -193,12 +199,24 @@ fn shares(k: &FlowKey, names: &Names) -> Vec<Share> {
             .get(&k.ifindex)
             .and_then(|i| names.host_ifs.get(i).copied());
         let Some(sender) = sender else { return out };
-        out.push(Share { pod: sender, peer: dst, sent: true });
+        out.push(Share {
+            pod: sender,
+            peer: dst,
+            sent: true,
+        });
         if k.reason == Reason::RedirectedLocal as u8 && local(dst) {
-            out.push(Share { pod: dst, peer: sender, sent: false });
+            out.push(Share {
+                pod: dst,
+                peer: sender,
+                sent: false,
+            });
         }
     } else if local(dst) {
-        out.push(Share { pod: dst, peer: src, sent: false });
+        out.push(Share {
+            pod: dst,
+            peer: src,
+            sent: false,
+        });
     }
     out
 }
@@ -217,7 +235,11 @@ pub fn summarize(deltas: &[(FlowKey, Counter)], names: &Names, top: usize) -> Ve
             let (p, talkers) = pods.entry(s.pod).or_default();
             let t = talkers.entry(s.peer).or_insert_with(|| Talker {
                 peer: s.peer,
-                name: names.pods.get(&s.peer).cloned().or_else(|| names.node_of(s.peer)),
+                name: names
+                    .pods
+                    .get(&s.peer)
+                    .cloned()
+                    .or_else(|| names.node_of(s.peer)),
                 sent: Traffic::default(),
                 received: Traffic::default(),
                 dropped: 0,
@@ -242,9 +264,14 @@ pub fn summarize(deltas: &[(FlowKey, Counter)], names: &Names, top: usize) -> Ve
         .into_iter()
         .map(|(addr, (mut p, talkers))| {
             p.ip = Some(addr);
-            p.pod = names.pods.get(&addr).cloned().unwrap_or_else(|| addr.to_string());
+            p.pod = names
+                .pods
+                .get(&addr)
+                .cloned()
+                .unwrap_or_else(|| addr.to_string());
             p.talkers = talkers.into_values().collect();
-            p.talkers.sort_by_key(|t| std::cmp::Reverse((t.sent.bytes + t.received.bytes, t.dropped)));
+            p.talkers
+                .sort_by_key(|t| std::cmp::Reverse((t.sent.bytes + t.received.bytes, t.dropped)));
             p.talkers.truncate(top);
             p
         })
@@ -271,12 +298,24 @@ mod tests {
             n.host_ifs.insert(format!("veth{name}"), addr);
         }
         n.interfaces.insert(3, "ul0".into());
-        n.nodes.push(("10.244.2.0/24".parse().unwrap(), Ipv4Addr::new(192, 168, 1, 2), "n2".into()));
+        n.nodes.push((
+            "10.244.2.0/24".parse().unwrap(),
+            Ipv4Addr::new(192, 168, 1, 2),
+            "n2".into(),
+        ));
         n
     }
 
     fn key(src: [u8; 4], dst: [u8; 4], ifindex: u32, program: u8, reason: Reason) -> FlowKey {
-        FlowKey { src: be(src), dst: be(dst), ifindex, proto: 6, reason: reason as u8, program, _pad: 0 }
+        FlowKey {
+            src: be(src),
+            dst: be(dst),
+            ifindex,
+            proto: 6,
+            reason: reason as u8,
+            program,
+            _pad: 0,
+        }
     }
 
     fn c(packets: u64, bytes: u64) -> Counter {
@@ -288,36 +327,111 @@ mod tests {
         let (a, b, remote) = ([10, 244, 1, 2], [10, 244, 1, 3], [10, 244, 2, 9]);
         let deltas = vec![
             // a -> b on this node: a sent it, b received it.
-            (key(a, b, 10, PROGRAM_FROM_POD, Reason::RedirectedLocal), c(10, 1000)),
+            (
+                key(a, b, 10, PROGRAM_FROM_POD, Reason::RedirectedLocal),
+                c(10, 1000),
+            ),
             // a -> a remote pod, and its answers decapsulated into a.
-            (key(a, remote, 10, PROGRAM_FROM_POD, Reason::Encapsulated), c(5, 50_000)),
-            (key(remote, a, 3, PROGRAM_FROM_UPLINK, Reason::Decapsulated), c(4, 400)),
+            (
+                key(a, remote, 10, PROGRAM_FROM_POD, Reason::Encapsulated),
+                c(5, 50_000),
+            ),
+            (
+                key(remote, a, 3, PROGRAM_FROM_UPLINK, Reason::Decapsulated),
+                c(4, 400),
+            ),
             // b claims a's address: counted against b, the sender, as a drop.
-            (key(a, remote, 11, PROGRAM_FROM_POD, Reason::DropSpoofedSource), c(3, 300)),
+            (
+                key(a, remote, 11, PROGRAM_FROM_POD, Reason::DropSpoofedSource),
+                c(3, 300),
+            ),
             // A forged packet to b, dropped before it got there.
-            (key(remote, b, 3, PROGRAM_FROM_OVERLAY, Reason::DropUnknownSource), c(2, 200)),
+            (
+                key(
+                    remote,
+                    b,
+                    3,
+                    PROGRAM_FROM_OVERLAY,
+                    Reason::DropUnknownSource,
+                ),
+                c(2, 200),
+            ),
         ];
         let pods = summarize(&deltas, &names(), 5);
-        assert_eq!(pods.iter().map(|p| p.pod.as_str()).collect::<Vec<_>>(), ["a", "b"], "most bytes first");
+        assert_eq!(
+            pods.iter().map(|p| p.pod.as_str()).collect::<Vec<_>>(),
+            ["a", "b"],
+            "most bytes first"
+        );
         let (pa, pb) = (&pods[0], &pods[1]);
-        assert_eq!(pa.sent, Traffic { packets: 15, bytes: 51_000 });
-        assert_eq!(pa.received, Traffic { packets: 4, bytes: 400 });
+        assert_eq!(
+            pa.sent,
+            Traffic {
+                packets: 15,
+                bytes: 51_000
+            }
+        );
+        assert_eq!(
+            pa.received,
+            Traffic {
+                packets: 4,
+                bytes: 400
+            }
+        );
         assert!(pa.drops.is_empty(), "a dropped nothing: {:?}", pa.drops);
-        assert_eq!(pa.talkers[0].peer, Ipv4Addr::from(remote), "the remote pod got the most bytes");
-        assert_eq!(pa.talkers[0].name.as_deref(), Some("n2"), "named by its node");
+        assert_eq!(
+            pa.talkers[0].peer,
+            Ipv4Addr::from(remote),
+            "the remote pod got the most bytes"
+        );
+        assert_eq!(
+            pa.talkers[0].name.as_deref(),
+            Some("n2"),
+            "named by its node"
+        );
         assert_eq!(pa.talkers[1].name.as_deref(), Some("b"));
-        assert_eq!(pb.received, Traffic { packets: 10, bytes: 1000 });
+        assert_eq!(
+            pb.received,
+            Traffic {
+                packets: 10,
+                bytes: 1000
+            }
+        );
         assert_eq!(pb.drops.get("dropped-spoofed-source"), Some(&3));
         assert_eq!(pb.drops.get("dropped-unknown-source"), Some(&2));
-        let forged = pb.talkers.iter().find(|t| t.peer == Ipv4Addr::from(remote)).expect("the remote peer");
+        let forged = pb
+            .talkers
+            .iter()
+            .find(|t| t.peer == Ipv4Addr::from(remote))
+            .expect("the remote peer");
         assert_eq!(forged.dropped, 5, "both drops are with the remote peer");
     }
 
     #[test]
     fn talkers_are_cut_to_the_top_and_unknown_interfaces_ignored() {
         let deltas: Vec<_> = (1..=8u8)
-            .map(|i| (key([10, 244, 1, 2], [10, 0, 0, i], 10, PROGRAM_FROM_POD, Reason::Passed), c(1, i as u64 * 100)))
-            .chain([(key([10, 244, 1, 2], [10, 0, 0, 9], 99, PROGRAM_FROM_POD, Reason::Passed), c(1, 1))])
+            .map(|i| {
+                (
+                    key(
+                        [10, 244, 1, 2],
+                        [10, 0, 0, i],
+                        10,
+                        PROGRAM_FROM_POD,
+                        Reason::Passed,
+                    ),
+                    c(1, i as u64 * 100),
+                )
+            })
+            .chain([(
+                key(
+                    [10, 244, 1, 2],
+                    [10, 0, 0, 9],
+                    99,
+                    PROGRAM_FROM_POD,
+                    Reason::Passed,
+                ),
+                c(1, 1),
+            )])
             .collect();
         let pods = summarize(&deltas, &names(), 3);
         assert_eq!(pods.len(), 1);
@@ -328,13 +442,35 @@ mod tests {
 
     #[test]
     fn differences_start_again_after_an_eviction() {
-        let k1 = key([10, 244, 1, 2], [10, 0, 0, 1], 10, PROGRAM_FROM_POD, Reason::Passed);
-        let k2 = key([10, 244, 1, 2], [10, 0, 0, 2], 10, PROGRAM_FROM_POD, Reason::Passed);
-        let k3 = key([10, 244, 1, 2], [10, 0, 0, 3], 10, PROGRAM_FROM_POD, Reason::Passed);
+        let k1 = key(
+            [10, 244, 1, 2],
+            [10, 0, 0, 1],
+            10,
+            PROGRAM_FROM_POD,
+            Reason::Passed,
+        );
+        let k2 = key(
+            [10, 244, 1, 2],
+            [10, 0, 0, 2],
+            10,
+            PROGRAM_FROM_POD,
+            Reason::Passed,
+        );
+        let k3 = key(
+            [10, 244, 1, 2],
+            [10, 0, 0, 3],
+            10,
+            PROGRAM_FROM_POD,
+            Reason::Passed,
+        );
         let base = HashMap::from([(k1, c(10, 1000)), (k2, c(50, 5000)), (k3, c(7, 70))]);
         let now = HashMap::from([(k1, c(15, 1500)), (k2, c(3, 300)), (k3, c(7, 70))]);
         let mut d = since(&base, now);
         d.sort_by_key(|(k, _)| k.dst);
-        assert_eq!(d, vec![(k1, c(5, 500)), (k2, c(3, 300))], "k3 was idle; k2 was evicted and began again");
+        assert_eq!(
+            d,
+            vec![(k1, c(5, 500)), (k2, c(3, 300))],
+            "k3 was idle; k2 was evicted and began again"
+        );
     }
 }

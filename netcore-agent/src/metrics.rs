@@ -277,16 +277,43 @@ fn pod_flows(reg: &mut Registry, f: &FlowSummary) {
             let peer = t.peer.to_string();
             let name = t.name.as_deref().unwrap_or("");
             for (dir, v) in [("sent", t.sent.bytes), ("received", t.received.bytes)] {
-                set(&talkers, &[("pod", pod), ("peer", &peer), ("peer_name", name), ("direction", dir)], v);
+                set(
+                    &talkers,
+                    &[
+                        ("pod", pod),
+                        ("peer", &peer),
+                        ("peer_name", name),
+                        ("direction", dir),
+                    ],
+                    v,
+                );
             }
         }
     }
     let window = Gauge::<i64>::default();
     window.set(f.window_secs as i64);
-    reg.register_with_unit("flow_window", "Seconds the pod flow figures cover (about a minute)", Unit::Seconds, window);
-    reg.register("pod_packets", "Packets each local pod sent and received over the last minute", packets);
-    reg.register_with_unit("pod", "Bytes each local pod sent and received over the last minute", Unit::Bytes, bytes);
-    reg.register("pod_drops", "Packets from or to each local pod dropped over the last minute, by reason", drops);
+    reg.register_with_unit(
+        "flow_window",
+        "Seconds the pod flow figures cover (about a minute)",
+        Unit::Seconds,
+        window,
+    );
+    reg.register(
+        "pod_packets",
+        "Packets each local pod sent and received over the last minute",
+        packets,
+    );
+    reg.register_with_unit(
+        "pod",
+        "Bytes each local pod sent and received over the last minute",
+        Unit::Bytes,
+        bytes,
+    );
+    reg.register(
+        "pod_drops",
+        "Packets from or to each local pod dropped over the last minute, by reason",
+        drops,
+    );
     reg.register_with_unit(
         "pod_talker",
         "Bytes between each local pod and its top talkers over the last minute",

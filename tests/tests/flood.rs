@@ -49,29 +49,52 @@ fn a_policy_allowed_connection_survives_a_flood_of_allowed_new_flows() -> Result
     })?;
     let n = c.node(1);
     let pod = |tag: &str, app: &str| -> Result<PodInfo> {
-        n.cli_json(&["pod", "add", &c.pod_name(tag), "--label", &format!("app={app}")])
+        n.cli_json(&[
+            "pod",
+            "add",
+            &c.pod_name(tag),
+            "--label",
+            &format!("app={app}"),
+        ])
     };
-    let (victim, client, web) = (pod("pv", "victim")?, pod("pc", "client")?, pod("pw", "web")?);
+    let (victim, client, web) = (
+        pod("pv", "victim")?,
+        pod("pc", "client")?,
+        pod("pw", "web")?,
+    );
     // Keeping the client's address, each spoofed SYN is a new flow policy admits.
     let backend = format!("{}:80", web.ip);
     n.cli(&[
-        "service", "add", "web", "--vip", "10.96.0.21:80/tcp", "--backend", &backend,
-        "--node-port", "30091", "--keep-source",
+        "service",
+        "add",
+        "web",
+        "--vip",
+        "10.96.0.21:80/tcp",
+        "--backend",
+        &backend,
+        "--node-port",
+        "30091",
+        "--keep-source",
     ])?;
     let file = c.dir().join("flood-policies.yaml");
     std::fs::write(&file, FLOOD_POLICIES)?;
     n.cli(&["policy", "apply", "-f", &file.display().to_string()])?;
-    wait_until(Duration::from_secs(10), "both policies to select their pod", || {
-        n.cli_json::<Vec<netcore_agent::agent::PolicyInfo>>(&["policy", "list"])
-            .is_ok_and(|l| l.len() == 2 && l.iter().all(|p| p.pods.len() == 1))
-    })?;
+    wait_until(
+        Duration::from_secs(10),
+        "both policies to select their pod",
+        || {
+            n.cli_json::<Vec<netcore_agent::agent::PolicyInfo>>(&["policy", "list"])
+                .is_ok_and(|l| l.len() == 2 && l.iter().all(|p| p.pods.len() == 1))
+        },
+    )?;
     let listener = traffic::listen_tcp(&victim.netns, 8080)?;
     let mut conn = traffic::connect_tcp(&client.netns, SocketAddr::from((victim.ip, 8080)))?;
     let (mut server, _) = listener.accept()?;
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     server.write_all(b"hello")?;
     let mut buf = [0u8; 5];
-    conn.read_exact(&mut buf).context("the victim's first words")?;
+    conn.read_exact(&mut buf)
+        .context("the victim's first words")?;
 
     let mac: netcore_agent::mac::Mac = n.ns.sh("cat /sys/class/net/ul0/address")?.trim().parse()?;
     // More distinct flows than the table of remembered flows holds, each sent twice:
@@ -79,15 +102,21 @@ fn a_policy_allowed_connection_survives_a_flood_of_allowed_new_flows() -> Result
     // connection was (the kernel's LRU evicts entries never used again first).
     for round in 1..=2u64 {
         flood::syn_flood(&c.outside, "ul0", mac.0, n.ip, 30091, FLOOD)?;
-        wait_until(Duration::from_secs(240), "the flood to be through the node", || {
-            n.status().is_ok_and(|s| {
-                s.services.iter().map(|v| v.packets).sum::<u64>() >= round * FLOOD as u64 * 4 / 5
-            })
-        })?;
+        wait_until(
+            Duration::from_secs(240),
+            "the flood to be through the node",
+            || {
+                n.status().is_ok_and(|s| {
+                    s.services.iter().map(|v| v.packets).sum::<u64>()
+                        >= round * FLOOD as u64 * 4 / 5
+                })
+            },
+        )?;
     }
     let hits: Vec<netcore_agent::agent::PolicyInfo> = n.cli_json(&["policy", "list"])?;
     assert!(
-        hits.iter().any(|p| p.name == "web" && p.hits >= FLOOD as u64 * 4 / 5),
+        hits.iter()
+            .any(|p| p.name == "web" && p.hits >= FLOOD as u64 * 4 / 5),
         "policy admitted (and remembered) every flooding flow: {:?}",
         hits.iter().map(|p| (&p.name, p.hits)).collect::<Vec<_>>()
     );
@@ -95,6 +124,9 @@ fn a_policy_allowed_connection_survives_a_flood_of_allowed_new_flows() -> Result
     server.write_all(b"still")?;
     conn.read_exact(&mut buf)
         .context("the victim's words after the flood (its connection was forgotten?)")?;
-    assert_eq!(&buf, b"still", "an established allowed connection is never evicted by new flows");
+    assert_eq!(
+        &buf, b"still",
+        "an established allowed connection is never evicted by new flows"
+    );
     Ok(())
 }

@@ -263,17 +263,29 @@ fn flow_summary_names_each_pods_talkers_and_drops() -> Result<()> {
         Some(&1),
         "the spoofed datagram is a's drop"
     );
-    assert_eq!(talker(pb, a.ip).received.packets, 4, "b's side of the pings");
+    assert_eq!(
+        talker(pb, a.ip).received.packets,
+        4,
+        "b's side of the pings"
+    );
 
-    let only_b: FlowSummary = n1.cli_json(&["status", "--flows", "--pod", &b.name, "--top", "1"])?;
+    let only_b: FlowSummary =
+        n1.cli_json(&["status", "--flows", "--pod", &b.name, "--top", "1"])?;
     assert_eq!(only_b.pods.len(), 1, "--pod filters: {only_b:?}");
     assert_eq!(only_b.pods[0].talkers.len(), 1, "--top 1");
     let text = n1.cli(&["status", "--flows"])?;
-    assert!(text.contains(&a.name) && text.contains("dropped-spoofed-source"), "{text}");
+    assert!(
+        text.contains(&a.name) && text.contains("dropped-spoofed-source"),
+        "{text}"
+    );
 
     let (_, m) = get(n1, "/metrics")?;
     let a_label = format!("pod=\"{}\",direction=\"sent\"", a.name);
-    assert_eq!(sample(&m, "netcore_pod_packets", &a_label), Some(4 + 3), "{m}");
+    assert_eq!(
+        sample(&m, "netcore_pod_packets", &a_label),
+        Some(4 + 3),
+        "{m}"
+    );
     let drop_label = format!("pod=\"{}\",reason=\"dropped-spoofed-source\"", a.name);
     assert_eq!(sample(&m, "netcore_pod_drops", &drop_label), Some(1), "{m}");
     Ok(())

@@ -1042,7 +1042,14 @@ fn vxlan_from_a_direct_peer_must_come_from_its_pinned_mac() -> Result<()> {
 
 /// An ICMP error (`kind`, `code`, the 4 bytes after the checksum) from `src` to `dst`
 /// quoting `quoted`.
-fn icmp_error(src: Ipv4Addr, dst: Ipv4Addr, kind: u8, code: u8, rest: [u8; 4], quoted: &[u8]) -> Vec<u8> {
+fn icmp_error(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    kind: u8,
+    code: u8,
+    rest: [u8; 4],
+    quoted: &[u8],
+) -> Vec<u8> {
     let mut icmp = vec![kind, code, 0, 0];
     icmp.extend_from_slice(&rest);
     icmp.extend_from_slice(quoted);
@@ -1065,14 +1072,23 @@ fn assert_icmp_error(
 ) {
     let outer = &frame[ip..ip + 20];
     assert_eq!(checksum(outer), 0, "a valid outer header checksum");
-    assert_eq!((&outer[12..16], &outer[16..20]), (&src.octets()[..], &dst.octets()[..]), "from {src} to {dst}");
+    assert_eq!(
+        (&outer[12..16], &outer[16..20]),
+        (&src.octets()[..], &dst.octets()[..]),
+        "from {src} to {dst}"
+    );
     let icmp = &frame[ip + 20..];
     assert_eq!(checksum(icmp), 0, "a valid ICMP checksum");
     let quoted = &icmp[8..28];
     assert_eq!(checksum(quoted), 0, "a valid checksum in the quoted header");
     let port = |at: usize| u16::from_be_bytes([icmp[at], icmp[at + 1]]);
-    let addr = |at: usize| Ipv4Addr::new(quoted[at], quoted[at + 1], quoted[at + 2], quoted[at + 3]);
-    assert_eq!(((addr(12), port(28)), (addr(16), port(30))), (quoted_from, quoted_to), "the packet the client sent");
+    let addr =
+        |at: usize| Ipv4Addr::new(quoted[at], quoted[at + 1], quoted[at + 2], quoted[at + 3]);
+    assert_eq!(
+        ((addr(12), port(28)), (addr(16), port(30))),
+        (quoted_from, quoted_to),
+        "the packet the client sent"
+    );
 }
 
 #[test]
@@ -1081,31 +1097,73 @@ fn icmp_errors_of_a_remote_backend_reach_the_client_as_the_services() -> Result<
     l.enable_services(&id)?;
     service_on(&mut l, 7, (VIP, 53, 17), &[(REMOTE_POD, 5353)])?;
     let query = ipv4_udp(SENDER_IP, VIP, 40000, 53, b"a query that does not fit");
-    let out = l.run(PROG_FROM_POD, &ethernet(id.gateway_mac.0, SENDER_MAC, ETH_P_IPV4, &query))?;
-    assert_eq!(out.verdict, TC_ACT_REDIRECT, "balanced to the remote backend");
+    let out = l.run(
+        PROG_FROM_POD,
+        &ethernet(id.gateway_mac.0, SENDER_MAC, ETH_P_IPV4, &query),
+    )?;
+    assert_eq!(
+        out.verdict, TC_ACT_REDIRECT,
+        "balanced to the remote backend"
+    );
     // What the backend got (the client to the backend), quoted in its errors.
-    let sent = ipv4_udp(SENDER_IP, REMOTE_POD, 40000, 5353, b"a query that does not fit");
+    let sent = ipv4_udp(
+        SENDER_IP,
+        REMOTE_POD,
+        40000,
+        5353,
+        b"a query that does not fit",
+    );
     let mtu_1400 = [0, 0, 0x05, 0x78];
     for (what, outer_src, code) in [
         ("fragmentation needed, from the backend", REMOTE_POD, 4),
         ("port unreachable, from the backend", REMOTE_POD, 3),
-        ("host unreachable, from a router", Ipv4Addr::new(10, 244, 2, 1), 1),
+        (
+            "host unreachable, from a router",
+            Ipv4Addr::new(10, 244, 2, 1),
+            1,
+        ),
     ] {
         let err = icmp_error(outer_src, SENDER_IP, 3, code, mtu_1400, &sent);
         let back = l.run(PROG_FROM_UPLINK, &vxlan_frame(&id, REMOTE_NODE, 1, &err))?;
         assert_eq!(back.verdict, TC_ACT_REDIRECT, "{what}: into the client pod");
-        let reporter = if outer_src == REMOTE_POD { VIP } else { outer_src };
-        assert_icmp_error(&back.out, 14, (reporter, SENDER_IP), (SENDER_IP, 40000), (VIP, 53));
-        assert_eq!(&back.out[38..42], &mtu_1400, "{what}: the rest of the ICMP header as it was");
+        let reporter = if outer_src == REMOTE_POD {
+            VIP
+        } else {
+            outer_src
+        };
+        assert_icmp_error(
+            &back.out,
+            14,
+            (reporter, SENDER_IP),
+            (SENDER_IP, 40000),
+            (VIP, 53),
+        );
+        assert_eq!(
+            &back.out[38..42],
+            &mtu_1400,
+            "{what}: the rest of the ICMP header as it was"
+        );
     }
     // The client's own error about an answer (its socket is gone): to the backend,
     // about the answer the backend sent.
     let answer = ipv4_udp(VIP, SENDER_IP, 53, 40000, b"a late answer");
     let err = icmp_error(SENDER_IP, VIP, 3, 3, [0; 4], &answer);
-    let out = l.run(PROG_FROM_POD, &ethernet(id.gateway_mac.0, SENDER_MAC, ETH_P_IPV4, &err))?;
-    assert_eq!(out.verdict, TC_ACT_REDIRECT, "wrapped for the backend's node");
+    let out = l.run(
+        PROG_FROM_POD,
+        &ethernet(id.gateway_mac.0, SENDER_MAC, ETH_P_IPV4, &err),
+    )?;
+    assert_eq!(
+        out.verdict, TC_ACT_REDIRECT,
+        "wrapped for the backend's node"
+    );
     let inner = 14 + 20 + 8 + 8 + 14;
-    assert_icmp_error(&out.out, inner, (SENDER_IP, REMOTE_POD), (REMOTE_POD, 5353), (SENDER_IP, 40000));
+    assert_icmp_error(
+        &out.out,
+        inner,
+        (SENDER_IP, REMOTE_POD),
+        (REMOTE_POD, 5353),
+        (SENDER_IP, 40000),
+    );
     // An error about a flow no service translated passes as it is.
     let other = ipv4_udp(SENDER_IP, REMOTE_POD, 40001, 5353, b"direct");
     let err = icmp_error(REMOTE_POD, SENDER_IP, 3, 3, [0; 4], &other);
@@ -1118,28 +1176,58 @@ fn icmp_errors_of_a_remote_backend_reach_the_client_as_the_services() -> Result<
 fn icmp_errors_of_a_masqueraded_nodeport_flow_go_back_out_to_the_client() -> Result<()> {
     let (mut l, id) = node()?;
     l.set_flags(&id, FLAG_READY | FLAG_SERVICES | FLAG_TC_DECAP)?;
-    service_on(&mut l, 8, (Ipv4Addr::UNSPECIFIED, 30053, 17), &[(REMOTE_POD, 5353)])?;
+    service_on(
+        &mut l,
+        8,
+        (Ipv4Addr::UNSPECIFIED, 30053, 17),
+        &[(REMOTE_POD, 5353)],
+    )?;
     let client = Ipv4Addr::new(192, 168, 50, 200);
     let query = ipv4_udp(client, id.node_ip, 5555, 30053, b"query");
-    let out = l.run(PROG_FROM_UPLINK, &ethernet(id.vtep_mac.0, [2, 0, 0, 0, 0xc, 1], ETH_P_IPV4, &query))?;
+    let out = l.run(
+        PROG_FROM_UPLINK,
+        &ethernet(id.vtep_mac.0, [2, 0, 0, 0, 0xc, 1], ETH_P_IPV4, &query),
+    )?;
     assert_eq!(out.verdict, TC_ACT_REDIRECT, "to the remote backend");
     // Outer Ethernet, IPv4, UDP, VXLAN, inner Ethernet: the inner IPv4 header.
     let inner = 14 + 20 + 8 + 8 + 14;
-    assert_eq!(&out.out[inner + 12..inner + 16], &id.node_ip.octets(), "masqueraded as the node");
+    assert_eq!(
+        &out.out[inner + 12..inner + 16],
+        &id.node_ip.octets(),
+        "masqueraded as the node"
+    );
     let masq_port = u16::from_be_bytes([out.out[inner + 20], out.out[inner + 21]]);
     let sent = ipv4_udp(id.node_ip, REMOTE_POD, masq_port, 5353, b"query");
     let err = icmp_error(REMOTE_POD, id.node_ip, 3, 3, [0; 4], &sent);
     let back = l.run(PROG_FROM_UPLINK, &vxlan_frame(&id, REMOTE_NODE, 1, &err))?;
-    assert_eq!(back.verdict, TC_ACT_REDIRECT, "straight back out of the uplink");
-    assert_icmp_error(&back.out, 14, (id.node_ip, client), (client, 5555), (id.node_ip, 30053));
+    assert_eq!(
+        back.verdict, TC_ACT_REDIRECT,
+        "straight back out of the uplink"
+    );
+    assert_icmp_error(
+        &back.out,
+        14,
+        (id.node_ip, client),
+        (client, 5555),
+        (id.node_ip, 30053),
+    );
     // A router on the way to the client needs a smaller MTU for the answers: the
     // backend hears it, about the answer it sent (to the node's masquerade port).
     let router = Ipv4Addr::new(192, 168, 50, 254);
     let answer = ipv4_udp(id.node_ip, client, 30053, 5555, b"a large answer");
     let err = icmp_error(router, id.node_ip, 3, 4, [0, 0, 0x05, 0x00], &answer);
-    let out = l.run(PROG_FROM_UPLINK, &ethernet(id.vtep_mac.0, [2, 0, 0, 0, 0xc, 1], ETH_P_IPV4, &err))?;
+    let out = l.run(
+        PROG_FROM_UPLINK,
+        &ethernet(id.vtep_mac.0, [2, 0, 0, 0, 0xc, 1], ETH_P_IPV4, &err),
+    )?;
     assert_eq!(out.verdict, TC_ACT_REDIRECT, "on to the backend's node");
-    assert_icmp_error(&out.out, inner, (router, REMOTE_POD), (REMOTE_POD, 5353), (id.node_ip, masq_port));
+    assert_icmp_error(
+        &out.out,
+        inner,
+        (router, REMOTE_POD),
+        (REMOTE_POD, 5353),
+        (id.node_ip, masq_port),
+    );
     Ok(())
 }
 
@@ -1170,17 +1258,37 @@ fn later_fragments_of_a_translated_datagram_get_its_addresses() -> Result<()> {
     let pod_frame = |ip: &[u8]| ethernet(id.gateway_mac.0, SENDER_MAC, ETH_P_IPV4, ip);
     // Outer Ethernet, IPv4, UDP, VXLAN, inner Ethernet: the inner IPv4 header.
     let inner = 14 + 20 + 8 + 8 + 14;
-    let first = as_fragment(ipv4_udp(SENDER_IP, VIP, 40000, 53, &[1; 8]), 0x1234, 0, true);
+    let first = as_fragment(
+        ipv4_udp(SENDER_IP, VIP, 40000, 53, &[1; 8]),
+        0x1234,
+        0,
+        true,
+    );
     let out = l.run(PROG_FROM_POD, &pod_frame(&first))?;
     assert_eq!(out.verdict, TC_ACT_REDIRECT);
-    assert_eq!(&out.out[inner + 16..inner + 20], &REMOTE_POD.octets(), "the first fragment to the backend");
+    assert_eq!(
+        &out.out[inner + 16..inner + 20],
+        &REMOTE_POD.octets(),
+        "the first fragment to the backend"
+    );
     let rest = later_fragment(SENDER_IP, VIP, 0x1234, &[2; 16]);
     let out = l.run(PROG_FROM_POD, &pod_frame(&rest))?;
-    assert_eq!(out.verdict, TC_ACT_REDIRECT, "wrapped for the backend's node");
+    assert_eq!(
+        out.verdict, TC_ACT_REDIRECT,
+        "wrapped for the backend's node"
+    );
     let ip = &out.out[inner..inner + 20];
-    assert_eq!(&ip[16..20], &REMOTE_POD.octets(), "a later fragment follows its first");
+    assert_eq!(
+        &ip[16..20],
+        &REMOTE_POD.octets(),
+        "a later fragment follows its first"
+    );
     assert_eq!(checksum(ip), 0, "with a valid header checksum");
-    assert_eq!(&out.out[inner + 20..], &[2; 16], "and its payload as it was");
+    assert_eq!(
+        &out.out[inner + 20..],
+        &[2; 16],
+        "and its payload as it was"
+    );
     let stranger = later_fragment(SENDER_IP, VIP, 0x9999, &[3; 16]);
     let out = l.run(PROG_FROM_POD, &pod_frame(&stranger))?;
     assert_eq!(
@@ -1189,15 +1297,32 @@ fn later_fragments_of_a_translated_datagram_get_its_addresses() -> Result<()> {
         "a fragment of a datagram whose first was not seen is not translated"
     );
     // The answer, fragmented by the backend, unwrapped for the client.
-    let first = as_fragment(ipv4_udp(REMOTE_POD, SENDER_IP, 5353, 40000, &[4; 8]), 0x4321, 0, true);
+    let first = as_fragment(
+        ipv4_udp(REMOTE_POD, SENDER_IP, 5353, 40000, &[4; 8]),
+        0x4321,
+        0,
+        true,
+    );
     let back = l.run(PROG_FROM_UPLINK, &vxlan_frame(&id, REMOTE_NODE, 1, &first))?;
     assert_eq!(back.verdict, TC_ACT_REDIRECT);
-    assert_eq!(&back.out[26..30], &VIP.octets(), "the answer's first fragment from the service");
+    assert_eq!(
+        &back.out[26..30],
+        &VIP.octets(),
+        "the answer's first fragment from the service"
+    );
     let rest = later_fragment(REMOTE_POD, SENDER_IP, 0x4321, &[5; 16]);
     let back = l.run(PROG_FROM_UPLINK, &vxlan_frame(&id, REMOTE_NODE, 1, &rest))?;
     assert_eq!(back.verdict, TC_ACT_REDIRECT, "into the client");
-    assert_eq!(&back.out[26..30], &VIP.octets(), "and its later fragments too");
-    assert_eq!(checksum(&back.out[14..34]), 0, "with a valid header checksum");
+    assert_eq!(
+        &back.out[26..30],
+        &VIP.octets(),
+        "and its later fragments too"
+    );
+    assert_eq!(
+        checksum(&back.out[14..34]),
+        0,
+        "with a valid header checksum"
+    );
     Ok(())
 }
 
@@ -1209,38 +1334,71 @@ fn policy_admits_only_what_a_rule_allows_and_remembers_allowed_flows() -> Result
     // A pod isolated for ingress (set 1) that admits TCP port 80 from the sender's
     // class (5) only, under the policy in hit slot 3.
     let guarded = Ipv4Addr::new(10, 244, 1, 20);
-    l.maps.endpoints.insert(guarded, 42, Mac([0x02, 0, 0, 0, 0xaa, 0x20]))?;
+    l.maps
+        .endpoints
+        .insert(guarded, 42, Mac([0x02, 0, 0, 0, 0xaa, 0x20]))?;
     assert!(l.maps.endpoints.set_policy(guarded, 1, 0)?);
-    l.maps.policy.set_peer(format!("{SENDER_IP}/32").parse()?, 5)?;
-    let rule = PolicyKey { set: 1, peer: 5, proto: 6, port: 80u16.to_be_bytes(), _pad: 0 };
+    l.maps
+        .policy
+        .set_peer(format!("{SENDER_IP}/32").parse()?, 5)?;
+    let rule = PolicyKey {
+        set: 1,
+        peer: 5,
+        proto: 6,
+        port: 80u16.to_be_bytes(),
+        _pad: 0,
+    };
     l.maps.policy.set_rule(rule, POLICY_PREFIX_FULL, 3)?;
     let from_sender = |ip: Vec<u8>| ethernet(id.gateway_mac.0, SENDER_MAC, ETH_P_IPV4, &ip);
     let tcp = |dport, flags| ipv4_tcp(SENDER_IP, guarded, segment(40000, dport, 1, 0, flags));
 
     let out = l.run(PROG_FROM_POD, &from_sender(tcp(80, SYN)))?;
-    assert_eq!(out.verdict, TC_ACT_REDIRECT, "port 80 from the allowed class passes");
+    assert_eq!(
+        out.verdict, TC_ACT_REDIRECT,
+        "port 80 from the allowed class passes"
+    );
     assert_eq!(l.maps.policy.hits(3), 1, "and counts a hit for its policy");
     let out = l.run(PROG_FROM_POD, &from_sender(tcp(80, ACK)))?;
-    assert_eq!(out.verdict, TC_ACT_REDIRECT, "the flow's next segment passes");
-    assert_eq!(l.maps.policy.hits(3), 1, "on the remembered flow, without a lookup");
+    assert_eq!(
+        out.verdict, TC_ACT_REDIRECT,
+        "the flow's next segment passes"
+    );
+    assert_eq!(
+        l.maps.policy.hits(3),
+        1,
+        "on the remembered flow, without a lookup"
+    );
 
     let denied = [
         ("another port", from_sender(tcp(81, SYN))),
-        ("another protocol", from_sender(ipv4_udp(SENDER_IP, guarded, 40000, 80, b"udp"))),
+        (
+            "another protocol",
+            from_sender(ipv4_udp(SENDER_IP, guarded, 40000, 80, b"udp")),
+        ),
     ];
     for (i, (what, frame)) in denied.iter().enumerate() {
         let out = l.run(PROG_FROM_POD, frame)?;
         assert_eq!(out.verdict, TC_ACT_SHOT, "{what} is dropped");
-        assert_eq!(l.counter("dropped-policy"), i as u64 + 1, "{what} counts as a policy drop");
+        assert_eq!(
+            l.counter("dropped-policy"),
+            i as u64 + 1,
+            "{what} counts as a policy drop"
+        );
     }
     // A remote pod (no class: the world) to port 80, decapsulated for the pod: dropped.
     let remote = ipv4_tcp(REMOTE_POD, guarded, segment(40001, 80, 1, 0, SYN));
     let out = l.run(PROG_FROM_UPLINK, &vxlan_frame(&id, REMOTE_NODE, 1, &remote))?;
-    assert_eq!(out.verdict, TC_ACT_SHOT, "ingress is checked after decapsulation too");
+    assert_eq!(
+        out.verdict, TC_ACT_SHOT,
+        "ingress is checked after decapsulation too"
+    );
     assert_eq!(l.counter("dropped-policy"), 3);
     // A pod no policy isolates takes the same packet.
     let open = ipv4_tcp(REMOTE_POD, POD_IP, segment(40001, 80, 1, 0, SYN));
     let out = l.run(PROG_FROM_UPLINK, &vxlan_frame(&id, REMOTE_NODE, 1, &open))?;
-    assert_eq!(out.verdict, TC_ACT_REDIRECT, "a pod without policy admits anyone");
+    assert_eq!(
+        out.verdict, TC_ACT_REDIRECT,
+        "a pod without policy admits anyone"
+    );
     Ok(())
 }

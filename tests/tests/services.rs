@@ -906,8 +906,18 @@ fn fragmented_datagrams_of_service_flows_are_translated_whole() -> Result<()> {
     // outside, whose full-size fragments would not fit an encapsulation.
     let large: Vec<u8> = (0..2500u32).map(|i| (i % 251) as u8).collect();
     let tries = [
-        ("a local backend", &client.netns, SocketAddr::from((Ipv4Addr::new(10, 96, 0, 46), 53)), &large[..]),
-        ("a remote backend", &client.netns, SocketAddr::from((Ipv4Addr::new(10, 96, 0, 47), 53)), &large[..]),
+        (
+            "a local backend",
+            &client.netns,
+            SocketAddr::from((Ipv4Addr::new(10, 96, 0, 46), 53)),
+            &large[..],
+        ),
+        (
+            "a remote backend",
+            &client.netns,
+            SocketAddr::from((Ipv4Addr::new(10, 96, 0, 47), 53)),
+            &large[..],
+        ),
         (
             "a remote backend through a NodePort, from outside (masqueraded)",
             &c.outside.path,
@@ -935,11 +945,35 @@ fn the_nodes_own_processes_reach_its_nodeports_on_its_own_address() -> Result<()
     let n1 = c.node(1);
     let near = backend(&c, 1, "selfn", 8080)?;
     let far = backend(&c, 2, "selff", 8080)?;
-    add_service(n1, "self-near", "10.96.0.48:80/tcp", &[&near], 8080, &["--node-port", "31048"])?;
-    add_service(n1, "self-far", "10.96.0.49:80/tcp", &[&far], 8080, &["--node-port", "31049"])?;
-    add_service(n1, "self-udp", "10.96.0.49:53/udp", &[&far], 8080, &["--node-port", "31050"])?;
+    add_service(
+        n1,
+        "self-near",
+        "10.96.0.48:80/tcp",
+        &[&near],
+        8080,
+        &["--node-port", "31048"],
+    )?;
+    add_service(
+        n1,
+        "self-far",
+        "10.96.0.49:80/tcp",
+        &[&far],
+        8080,
+        &["--node-port", "31049"],
+    )?;
+    add_service(
+        n1,
+        "self-udp",
+        "10.96.0.49:53/udp",
+        &[&far],
+        8080,
+        &["--node-port", "31050"],
+    )?;
     let log = n1.agent_log();
-    assert!(log.contains("socket hooks attached"), "the agent attached its socket hooks:\n{log}");
+    assert!(
+        log.contains("socket hooks attached"),
+        "the agent attached its socket hooks:\n{log}"
+    );
     // A process of node 1 (a health check, kubelet) to node 1's own address: no packet
     // of it would cross the uplink, where NodePorts are matched.
     for (port, who) in [(31048, "selfn"), (31049, "selff")] {
@@ -947,7 +981,11 @@ fn the_nodes_own_processes_reach_its_nodeports_on_its_own_address() -> Result<()
             echo::tcp_exchange(&n1.ns.path, SocketAddr::from((n1.ip, port)), b"hello")?,
             who,
             "the node reaches NodePort {port} on its own address (a backend on {})",
-            if who == "selfn" { "this node" } else { "the other node" }
+            if who == "selfn" {
+                "this node"
+            } else {
+                "the other node"
+            }
         );
     }
     let to = SocketAddr::from((n1.ip, 31050));

@@ -7,8 +7,8 @@ use std::net::Ipv4Addr;
 use aya::programs::TcAttachType;
 use netcore_common::{
     config::{
-        DatapathConfig, FLAG_DEVICE_DECAP, FLAG_FLOWS, FLAG_MONITOR_DROPS, FLAG_MONITOR_TRACE, FLAG_POLICY,
-        FLAG_READY, FLAG_SERVICES, FLAG_TC_DECAP,
+        DatapathConfig, FLAG_DEVICE_DECAP, FLAG_FLOWS, FLAG_MONITOR_DROPS, FLAG_MONITOR_TRACE,
+        FLAG_POLICY, FLAG_READY, FLAG_SERVICES, FLAG_TC_DECAP,
     },
     pin::{PROG_FROM_HOST, PROG_FROM_OVERLAY, PROG_FROM_UPLINK},
     wire::VXLAN_OVERHEAD,

@@ -20,7 +20,10 @@ fn print(s: &FlowSummary) {
         println!("flow accounting is off on this node (agent config: flows = true turns it on)");
         return;
     }
-    println!("traffic over the last {} s, most bytes first", s.window_secs);
+    println!(
+        "traffic over the last {} s, most bytes first",
+        s.window_secs
+    );
     if s.pods.is_empty() {
         println!("  (no pod traffic)");
     }
@@ -38,7 +41,11 @@ fn print(s: &FlowSummary) {
         }
         for t in &p.talkers {
             let name = t.name.as_deref().unwrap_or("-");
-            let dropped = if t.dropped > 0 { format!("  dropped {}", t.dropped) } else { String::new() };
+            let dropped = if t.dropped > 0 {
+                format!("  dropped {}", t.dropped)
+            } else {
+                String::new()
+            };
             println!(
                 "  {:<16} {:<20} sent {}  received {}{dropped}",
                 t.peer,

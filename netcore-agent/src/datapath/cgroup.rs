@@ -6,9 +6,7 @@
 
 use std::path::PathBuf;
 
-use aya::programs::{
-    cgroup_sock_addr::CgroupSockAddr, links::FdLink, CgroupAttachMode,
-};
+use aya::programs::{cgroup_sock_addr::CgroupSockAddr, links::FdLink, CgroupAttachMode};
 use netcore_common::pin::{PROG_SOCK_CONNECT4, PROG_SOCK_RECVMSG4, PROG_SOCK_SENDMSG4};
 
 use super::{
@@ -27,7 +25,9 @@ impl Datapath {
     /// Attaches the socket hooks to the cgroup v2 root; returns where that is, or
     /// `None` when no cgroup v2 hierarchy is mounted (then nothing is attached).
     pub fn attach_socket_hooks(&mut self) -> Result<Option<PathBuf>, DatapathError> {
-        let Some(root) = cgroup2_root() else { return Ok(None) };
+        let Some(root) = cgroup2_root() else {
+            return Ok(None);
+        };
         let cgroup = std::fs::File::open(&root).map_err(|source| DatapathError::PinDir {
             path: root.clone(),
             source,
@@ -96,8 +96,15 @@ mod tests {
     fn the_cgroup2_mount_is_found_in_mountinfo() {
         let hybrid = "35 25 0:30 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw";
         let v1 = "36 25 0:31 / /sys/fs/cgroup/cpu rw shared:11 - cgroup cgroup rw,cpu";
-        assert_eq!(super::cgroup2_mount(hybrid).unwrap().to_str(), Some("/sys/fs/cgroup/unified"));
-        assert_eq!(super::cgroup2_mount(v1), None, "a cgroup v1 controller is not it");
+        assert_eq!(
+            super::cgroup2_mount(hybrid).unwrap().to_str(),
+            Some("/sys/fs/cgroup/unified")
+        );
+        assert_eq!(
+            super::cgroup2_mount(v1),
+            None,
+            "a cgroup v1 controller is not it"
+        );
         assert_eq!(super::cgroup2_mount("garbage"), None);
     }
 }

@@ -68,7 +68,10 @@ impl Maps {
                 take(ebpf, netcore_common::pin::MAP_POLICY_HITS)?,
             )?,
             netns: socket::NetnsMap::new(take(ebpf, netcore_common::pin::MAP_NETNS)?)?,
-            flows: Some(flow::FlowMap::new(take(ebpf, netcore_common::pin::MAP_FLOWS)?)?),
+            flows: Some(flow::FlowMap::new(take(
+                ebpf,
+                netcore_common::pin::MAP_FLOWS,
+            )?)?),
             events: {
                 let (map, name) = take(ebpf, netcore_common::pin::MAP_EVENTS)?;
                 Some(aya::maps::RingBuf::try_from(map).map_err(err(name))?)

@@ -214,7 +214,12 @@ pub struct Rules<'a> {
 /// The `bridge` layout with br_netfilter, the way kube-proxy and kube-router run on a
 /// bridge: a client pod (tuned for many connections) and a server pod on one node,
 /// with `rules` loaded in the node namespace; the client connects to `server_ip`.
-pub fn iptables_bed(ctx: &Context, tag: &str, rules: &[Rules], server_ip: Ipv4Addr) -> Result<Made> {
+pub fn iptables_bed(
+    ctx: &Context,
+    tag: &str,
+    rules: &[Rules],
+    server_ip: Ipv4Addr,
+) -> Result<Made> {
     let node = ctx.namer.netns(&format!("{tag}-n1"))?;
     let pods = bridged_pods(&ctx.namer, &[&node], tag, ctx.mtu)?;
     tune_client(&pods[0].name)?;

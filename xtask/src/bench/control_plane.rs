@@ -117,7 +117,10 @@ pub fn lease(i: usize) -> (String, String) {
     let net = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 2, 0, 0)) + (i << 8));
     let public = Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 1)) + i);
     let b = i.to_be_bytes();
-    (format!("{net}-24"), lease_value(public, [0x02, 0xcc, b[0], b[1], b[2], b[3]]))
+    (
+        format!("{net}-24"),
+        lease_value(public, [0x02, 0xcc, b[0], b[1], b[2], b[3]]),
+    )
 }
 
 /// A flannel vxlan lease's value: a node at `public` whose VTEP has `mac`.

@@ -28,8 +28,7 @@ use super::{
     beds::{self, Made, MetricSpec, Rules, Suite},
     control_plane, cps,
     datapaths::{Context, Target},
-    iperf,
-    rr, signals,
+    iperf, rr, signals,
     testbed::{pod_cidr, pod_ip, uplink_stub},
 };
 
@@ -155,7 +154,8 @@ fn write_remote_pods(store: &Path) -> Result<()> {
     std::fs::create_dir_all(&pods)?;
     for i in 0..REMOTE_NODES {
         let n = i as u8 + 1;
-        let value = control_plane::lease_value(Ipv4Addr::new(172, 16, 9, n), [0x02, 0xcc, 9, 0, 0, n]);
+        let value =
+            control_plane::lease_value(Ipv4Addr::new(172, 16, 9, n), [0x02, 0xcc, 9, 0, 0, n]);
         control_plane::write_file(&subnets, &format!("10.244.{}.0-24", 100 + i), &value)?;
     }
     for i in 0..REMOTE_PODS {
