@@ -1409,7 +1409,10 @@ fn malformed_icmp_errors_and_fragments_are_left_untranslated() -> Result<()> {
     l.enable_services(&id)?;
     service_on(&mut l, 7, (VIP, 53, 17), &[(REMOTE_POD, 5353)])?;
     let query = ipv4_udp(SENDER_IP, VIP, 40000, 53, b"query");
-    let out = l.run(PROG_FROM_POD, &ethernet(id.gateway_mac.0, SENDER_MAC, ETH_P_IPV4, &query))?;
+    let out = l.run(
+        PROG_FROM_POD,
+        &ethernet(id.gateway_mac.0, SENDER_MAC, ETH_P_IPV4, &query),
+    )?;
     assert_eq!(out.verdict, TC_ACT_REDIRECT);
     let sent = ipv4_udp(SENDER_IP, REMOTE_POD, 40000, 5353, b"query");
     let mut with_options = sent.clone();
@@ -1417,17 +1420,29 @@ fn malformed_icmp_errors_and_fragments_are_left_untranslated() -> Result<()> {
     let cases = [
         ("a quoted header cut short", sent[..12].to_vec()),
         ("a quoted header with options", with_options),
-        ("a quoted fragment after the first", as_fragment(sent.clone(), 9, 2, false)),
+        (
+            "a quoted fragment after the first",
+            as_fragment(sent.clone(), 9, 2, false),
+        ),
     ];
     for (what, quoted) in cases {
         let err = icmp_error(REMOTE_POD, SENDER_IP, 3, 3, [0; 4], &quoted);
         let back = l.run(PROG_FROM_UPLINK, &vxlan_frame(&id, REMOTE_NODE, 1, &err))?;
-        assert_eq!(back.verdict, TC_ACT_REDIRECT, "{what}: delivered, not dropped");
+        assert_eq!(
+            back.verdict, TC_ACT_REDIRECT,
+            "{what}: delivered, not dropped"
+        );
         assert_eq!(&back.out[14..], &err[..], "{what}: not translated");
     }
     // A later fragment too short to hold an IPv4 header is not followed.
     let stub = as_fragment(ipv4_udp(SENDER_IP, VIP, 40000, 53, b""), 0x1234, 2, false);
-    let out = l.run(PROG_FROM_POD, &ethernet(id.gateway_mac.0, SENDER_MAC, ETH_P_IPV4, &stub[..20]))?;
-    assert_ne!(out.verdict, TC_ACT_REDIRECT, "a bare header of an unknown datagram goes nowhere");
+    let out = l.run(
+        PROG_FROM_POD,
+        &ethernet(id.gateway_mac.0, SENDER_MAC, ETH_P_IPV4, &stub[..20]),
+    )?;
+    assert_ne!(
+        out.verdict, TC_ACT_REDIRECT,
+        "a bare header of an unknown datagram goes nowhere"
+    );
     Ok(())
 }
