@@ -55,6 +55,9 @@ pub struct PodRecord {
     pub k8s_pod: Option<String>,
     #[serde(default)]
     pub labels: crate::policy::selector::Labels,
+    /// Its named ports, for policies that name ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::policy::ports::ContainerPort>,
 }
 
 pub fn default_namespace() -> String {

@@ -695,7 +695,8 @@ fn attachments_survive_an_agent_restart() -> Result<()> {
 }
 
 /// Kubernetes runtimes name the pod in `CNI_ARGS`; labels come from `args.cni.labels`
-/// and `runtimeConfig.labels` (which wins). Policy then sees the pod as that identity.
+/// and `runtimeConfig.labels` (which wins), named ports from `args.cni.ports`. Policy
+/// then sees the pod as that identity.
 #[test]
 fn kubernetes_pod_identity_comes_from_cni_args_and_labels() -> Result<()> {
     let c = Cluster::new(Spec::default())?;
@@ -708,7 +709,10 @@ fn kubernetes_pod_identity_comes_from_cni_args_and_labels() -> Result<()> {
         "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-7d4;K8S_POD_INFRA_CONTAINER_ID=abc".into(),
     ));
     let mut conf = rt.conf();
-    conf["args"] = json!({"cni": {"labels": [{"key": "app", "value": "web"}, {"key": "tier", "value": "front"}]}});
+    conf["args"] = json!({"cni": {
+        "labels": [{"key": "app", "value": "web"}, {"key": "tier", "value": "front"}],
+        "ports": [{"name": "http", "containerPort": 8080}, {"name": "dns", "containerPort": 53, "protocol": "UDP"}],
+    }});
     conf["runtimeConfig"] = json!({"labels": {"tier": "back"}});
     rt.run(&env, &conf)
         .ok()
@@ -733,6 +737,16 @@ fn kubernetes_pod_identity_comes_from_cni_args_and_labels() -> Result<()> {
         vec![("app", "web"), ("tier", "back")],
         "runtimeConfig.labels wins over args"
     );
+    let ports: Vec<(Option<&str>, i64, &str)> = pod
+        .ports
+        .iter()
+        .map(|p| (p.name.as_deref(), p.container_port, p.protocol.as_str()))
+        .collect();
+    assert_eq!(
+        ports,
+        vec![(Some("http"), 8080, "TCP"), (Some("dns"), 53, "UDP")],
+        "the named ports from args.cni.ports, TCP by default"
+    );
 
     let bad = Container::new()?;
     let mut conf = rt.conf();
@@ -741,6 +755,14 @@ fn kubernetes_pod_identity_comes_from_cni_args_and_labels() -> Result<()> {
     assert!(
         reply.code().is_some(),
         "an invalid label is refused with a CNI error"
+    );
+    assert!(pods_of(n, &bad.id)?.is_empty(), "and no pod is made");
+    let mut conf = rt.conf();
+    conf["args"] = json!({"cni": {"ports": [{"name": "http", "containerPort": 80}, {"name": "http", "containerPort": 81}]}});
+    let reply = rt.run(&rt.env("ADD", &bad), &conf);
+    assert!(
+        reply.code().is_some(),
+        "a port name used twice is refused with a CNI error"
     );
     assert!(pods_of(n, &bad.id)?.is_empty(), "and no pod is made");
     Ok(())

@@ -47,8 +47,21 @@ impl Bed {
             let node = c.node(1 + i % 2);
             let name = c.pod_name(&format!("{ns}{pod}"));
             let label = format!("pod={pod}");
-            let info: PodInfo =
-                node.cli_json(&["pod", "add", &name, "--namespace", ns, "--label", &label])?;
+            let mut args = vec!["pod", "add", &name, "--namespace", ns, "--label", &label];
+            // Named as Kubernetes' e2e suite names its pods' ports; "web" is a different
+            // port on a and b, and c has none.
+            args.extend([
+                "--port=serve-80-tcp=80",
+                "--port=serve-81-tcp=81",
+                "--port=serve-80-udp=80/UDP",
+                "--port=serve-53-udp=53/UDP",
+            ]);
+            match pod {
+                "a" => args.push("--port=web=80"),
+                "b" => args.push("--port=web=81"),
+                _ => {}
+            }
+            let info: PodInfo = node.cli_json(&args)?;
             let who = format!("{ns}/{pod}");
             for (proto, port) in PORTS {
                 match proto {
@@ -123,6 +136,10 @@ fn ns(p: &str) -> &str {
     p.split('/').next().unwrap_or_default()
 }
 
+fn pod(p: &str) -> &str {
+    p.split('/').nth(1).unwrap_or_default()
+}
+
 const HEAD: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n";
 
 #[test]
@@ -166,6 +183,45 @@ fn kubernetes_network_policy_cases_hold_on_both_nodes() -> Result<()> {
     ))?;
     bed.expect("podSelector OR namespaceSelector", |f, t, _, _| {
         t != "x/a" || ns(f) == "y" || f == "x/b" || f == t
+    })?;
+    bed.delete_all()?;
+    Ok(())
+}
+
+#[test]
+fn named_ports_mean_the_destination_pods_own_port() -> Result<()> {
+    let bed = Bed::new()?;
+    // Kubernetes' "should allow ingress access on one named port".
+    bed.apply(&format!(
+        "{HEAD}  name: named-ingress\n  namespace: x\nspec:\n  podSelector: {{}}\n  ingress:\n  - ports:\n    - port: serve-81-tcp\n"
+    ))?;
+    bed.expect("ingress on one named port", |f, t, p, port| {
+        ns(t) != "x" || f == t || (p == Proto::Tcp && port == 81)
+    })?;
+    bed.delete_all()?;
+    // Egress to a name each destination numbers its own way (some on the other node,
+    // known through the store): a's web is 80, b's 81, c has none.
+    bed.apply(&format!(
+        "{HEAD}  name: named-egress\n  namespace: y\nspec:\n  podSelector: {{}}\n  policyTypes: [Egress]\n  egress:\n  - ports:\n    - port: web\n"
+    ))?;
+    bed.expect(
+        "egress on a named port numbered per pod",
+        |f, t, p, port| {
+            let web = match pod(t) {
+                "a" => Some(80),
+                "b" => Some(81),
+                _ => None,
+            };
+            ns(f) != "y" || f == t || (p == Proto::Tcp && web == Some(port))
+        },
+    )?;
+    bed.delete_all()?;
+    // A UDP name does not open the TCP port of the same number.
+    bed.apply(&format!(
+        "{HEAD}  name: named-udp\n  namespace: z\nspec:\n  podSelector:\n    matchLabels: {{pod: c}}\n  ingress:\n  - ports:\n    - {{port: serve-80-udp, protocol: UDP}}\n"
+    ))?;
+    bed.expect("ingress on a named UDP port", |f, t, p, port| {
+        t != "z/c" || f == t || (p == Proto::Udp && port == 80)
     })?;
     bed.delete_all()?;
     Ok(())
@@ -280,6 +336,8 @@ fn policies_show_hits_and_denials_and_bad_ones_change_nothing() -> Result<()> {
         ("unknown field", format!("{HEAD}  name: bad\n  namespace: x\nspec:\n  podSelector: {{}}\n  egres: []\n"), "unknown field"),
         ("bad CIDR", format!("{HEAD}  name: bad\n  namespace: x\nspec:\n  podSelector: {{}}\n  ingress:\n  - from:\n    - ipBlock: {{cidr: 10.0.0.0/33}}\n"), "is not a CIDR"),
         ("bad operator", format!("{HEAD}  name: bad\n  namespace: x\nspec:\n  podSelector:\n    matchExpressions:\n    - {{key: pod, operator: Equals, values: [a]}}\n"), "not a valid selector operator"),
+        ("endPort with a named port", format!("{HEAD}  name: bad\n  namespace: x\nspec:\n  podSelector: {{}}\n  ingress:\n  - ports:\n    - {{port: web, endPort: 90}}\n"), "endPort may not be given with a named port"),
+        ("bad port name", format!("{HEAD}  name: bad\n  namespace: x\nspec:\n  podSelector: {{}}\n  ingress:\n  - ports:\n    - {{port: Web_1}}\n"), "not an IANA service name"),
         ("one good, one bad", format!("{HEAD}  name: good\n  namespace: x\nspec:\n  podSelector: {{}}\n---\n{HEAD}  name: bad\n  namespace: x\nspec:\n  podSelector: {{}}\n  policyTypes: [Sideways]\n"), "Sideways"),
     ];
     for (what, yaml, says) in bad {

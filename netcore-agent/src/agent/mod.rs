@@ -59,6 +59,8 @@ pub enum AgentError {
     BadService(String),
     #[error("{0}")]
     BadPolicy(String),
+    #[error("invalid ports: {0}")]
+    BadPorts(String),
     #[error("invalid labels: {0}")]
     BadLabels(String),
     #[error("no pod named {0}")]

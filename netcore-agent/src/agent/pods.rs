@@ -24,6 +24,7 @@ impl Agent {
             namespace,
             k8s_pod,
             labels,
+            ports,
         } = req;
         let (cid, ns) = (container_id.as_deref(), netns.as_deref());
         if let Some(pod) = self.cni_readd(cid, ifname.as_deref(), ns).await? {
@@ -36,6 +37,8 @@ impl Agent {
             remove: vec![],
         }
         .apply(Default::default())?;
+        crate::policy::ports::check_container_ports(&ports)
+            .map_err(|e| AgentError::BadPorts(e.to_string()))?;
         if name.is_empty()
             || name.len() > 64
             || !name
@@ -66,6 +69,7 @@ impl Agent {
             namespace,
             k8s_pod,
             labels,
+            ports,
         };
         // Recorded first: a crash from here on is cleaned up at the next start.
         self.state.pods.insert(name.clone(), rec.clone());
@@ -160,6 +164,7 @@ impl Agent {
             namespace: rec.namespace.clone(),
             k8s_pod: rec.k8s_pod.clone(),
             labels: rec.labels.clone(),
+            ports: rec.ports.clone(),
             in_map: self.maps.endpoints.get(rec.ip).is_some(),
         }
     }

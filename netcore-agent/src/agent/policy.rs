@@ -328,6 +328,7 @@ impl Agent {
                 ip: p.ip,
                 namespace: p.namespace.clone(),
                 labels: p.labels.clone(),
+                ports: p.ports.clone(),
             })
             .collect()
     }

@@ -111,6 +111,9 @@ pub struct PodAdd {
     pub k8s_pod: Option<String>,
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Named ports (Kubernetes `ContainerPort`s), for policies that name ports.
+    #[serde(default)]
+    pub ports: Vec<crate::policy::ports::ContainerPort>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,6 +140,8 @@ pub struct PodInfo {
     pub k8s_pod: Option<String>,
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::policy::ports::ContainerPort>,
     /// Whether the endpoint map holds the pod (its traffic takes the eBPF path).
     pub in_map: bool,
 }

@@ -155,6 +155,10 @@ pub enum PodCmd {
         /// A label KEY=VALUE (repeat for more), for network policy.
         #[arg(long = "label", value_parser = policy::parse_label)]
         labels: Vec<(String, String)>,
+        /// A named port NAME=PORT[/PROTOCOL] (repeat for more; TCP if left out), what a
+        /// policy's `port: NAME` means for this pod, as a container port in Kubernetes.
+        #[arg(long = "port", value_parser = crate::policy::ports::parse_port_arg)]
+        ports: Vec<crate::policy::ports::ContainerPort>,
         #[arg(long)]
         json: bool,
     },
@@ -289,12 +293,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             namespace,
             labels,
+            ports,
             json,
         }) => {
             let req = Request::PodAdd(crate::api::PodAdd {
                 name,
                 namespace,
                 labels: labels.into_iter().collect(),
+                ports,
                 ..Default::default()
             });
             let pod: PodInfo = client::call(sock, &req).await?;

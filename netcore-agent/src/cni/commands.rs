@@ -71,6 +71,7 @@ async fn add(a: &Attachment, conf: &NetConf) -> Result<Success, CniError> {
         namespace: a.arg("K8S_POD_NAMESPACE").map(str::to_string),
         k8s_pod: a.arg("K8S_POD_NAME").map(str::to_string),
         labels: conf.labels.clone(),
+        ports: conf.ports.clone(),
     });
     let pod: PodInfo = call(conf, "ADD", &req, ADD_TIMEOUT).await?;
     Ok(result::for_pod(&pod, &netns, conf))

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::policy::ports::ContainerPort;
+
 use super::{
     error::CniError,
     types::{Dns, Success, ValidAttachment},
@@ -31,6 +33,9 @@ pub struct NetConf {
     /// Pod labels, from `args.cni.labels` (the CNI args convention: a list of
     /// `{"key", "value"}`) and `runtimeConfig.labels` (an object), the latter winning.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Named ports, from `args.cni.ports`: Kubernetes `ContainerPort`s
+    /// (`{"name", "containerPort", "protocol"}`), for policies that name ports.
+    pub ports: Vec<ContainerPort>,
 }
 
 /// The config as it comes, before checks (every field may be missing).
@@ -81,6 +86,21 @@ fn labels(
     Ok(out)
 }
 
+/// Named ports from `args.cni.ports`, checked as Kubernetes checks a pod's.
+fn ports(args: Option<&Value>) -> Result<Vec<ContainerPort>, CniError> {
+    let Some(list) = args.and_then(|a| a.pointer("/cni/ports")) else {
+        return Ok(Vec::new());
+    };
+    let ports: Vec<ContainerPort> = serde_json::from_value(list.clone()).map_err(|e| {
+        CniError::InvalidConfig(format!(
+            "args.cni.ports must be a list of {{name, containerPort, protocol}}: {e}"
+        ))
+    })?;
+    crate::policy::ports::check_container_ports(&ports)
+        .map_err(|e| CniError::InvalidConfig(format!("args.cni.ports: {e}")))?;
+    Ok(ports)
+}
+
 /// Parses and checks the config: invalid JSON is code 6, a config that is not what
 /// the spec and this plugin need is 7, an unknown `cniVersion` is 1.
 pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
@@ -117,6 +137,7 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
         .transpose()
         .map_err(|e| CniError::InvalidConfig(format!("prevResult is not a CNI result: {e}")))?;
     let labels = labels(raw.args.as_ref(), raw.runtime_config.as_ref())?;
+    let ports = ports(raw.args.as_ref())?;
     Ok(NetConf {
         version,
         name,
@@ -125,6 +146,7 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
         prev_result,
         valid_attachments: raw.valid_attachments,
         labels,
+        ports,
     })
 }
 
@@ -194,5 +216,31 @@ mod tests {
             code(r#"{"cniVersion":"1.0.0","name":"nc","type":"t","prevResult":{"ips":5}}"#),
             7
         );
+    }
+
+    #[test]
+    fn named_ports_come_from_args_and_are_checked() {
+        let with = |ports: &str| {
+            format!(
+                r#"{{"cniVersion":"1.0.0","name":"nc","type":"t","args":{{"cni":{{"ports":{ports}}}}}}}"#
+            )
+        };
+        let c = parse(with(r#"[{"name":"http","containerPort":8080},{"name":"dns","containerPort":53,"protocol":"UDP"}]"#).as_bytes()).unwrap();
+        assert_eq!(c.ports.len(), 2);
+        assert_eq!(
+            (c.ports[0].container_port, c.ports[0].protocol.as_str()),
+            (8080, "TCP")
+        );
+        assert_eq!(c.ports[1].name.as_deref(), Some("dns"));
+        for bad in [
+            r#"{"http":8080}"#,
+            r#"[{"name":"HTTP","containerPort":8080}]"#,
+            r#"[{"name":"http","containerPort":70000}]"#,
+            r#"[{"name":"http","containerPort":80,"protocol":"ICMP"}]"#,
+            r#"[{"name":"http","containerPort":80},{"name":"http","containerPort":81}]"#,
+            r#"[{"name":"http","port":80}]"#,
+        ] {
+            assert_eq!(code(&with(bad)), 7, "{bad} is refused as an invalid config");
+        }
     }
 }

@@ -118,6 +118,7 @@ mod tests {
             namespace: "default".into(),
             k8s_pod: None,
             labels: Default::default(),
+            ports: Vec::new(),
             in_map: true,
         }
     }

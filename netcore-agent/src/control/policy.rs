@@ -191,6 +191,7 @@ fn parse_pods(
                 Some(p.ip) == ip
                     && crate::agent::policy_check_namespace(&p.namespace).is_ok()
                     && crate::policy::selector::check_labels(&p.labels).is_ok()
+                    && crate::policy::ports::check_container_ports(&p.ports).is_ok()
             });
         match (ip, pod) {
             (Some(ip), _) if own.contains(&ip) => {
@@ -199,6 +200,7 @@ fn parse_pods(
                     ip,
                     namespace: String::new(),
                     labels: Labels::new(),
+                    ports: Vec::new(),
                 });
                 mine.insert(ip, value);
             }

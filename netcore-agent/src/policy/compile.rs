@@ -19,7 +19,8 @@ use netcore_common::policy::{PolicyKey, CLASS_WORLD, POLICY_PREFIX_ANY, POLICY_P
 use serde::{Deserialize, Serialize};
 
 use super::{
-    parse::{PeerSpec, Policy, PortSpec, Rule},
+    parse::{PeerSpec, Policy, PortMatch, PortSpec, Rule},
+    ports::{resolve, ContainerPort},
     selector::{Labels, NAMESPACE_NAME_LABEL},
 };
 
@@ -30,6 +31,9 @@ pub struct PodIdentity {
     pub namespace: String,
     #[serde(default)]
     pub labels: Labels,
+    /// Its named ports (what a policy's `port: "http"` resolves against).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ContainerPort>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -40,11 +44,43 @@ pub enum Direction {
 
 type Block = (Ipv4Net, Vec<Ipv4Net>);
 
-/// What a class stands for: a pod identity (namespace, labels), if any, and the blocks.
+/// What a class stands for: a pod identity, if any, and the blocks.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 struct ClassKey {
-    pod: Option<(String, Labels)>,
+    pod: Option<PodClass>,
     blocks: BTreeSet<Block>,
+}
+
+/// The pods of one namespace, labels and named ports. (State written before named
+/// ports has `[namespace, labels]` here, which reads as a pod without ports.)
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct PodClass {
+    namespace: String,
+    labels: Labels,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    ports: Vec<ContainerPort>,
+}
+
+impl PodClass {
+    fn of(pod: &PodIdentity) -> Self {
+        PodClass {
+            namespace: pod.namespace.clone(),
+            labels: pod.labels.clone(),
+            ports: pod.ports.clone(),
+        }
+    }
+}
+
+/// What a set stands for: the policies that select a pod in one direction, and for
+/// ingress sets whose rules name ports, the pod's named ports (pods that number a
+/// name differently need different entries). State written before named ports has
+/// `[direction, policies]` here, which reads as a set without ports.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct SetKey {
+    direction: Direction,
+    policies: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    ports: Vec<ContainerPort>,
 }
 
 /// Class and set ids, kept from compile to compile (and across restarts).
@@ -53,7 +89,7 @@ pub struct Ids {
     #[serde(with = "pairs")]
     classes: BTreeMap<ClassKey, u32>,
     #[serde(with = "pairs")]
-    sets: BTreeMap<(Direction, Vec<String>), u32>,
+    sets: BTreeMap<SetKey, u32>,
     next_class: u32,
     next_set: u32,
 }
@@ -76,7 +112,7 @@ impl Ids {
         id
     }
 
-    fn set(&mut self, key: (Direction, Vec<String>)) -> u32 {
+    fn set(&mut self, key: SetKey) -> u32 {
         if let Some(id) = self.sets.get(&key) {
             return *id;
         }
@@ -120,6 +156,9 @@ mod pairs {
 pub struct SetInfo {
     pub direction: Direction,
     pub policies: Vec<String>,
+    /// The named ports ingress rules resolve against (the selected pod's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ContainerPort>,
 }
 
 pub struct Inputs<'a> {
@@ -170,7 +209,7 @@ pub fn compile(input: &Inputs, ids: &mut Ids) -> Compiled {
     for pod in input.pods {
         let host = Ipv4Net::new(pod.ip, 32).expect("/32");
         let key = ClassKey {
-            pod: Some((pod.namespace.clone(), pod.labels.clone())),
+            pod: Some(PodClass::of(pod)),
             blocks: blocks_of_prefix(&blocks, host),
         };
         out.peers.insert(host, ids.class(key, &mut classes));
@@ -180,18 +219,29 @@ pub fn compile(input: &Inputs, ids: &mut Ids) -> Compiled {
         let Some(pod) = by_ip.get(ip) else { continue };
         let ingress = selecting(input.policies, pod, Direction::Ingress);
         let egress = selecting(input.policies, pod, Direction::Egress);
-        let mut set = |dir, list: Vec<String>| {
-            if list.is_empty() {
+        let mut set = |direction, policies: Vec<String>| {
+            if policies.is_empty() {
                 return 0;
             }
-            let id = ids.set((dir, list.clone()));
-            out.sets.insert(
-                id,
-                SetInfo {
-                    direction: dir,
-                    policies: list,
-                },
-            );
+            let ports = if direction == Direction::Ingress
+                && names_ports(input.policies, &policies, direction)
+            {
+                pod.ports.clone()
+            } else {
+                Vec::new()
+            };
+            let key = SetKey {
+                direction,
+                policies,
+                ports,
+            };
+            let id = ids.set(key.clone());
+            let info = SetInfo {
+                direction,
+                policies: key.policies,
+                ports: key.ports,
+            };
+            out.sets.insert(id, info);
             id
         };
         let sets = (
@@ -214,7 +264,13 @@ pub fn compile(input: &Inputs, ids: &mut Ids) -> Compiled {
             for rule in rules.unwrap_or_default() {
                 let peers = rule_classes(rule, p, &classes, &all_classes, input.namespaces);
                 for class in peers {
-                    for (proto, port, len) in port_prefixes(rule) {
+                    // Named ports are the destination's: the selected pod's for
+                    // ingress, the peer's for egress (only pods have them).
+                    let ports = match info.direction {
+                        Direction::Ingress => &info.ports[..],
+                        Direction::Egress => class_ports(&classes, class),
+                    };
+                    for (proto, port, len) in port_prefixes(rule, ports) {
                         let key = PolicyKey {
                             set,
                             peer: class,
@@ -230,6 +286,32 @@ pub fn compile(input: &Inputs, ids: &mut Ids) -> Compiled {
     }
     ids.retain(&classes, &out.sets);
     out
+}
+
+/// Whether a rule of `dir` of one of `policies` names a port.
+fn names_ports(policies: &BTreeMap<String, Policy>, list: &[String], dir: Direction) -> bool {
+    list.iter().any(|name| {
+        let p = &policies[name];
+        let rules = match dir {
+            Direction::Ingress => p.ingress.as_deref(),
+            Direction::Egress => p.egress.as_deref(),
+        };
+        let ports = rules
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|r| r.ports.iter().flatten());
+        ports
+            .into_iter()
+            .any(|p| matches!(p.ports, PortMatch::Named(_)))
+    })
+}
+
+/// The named ports of a class's pods (none for blocks and the world).
+fn class_ports(classes: &BTreeMap<u32, ClassKey>, class: u32) -> &[ContainerPort] {
+    classes
+        .get(&class)
+        .and_then(|k| k.pod.as_ref())
+        .map_or(&[], |p| &p.ports[..])
 }
 
 /// Every distinct ipBlock of every rule.
@@ -312,14 +394,14 @@ fn peer_covers(
             pods,
             namespaces: ns_sel,
         } => {
-            let Some((ns, labels)) = &key.pod else {
+            let Some(pod) = &key.pod else {
                 return false;
             };
             let ns_ok = match ns_sel {
-                None => *ns == policy.namespace,
-                Some(sel) => sel.matches(&namespace_labels(namespaces, ns)),
+                None => pod.namespace == policy.namespace,
+                Some(sel) => sel.matches(&namespace_labels(namespaces, &pod.namespace)),
             };
-            ns_ok && pods.as_ref().is_none_or(|s| s.matches(labels))
+            ns_ok && pods.as_ref().is_none_or(|s| s.matches(&pod.labels))
         }
         PeerSpec::Block { cidr, except } => {
             let mut except = except.clone();
@@ -331,18 +413,25 @@ fn peer_covers(
     }
 }
 
-/// (protocol, first port, prefix length) of every entry a rule's ports need.
-fn port_prefixes(rule: &Rule) -> Vec<(u8, u16, u32)> {
+/// (protocol, first port, prefix length) of every entry a rule's ports need, named
+/// ports resolved against the destination's `named` (a name it lacks adds nothing).
+fn port_prefixes(rule: &Rule, named: &[ContainerPort]) -> Vec<(u8, u16, u32)> {
     let Some(ports) = &rule.ports else {
         return vec![(0, 0, POLICY_PREFIX_ANY)];
     };
     let mut out = Vec::new();
-    for &PortSpec { proto, range } in ports {
-        match range {
-            None => out.push((proto, 0, POLICY_PREFIX_PROTO)),
-            Some((first, last)) => {
-                for (start, bits) in aligned_blocks(first, last) {
+    for PortSpec { proto, ports } in ports {
+        let proto = *proto;
+        match ports {
+            PortMatch::Any => out.push((proto, 0, POLICY_PREFIX_PROTO)),
+            PortMatch::Range(first, last) => {
+                for (start, bits) in aligned_blocks(*first, *last) {
                     out.push((proto, start, POLICY_PREFIX_PROTO + 16 - bits));
+                }
+            }
+            PortMatch::Named(name) => {
+                if let Some(port) = resolve(named, name, proto) {
+                    out.push((proto, port, POLICY_PREFIX_PROTO + 16));
                 }
             }
         }
@@ -420,6 +509,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            ports: Vec::new(),
         }
     }
 
@@ -543,6 +633,70 @@ mod tests {
         let a = w.compile(yaml);
         let b = w.compile(yaml);
         assert_eq!(a, b);
+    }
+
+    fn with_ports(w: &mut World, ip: &str, ports: &[(&str, i64, &str)]) {
+        let pod = w.pods.iter_mut().find(|p| p.ip.to_string() == ip).unwrap();
+        pod.ports = ports
+            .iter()
+            .map(|(name, n, proto)| ContainerPort {
+                name: Some(name.to_string()),
+                container_port: *n,
+                protocol: proto.to_string(),
+            })
+            .collect();
+    }
+
+    #[test]
+    fn named_ports_resolve_against_the_pod_the_traffic_goes_to() {
+        let mut w = World::new();
+        with_ports(&mut w, XA, &[("http", 8080, "TCP")]);
+        with_ports(&mut w, XB, &[("http", 9090, "TCP"), ("dns", 53, "UDP")]);
+        let yaml = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: http, namespace: x}\n\
+                    spec:\n  podSelector: {}\n  ingress:\n  - ports:\n    - {port: http}\n    - {port: dns, protocol: UDP}\n";
+        let c = w.compile(yaml);
+        assert!(can(&c, YA, XA, 6, 8080), "x/a's http is 8080");
+        assert!(!can(&c, YA, XA, 6, 9090), "9090 is x/b's http, not x/a's");
+        assert!(can(&c, YA, XB, 6, 9090), "x/b's http is 9090");
+        assert!(!can(&c, YA, XB, 6, 8080));
+        assert!(can(&c, YA, XB, 17, 53), "x/b's dns");
+        assert!(!can(&c, YA, XA, 17, 53), "x/a has no port named dns");
+        assert!(!can(&c, YA, XB, 6, 53), "dns is UDP");
+        let (xa, xb) = (
+            c.endpoints[&XA.parse().unwrap()].0,
+            c.endpoints[&XB.parse().unwrap()].0,
+        );
+        assert_ne!(xa, xb, "one policy, two numberings: two sets");
+
+        let egress = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: out, namespace: y}\n\
+                      spec:\n  podSelector: {}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - namespaceSelector: {}\n    - ipBlock: {cidr: 0.0.0.0/0}\n    ports:\n    - {port: http}\n";
+        let c = w.compile(egress);
+        assert!(can(&c, YA, XA, 6, 8080), "to x/a's http");
+        assert!(can(&c, YA, XB, 6, 9090), "to x/b's http");
+        assert!(!can(&c, YA, XA, 6, 9090), "x/a does not serve http on 9090");
+        let (_, ya) = c.endpoints[&YA.parse().unwrap()];
+        assert!(
+            !c.allows(ya, "192.0.2.1".parse().unwrap(), 6, 8080),
+            "an address outside the pods has no named ports"
+        );
+        let sets: Vec<_> = c.sets.values().filter(|s| !s.ports.is_empty()).collect();
+        assert!(
+            sets.is_empty(),
+            "egress sets do not depend on the pod's ports"
+        );
+    }
+
+    #[test]
+    fn ids_written_before_named_ports_still_read() {
+        let old = r#"{"classes":[[{"pod":["x",{"pod":"a"}],"blocks":[]},1]],
+                      "sets":[[["Ingress",["x/deny"]],1]],"next_class":1,"next_set":1}"#;
+        let ids: Ids = serde_json::from_str(old).expect("old ids read");
+        let mut w = World::new();
+        w.ids = ids;
+        let yaml = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: x}\nspec: {podSelector: {}}\n";
+        let c = w.compile(yaml);
+        assert_eq!(c.class_of(XA.parse().unwrap()), 1, "x/a keeps its class");
+        assert_eq!(c.endpoints[&XA.parse().unwrap()].0, 1, "and the set its id");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 
 use super::{
+    ports::{check_port_name, protocol_number},
     selector::{check_dns_label, check_dns_subdomain},
     types::{IntOrString, LabelSelector, NetworkPolicy, Peer, Port},
     PolicyError,
@@ -45,11 +46,20 @@ pub enum PeerSpec {
     NoAddresses,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortSpec {
     pub proto: u8,
-    /// First and last port; `None`: every port of the protocol.
-    pub range: Option<(u16, u16)>,
+    pub ports: PortMatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PortMatch {
+    /// Every port of the protocol.
+    Any,
+    /// First and last port.
+    Range(u16, u16),
+    /// A named port: the number the destination pod gives the name for the protocol.
+    Named(String),
 }
 
 pub const TCP: u8 = 6;
@@ -274,25 +284,24 @@ fn block(cidr: &str, except: &[String], at: &str) -> Result<PeerSpec, PolicyErro
 
 fn port(p: &Port, at: &str) -> Result<PortSpec, PolicyError> {
     let bad = |s: String| PolicyError::Invalid(format!("{at}: {s}"));
-    let proto = match p.protocol.as_deref().unwrap_or("TCP") {
-        "TCP" => TCP,
-        "UDP" => UDP,
-        "SCTP" => SCTP,
-        other => return Err(bad(format!("protocol {other:?} is not TCP, UDP or SCTP"))),
-    };
+    let protocol = p.protocol.as_deref().unwrap_or("TCP");
+    let proto = protocol_number(protocol)
+        .ok_or_else(|| bad(format!("protocol {protocol:?} is not TCP, UDP or SCTP")))?;
     let in_range = |n: i64, what: &str| {
         u16::try_from(n)
             .ok()
             .filter(|&n| n != 0)
             .ok_or_else(|| bad(format!("{what} {n} is not between 1 and 65535")))
     };
-    let range = match (&p.port, p.end_port) {
-        (None, None) => None,
+    let ports = match (&p.port, p.end_port) {
+        (None, None) => PortMatch::Any,
         (None, Some(_)) => return Err(bad("endPort needs a numeric port".into())),
-        (Some(IntOrString::String(name)), _) => {
-            return Err(bad(format!(
-                "named port {name:?}: netcore pods declare no container ports; use the port number"
-            )))
+        (Some(IntOrString::String(_)), Some(_)) => {
+            return Err(bad("endPort may not be given with a named port".into()))
+        }
+        (Some(IntOrString::String(name)), None) => {
+            check_port_name(name).map_err(|e| bad(e.to_string()))?;
+            PortMatch::Named(name.clone())
         }
         (Some(IntOrString::Int(n)), end) => {
             let first = in_range(*n, "port")?;
@@ -303,8 +312,8 @@ fn port(p: &Port, at: &str) -> Result<PortSpec, PolicyError> {
             if last < first {
                 return Err(bad(format!("endPort {last} is below port {first}")));
             }
-            Some((first, last))
+            PortMatch::Range(first, last)
         }
     };
-    Ok(PortSpec { proto, range })
+    Ok(PortSpec { proto, ports })
 }
