@@ -33,6 +33,14 @@ pub fn unique(tag: &str) -> String {
 /// Set (by the Linux 6.1 run) when the kernel has no nftables NAT chains (Debian's
 /// User-mode Linux lacks CONFIG_NFT_NAT): agents then run without masquerade.
 pub const NO_MASQUERADE_ENV: &str = "NETCORE_TEST_NO_MASQUERADE";
+/// Set (by the Linux 6.1 run) when the kernel is User-mode Linux: one CPU, the BPF
+/// interpreter, a thread costs milliseconds. Probing waits longer and runs fewer
+/// probes at once there.
+pub const SLOW_KERNEL_ENV: &str = "NETCORE_TEST_SLOW_KERNEL";
+
+pub fn slow_kernel() -> bool {
+    std::env::var_os(SLOW_KERNEL_ENV).is_some()
+}
 /// Extra agent config lines every test node gets (forced modes for a whole run).
 pub const EXTRA_CONFIG_ENV: &str = "NETCORE_TEST_AGENT_CONFIG";
 

@@ -10,7 +10,31 @@ use std::{
 };
 
 /// How long a probe waits: a dropped SYN or datagram is a "no" after this.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+fn probe_timeout() -> Duration {
+    if crate::slow_kernel() {
+        Duration::from_secs(4)
+    } else {
+        Duration::from_millis(1500)
+    }
+}
+
+/// How many probes run at once (all of a matrix, but for the slow kernel).
+fn parallel(total: usize) -> usize {
+    if crate::slow_kernel() {
+        total.min(24)
+    } else {
+        total
+    }
+}
+
+/// How long a policy change may take to show in the probes of every node.
+pub fn settle_time() -> Duration {
+    if crate::slow_kernel() {
+        Duration::from_secs(180)
+    } else {
+        Duration::from_secs(20)
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Proto {
@@ -29,10 +53,11 @@ pub struct Target {
 
 /// Whether a TCP echo from `ns` to `to` completes.
 pub fn tcp(ns: &Path, to: SocketAddr) -> bool {
-    let conn = netcore_agent::netns::run_in(ns, || TcpStream::connect_timeout(&to, PROBE_TIMEOUT));
+    let conn =
+        netcore_agent::netns::run_in(ns, || TcpStream::connect_timeout(&to, probe_timeout()));
     let Ok(Ok(mut s)) = conn else { return false };
     let mut exchange = || -> std::io::Result<Vec<u8>> {
-        s.set_read_timeout(Some(PROBE_TIMEOUT))?;
+        s.set_read_timeout(Some(probe_timeout()))?;
         s.write_all(b"probe")?;
         s.shutdown(std::net::Shutdown::Write)?;
         let mut reply = Vec::new();
@@ -48,7 +73,7 @@ pub fn udp(ns: &Path, to: SocketAddr) -> bool {
     let Ok(Ok(sock)) = sock else { return false };
     let mut buf = [0u8; 512];
     let answered = sock
-        .set_read_timeout(Some(PROBE_TIMEOUT))
+        .set_read_timeout(Some(probe_timeout()))
         .and_then(|()| sock.send_to(b"probe", to))
         .and_then(|_| sock.recv_from(&mut buf));
     answered.is_ok_and(|(n, _)| buf[..n].ends_with(b":probe"))
@@ -64,26 +89,41 @@ pub fn matrix(
     ports: &[(Proto, u16)],
     dst: impl Fn(&Target, u16) -> Option<SocketAddr> + Sync,
 ) -> Outcome {
-    std::thread::scope(|s| {
-        let mut handles = Vec::new();
-        for from in pods {
-            for to in pods {
-                for &(proto, port) in ports {
-                    let Some(addr) = dst(to, port) else { continue };
-                    handles.push(s.spawn(move || {
-                        let ok = match proto {
-                            Proto::Tcp => tcp(&from.netns, addr),
-                            Proto::Udp => udp(&from.netns, addr),
-                        };
-                        ((from.name.clone(), to.name.clone(), proto, port), ok)
-                    }));
+    let mut probes = Vec::new();
+    for from in pods {
+        for to in pods {
+            for &(proto, port) in ports {
+                if let Some(addr) = dst(to, port) {
+                    probes.push((from, to, proto, port, addr));
                 }
             }
         }
-        handles
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let worker = || {
+        let mut out = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(&(from, to, proto, port, addr)) = probes.get(i) else {
+                return out;
+            };
+            let ok = match proto {
+                Proto::Tcp => tcp(&from.netns, addr),
+                Proto::Udp => udp(&from.netns, addr),
+            };
+            out.push(((from.name.clone(), to.name.clone(), proto, port), ok));
+        }
+    };
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..parallel(probes.len()))
+            .map(|_| s.spawn(worker))
+            .collect();
+        let mut all: Outcome = workers
             .into_iter()
-            .map(|h| h.join().expect("probe thread"))
-            .collect()
+            .flat_map(|w| w.join().expect("probe thread"))
+            .collect();
+        all.sort();
+        all
     })
 }
 

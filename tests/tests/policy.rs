@@ -4,7 +4,7 @@
 //! 53, and the outcome must match the case's truth table (polled: the other node gets
 //! the change through the store).
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
 use anyhow::{bail, Context, Result};
 use netcore_agent::{agent::PolicyInfo, api::PodInfo};
@@ -115,7 +115,7 @@ impl Bed {
         dst: impl Fn(&Target, u16) -> Option<SocketAddr> + Sync,
         want: impl Fn(&str, &str, Proto, u16) -> bool,
     ) -> Result<()> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let deadline = std::time::Instant::now() + probe::settle_time();
         loop {
             let got: Outcome = probe::matrix(&self.pods, &PORTS, &dst);
             let diff = probe::differences(&got, &want);

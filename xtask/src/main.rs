@@ -223,6 +223,7 @@ const UML_SUITE: &[(&str, &[&str], &str)] = &[
     ("flood", &[], ""),
     ("direct", &[], ""),
     ("monitor", &[], ""),
+    ("policy", &[], ""),
     // The readiness test runs a real etcd: not in this single-CPU kernel.
     ("metrics", &["readyz_waits_for_the_lease"], ""),
     ("overlay", &[], DEVICE_DECAP),

@@ -208,6 +208,8 @@ fn init() -> Result<()> {
         .env("TMPDIR", "/tmp")
         // No nftables NAT chains in this kernel (CONFIG_NFT_NAT is off).
         .env("NETCORE_TEST_NO_MASQUERADE", "1")
+        // One CPU and the BPF interpreter (`netcore_tests::SLOW_KERNEL_ENV`).
+        .env("NETCORE_TEST_SLOW_KERNEL", "1")
         .spawn()
         .context("starting the runner")?;
     reap_until(runner.id() as i32);
