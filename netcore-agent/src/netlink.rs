@@ -7,7 +7,7 @@ use futures::TryStreamExt;
 use netlink_packet_route::{
     address::AddressAttribute,
     link::{InfoData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
-    route::{RouteAddress, RouteAttribute},
+    route::{RouteAddress, RouteAttribute, RouteMetric},
 };
 use rtnetlink::{
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
@@ -308,12 +308,28 @@ pub async fn del_link(h: &Handle, name: &str) -> Result<()> {
     }
 }
 
-pub async fn add_default_route(h: &Handle, gateway: Ipv4Addr) -> Result<()> {
-    let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-        .gateway(gateway)
-        .build();
-    let add = h.route().add(msg).execute().await;
-    exists_ok(add, &format!("default route via {gateway}"))
+/// The default route via `gateway`, added or replaced; with `mtu`, what leaves by it
+/// is at most that size (the link may be larger for what stays on the link).
+pub async fn set_default_route(h: &Handle, gateway: Ipv4Addr, mtu: Option<u32>) -> Result<()> {
+    let mut msg = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway);
+    with_mtu(&mut msg, mtu);
+    let msg = msg.build();
+    h.route()
+        .add(msg)
+        .replace()
+        .execute()
+        .await
+        .map_err(op(&format!("default route via {gateway}")))
+}
+
+/// A route's `mtu` metric, if any.
+fn with_mtu(msg: &mut RouteMessageBuilder<Ipv4Addr>, mtu: Option<u32>) {
+    if let Some(mtu) = mtu {
+        let metrics = vec![RouteMetric::Mtu(mtu)];
+        msg.get_mut()
+            .attributes
+            .push(RouteAttribute::Metrics(metrics));
+    }
 }
 
 /// Gateways of the IPv4 default routes in the main table.
@@ -335,21 +351,23 @@ pub async fn default_gateways(h: &Handle) -> Result<Vec<Ipv4Addr>> {
     Ok(out)
 }
 
-/// `ip route replace NET via NH dev INDEX onlink src SRC`.
+/// `ip route replace NET via NH dev INDEX onlink src SRC [mtu MTU]`.
 pub async fn replace_onlink_route(
     h: &Handle,
     net: ipnet::Ipv4Net,
     next_hop: Ipv4Addr,
     index: u32,
     src: Ipv4Addr,
+    mtu: Option<u32>,
 ) -> Result<()> {
-    let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+    let mut msg = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(net.network(), net.prefix_len())
         .gateway(next_hop)
         .output_interface(index)
         .onlink()
-        .pref_source(src)
-        .build();
+        .pref_source(src);
+    with_mtu(&mut msg, mtu);
+    let msg = msg.build();
     h.route()
         .add(msg)
         .replace()

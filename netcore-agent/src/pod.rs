@@ -2,6 +2,11 @@
 //! brings it up once the pod's program is attached) and whose other end is the pod's
 //! interface, with its address, `lo` up, IPv6 off and a default route via the bridge.
 //! Undone on failure.
+//!
+//! MTU: the link has the uplink's (pods of one node reach each other at full size,
+//! as on a plain bridge); when what leaves the node is encapsulated, the default
+//! route carries the smaller MTU (uplink − VXLAN), so the pod's stack sizes segments
+//! and fragments for it (Cilium's route MTU).
 
 use std::{
     net::Ipv4Addr,
@@ -35,8 +40,25 @@ pub struct PodSpec {
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
     pub gateway: Ipv4Addr,
-    pub mtu: u32,
+    pub mtu: PodMtu,
     pub bridge_index: u32,
+}
+
+/// A pod's link MTU and, if smaller, its default route's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodMtu {
+    pub link: u32,
+    pub route: Option<u32>,
+}
+
+impl PodMtu {
+    /// `link` for the pod's own node, `beyond` for the rest.
+    pub fn new(link: u32, beyond: u32) -> Self {
+        PodMtu {
+            link,
+            route: (beyond < link).then_some(beyond),
+        }
+    }
 }
 
 /// Host-side interface name of the pod that has `ip` (unique on a node, at most 15
@@ -52,7 +74,7 @@ fn temp_peer_name(ip: Ipv4Addr) -> String {
 /// Creates the pod's interfaces; returns the MAC of the pod's end.
 pub async fn create(h: &Handle, spec: &PodSpec) -> Result<Mac, PodError> {
     let peer = temp_peer_name(spec.ip);
-    netlink::add_veth(h, &spec.host_if, &peer, spec.mtu).await?;
+    netlink::add_veth(h, &spec.host_if, &peer, spec.mtu.link).await?;
     let result = plumb(h, spec, &peer).await;
     if result.is_err() {
         let _ = netlink::del_link(h, &spec.host_if).await;
@@ -107,7 +129,7 @@ fn configure_inside(spec: &PodSpec, peer: &str) -> Result<Mac, PodError> {
             disable_ipv6(&spec.ifname);
             netlink::add_addr(&h, link.index, spec.ip, spec.prefix_len).await?;
             netlink::set_up(&h, link.index).await?;
-            netlink::add_default_route(&h, spec.gateway).await?;
+            netlink::set_default_route(&h, spec.gateway, spec.mtu.route).await?;
             let link = netlink::require_link(&h, &spec.ifname).await?;
             link.mac
                 .ok_or_else(|| PodError::Inside(format!("{} has no MAC address", spec.ifname)))
@@ -115,16 +137,18 @@ fn configure_inside(spec: &PodSpec, peer: &str) -> Result<Mac, PodError> {
     })?
 }
 
-/// Gives both ends of an existing pod's veth pair `mtu` (a node whose backend changed).
+/// Gives an existing pod's veth pair (both ends) `mtu.link` and its default route
+/// `mtu.route` (a node whose backend or uplink changed).
 pub async fn set_mtu(
     h: &Handle,
     host_if: &str,
     netns: &Path,
     ifname: &str,
-    mtu: u32,
+    gateway: Ipv4Addr,
+    mtu: PodMtu,
 ) -> Result<(), PodError> {
     let host = netlink::require_link(h, host_if).await?;
-    netlink::set_mtu(h, host.index, mtu).await?;
+    netlink::set_mtu(h, host.index, mtu.link).await?;
     let (netns, ifname) = (netns.to_path_buf(), ifname.to_string());
     tokio::task::spawn_blocking(move || {
         netns::run_in(&netns, || {
@@ -135,7 +159,8 @@ pub async fn set_mtu(
             rt.block_on(async {
                 let h = netlink::connect()?;
                 let link = netlink::require_link(&h, &ifname).await?;
-                Ok(netlink::set_mtu(&h, link.index, mtu).await?)
+                netlink::set_mtu(&h, link.index, mtu.link).await?;
+                Ok(netlink::set_default_route(&h, gateway, mtu.route).await?)
             })
         })?
     })

@@ -93,9 +93,13 @@ pub struct NodeState {
     /// store is away, and to tell a change of mode.
     #[serde(default)]
     pub backend: Option<String>,
-    /// The pods' MTU the node last gave them.
+    /// The pods' MTU beyond the node the node last gave them (their default route's).
     #[serde(default)]
     pub pod_mtu: Option<u32>,
+    /// The pods' link MTU the node last gave them (none: state from before pods had
+    /// the uplink's, when the link had `pod_mtu`).
+    #[serde(default)]
+    pub pod_link_mtu: Option<u32>,
     pub last_ip: Option<Ipv4Addr>,
     pub pods: BTreeMap<String, PodRecord>,
     /// Remote nodes added by hand (`netcore node add`).
@@ -139,6 +143,7 @@ impl NodeState {
             cluster_cidr: None,
             backend: None,
             pod_mtu: None,
+            pod_link_mtu: None,
             last_ip: None,
             pods: BTreeMap::new(),
             nodes: BTreeMap::new(),

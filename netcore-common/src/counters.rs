@@ -65,6 +65,7 @@ reasons! {
     DropEtherType = 35, "dropped-ether-type";
     RejectedNoFlow = 36, "rejected-no-flow";
     DropPolicy = 37, "dropped-policy";
+    DropTooBig = 38, "dropped-too-big";
     MonitorLost = 15, "monitor-events-lost";
 }
 

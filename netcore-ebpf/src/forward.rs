@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     bindings::{bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1},
-    helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
+    helpers::{bpf_check_mtu, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     maps::lpm_trie::Key,
     programs::TcContext,
 };
@@ -106,6 +106,7 @@ pub fn to_remote_node(
     }
     match vxlan::encap(ctx, cfg, node)? {
         vxlan::Encap::Wrapped => {
+            fits_uplink(ctx, cfg)?;
             let ret = unsafe { bpf_redirect_neigh(cfg.uplink_ifindex, core::ptr::null_mut(), 0, 0) };
             Verdict::redirected(Reason::Encapsulated, ret)
         }
@@ -116,6 +117,20 @@ pub fn to_remote_node(
             Verdict::redirected(Reason::EncapsulatedByDevice, ret)
         }
     }
+}
+
+/// Whether the wrapped packet (each segment of a GSO packet) fits the uplink's MTU.
+/// Pods' default routes keep them below it; a pod that sends around its route (a
+/// packet socket, a route of its own) gets its oversized packet dropped here, not
+/// sent to the underlay too big.
+#[inline(always)]
+fn fits_uplink(ctx: &TcContext, cfg: &DatapathConfig) -> Result<(), Reason> {
+    let mut mtu: u32 = 0;
+    let ret = unsafe { bpf_check_mtu(ctx.skb.skb as *mut _, cfg.uplink_ifindex, &mut mtu, 0, 0) };
+    if ret != 0 {
+        return Err(Reason::DropTooBig);
+    }
+    Ok(())
 }
 
 /// Out of the uplink unchanged, the node's underlay address as next hop (its MAC

@@ -314,6 +314,54 @@ fn send_from(ns: &Netns, src: Ipv4Addr, dst: Ipv4Addr, port: u16) -> Result<()> 
     Ok(())
 }
 
+/// A node whose backend changes (the store's network config, between two runs of its
+/// agent) moves its existing pods to the new MTU and says so: vxlan pods send at most
+/// uplink − 50 beyond the node (their default route's MTU), host-gw pods the full MTU.
+#[test]
+fn a_node_that_changes_backend_moves_its_pods_to_the_new_mtu() -> Result<()> {
+    let mut c = Cluster::new(Spec {
+        nodes: 1,
+        store: StoreSpec::File,
+        ..Spec::default()
+    })?;
+    let a = c.node(1).add_pod(&c.pod_name("a"))?;
+    let route = || pod_ns(&a).sh("ip route show default");
+    assert!(route()?.contains("mtu 1450"), "vxlan: {}", route()?);
+    let config = c.dir().join("store/coreos.com/network/config");
+    for (backend, want, says) in [
+        (HOST_GW, None, "host-gw"),
+        (
+            r#"{"Network":"10.244.0.0/16","SubnetLen":24,"SubnetMax":"10.244.63.0","Backend":{"Type":"vxlan"}}"#,
+            Some("mtu 1450"),
+            "vxlan",
+        ),
+    ] {
+        c.node_mut(1).kill_agent();
+        std::fs::write(&config, backend)?;
+        c.node_mut(1).start_agent()?;
+        let r = route()?;
+        match want {
+            Some(m) => assert!(r.contains(m), "{says}: the default route has {m}: {r}"),
+            None => assert!(
+                !r.contains("mtu"),
+                "{says}: no MTU on the default route: {r}"
+            ),
+        }
+        let link = pod_ns(&a).sh("cat /sys/class/net/eth0/mtu")?;
+        assert_eq!(
+            link.trim(),
+            "1500",
+            "{says}: the link keeps the uplink's MTU"
+        );
+        let log = c.node(1).agent_log();
+        assert!(
+            log.contains("existing pods are moved to the new MTU"),
+            "{says}: the agent says what happens to the pods: {log}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn unencapsulated_packets_to_pods_from_a_non_node_or_a_spoofing_node_are_dropped() -> Result<()> {
     for config in [Some(HOST_GW), None] {

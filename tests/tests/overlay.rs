@@ -355,13 +355,53 @@ fn malformed_packets_at_the_uplink_are_dropped_and_counted() -> Result<()> {
     Ok(())
 }
 
+/// A pod that sends around its route MTU (here: it drops the MTU from its own default
+/// route, as a pod with NET_ADMIN can; a packet socket would do the same) gets its
+/// oversized packets dropped and counted, not sent to the underlay too big.
 #[test]
-fn pods_get_the_uplink_mtu_minus_vxlan_and_never_fragment() -> Result<()> {
+fn a_pod_sending_past_its_route_mtu_is_dropped_as_too_big() -> Result<()> {
     let c = meshed(2)?;
     let a = c.node(1).add_pod(&c.pod_name("a"))?;
     let b = c.node(2).add_pod(&c.pod_name("b"))?;
+    let gw = c.node(1).status()?.gateway;
+    pod_ns(&a).sh(&format!("ip route replace default via {gw}"))?;
+    let before = c.node(1).counter("dropped-too-big")?;
+    assert!(
+        !traffic::ping_df(&a.name, b.ip, 1472),
+        "a 1500-byte packet cannot cross in VXLAN on a 1500-byte underlay"
+    );
+    let dropped = c.node(1).counter("dropped-too-big")? - before;
+    assert!(dropped >= 1, "counted as dropped-too-big (got {dropped})");
+    assert!(
+        traffic::ping_df(&a.name, b.ip, 1422),
+        "a packet that fits still crosses"
+    );
+    Ok(())
+}
+
+/// Pods have the uplink's MTU on their link (pods of one node talk at full size) and
+/// uplink − VXLAN on their default route (what leaves the node is encapsulated).
+#[test]
+fn pods_get_the_full_mtu_locally_and_uplink_minus_vxlan_beyond() -> Result<()> {
+    let c = meshed(2)?;
+    let a = c.node(1).add_pod(&c.pod_name("a"))?;
+    let near = c.node(1).add_pod(&c.pod_name("near"))?;
+    let b = c.node(2).add_pod(&c.pod_name("b"))?;
     let mtu = pod_ns(&a).sh("cat /sys/class/net/eth0/mtu")?;
-    assert_eq!(mtu.trim(), "1450", "pods get uplink MTU 1500 - 50");
+    assert_eq!(mtu.trim(), "1500", "the pod's link has the uplink's MTU");
+    let route = pod_ns(&a).sh("ip route show default")?;
+    assert!(
+        route.contains("mtu 1450"),
+        "the default route carries uplink MTU 1500 - 50: {route}"
+    );
+    let status = c.node(1).status()?;
+    assert_eq!((status.pod_mtu, status.pod_link_mtu), (1450, 1500));
+    // 1472 bytes of ICMP payload + 28 = 1500: a full-size packet to a pod of the node.
+    assert!(
+        traffic::ping_df(&a.name, near.ip, 1472),
+        "a full-size DF packet reaches a pod on the same node"
+    );
+    assert!(traffic::ping_df(&near.name, a.ip, 1472), "and back");
     // 1422 bytes of ICMP payload + 28 = 1450: the largest packet that fits, DF set.
     assert!(
         traffic::ping_df(&a.name, b.ip, 1422),

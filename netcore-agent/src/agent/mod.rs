@@ -287,7 +287,9 @@ impl Agent {
 
         let features = crate::datapath::features::probe().map_err(DatapathError::from)?;
         let mode = attach_mode(&cfg, &features)?;
-        let bridge = netlink::ensure_bridge(&nl, &cfg.bridge, state.gateway_mac, pod_mtu).await?;
+        // The pods' links have the uplink's MTU (see pod.rs), and so has their bridge.
+        let bridge =
+            netlink::ensure_bridge(&nl, &cfg.bridge, state.gateway_mac, uplink.mtu).await?;
         netlink::add_addr(&nl, bridge.index, net.gateway(), net.pod_cidr.prefix_len()).await?;
         let vxlan = netlink::ensure_vxlan(
             &nl,
@@ -496,11 +498,12 @@ impl Agent {
     /// different MTUs) says so, and moves its existing pods to the new MTU: with the
     /// old one, a pod's full-size packet would no longer fit an encapsulation (or
     /// would waste 50 bytes of each). Their connections keep their MSS until they
-    /// reconnect.
+    /// reconnect. So are pods made before their links had the uplink's MTU.
     async fn follow_backend_change(&mut self) {
         let name = self.backend.name();
         let old = self.state.backend.replace(name.to_string());
         let old_mtu = self.state.pod_mtu.replace(self.pod_mtu);
+        let old_link = self.state.pod_link_mtu.replace(self.uplink.mtu);
         if old.as_deref().is_some_and(|o| o != name) {
             warn!(
                 from = old.as_deref().unwrap_or(""),
@@ -508,24 +511,35 @@ impl Agent {
                 "this node's backend changed"
             );
         }
-        let Some(old_mtu) = old_mtu.filter(|m| *m != self.pod_mtu) else {
+        let mtu = self.pod_mtu();
+        let before = crate::pod::PodMtu::new(
+            old_link.or(old_mtu).unwrap_or(mtu.link),
+            old_mtu.unwrap_or(self.pod_mtu),
+        );
+        if old_mtu.is_none() || before == mtu {
             return;
-        };
-        warn!(old_mtu, new_mtu = self.pod_mtu, pods = self.state.pods.len(),
-            "the pods' MTU changes with the backend: existing pods are moved to the new MTU (open connections keep their segment size until they reconnect)");
+        }
+        warn!(old_mtu = ?before, new_mtu = ?mtu, pods = self.state.pods.len(),
+            "the pods' MTU changes (backend or uplink): existing pods are moved to the new MTU (open connections keep their segment size until they reconnect)");
         for rec in self.state.pods.values() {
             if let Err(e) = crate::pod::set_mtu(
                 &self.nl,
                 &rec.host_if,
                 &rec.netns,
                 &rec.ifname,
-                self.pod_mtu,
+                self.net.gateway(),
+                mtu,
             )
             .await
             {
                 warn!(pod = %rec.name, "setting the new MTU: {e}");
             }
         }
+    }
+
+    /// The MTUs pods get: the uplink's on their link, `pod_mtu` beyond the node.
+    pub(super) fn pod_mtu(&self) -> crate::pod::PodMtu {
+        crate::pod::PodMtu::new(self.uplink.mtu, self.pod_mtu)
     }
 
     /// The programs of the node's own interfaces (pods get theirs when plumbed).
@@ -651,6 +665,7 @@ impl Agent {
             gateway: self.net.gateway(),
             vtep_mac: self.state.vtep_mac,
             pod_mtu: self.pod_mtu,
+            pod_link_mtu: self.uplink.mtu,
             backend: self.backend.name().into(),
             vxlan_port: self.cfg.vxlan_port,
             vni: self.cfg.vni,

@@ -261,7 +261,8 @@ impl Agent {
 impl Agent {
     /// The host's own traffic to remote pods and to services: the cluster CIDR and the
     /// service CIDR go into the bridge via a next hop that resolves to this node's VTEP
-    /// MAC, where `from_host` picks them up.
+    /// MAC, where `from_host` picks them up; with the pods' MTU beyond the node (the
+    /// bridge has the uplink's, for the node's own pods).
     pub(super) async fn route_cluster_via_overlay(&mut self) -> Result<()> {
         let next_hop = self.net.cluster_cidr.network();
         netlink::replace_neighbour(&self.nl, self.bridge.index, next_hop, self.state.vtep_mac)
@@ -273,6 +274,7 @@ impl Agent {
                 next_hop,
                 self.bridge.index,
                 self.net.gateway(),
+                self.pod_mtu().route,
             )
             .await?;
         }

@@ -103,7 +103,7 @@ impl Agent {
             ip: rec.ip,
             prefix_len: self.net.pod_cidr.prefix_len(),
             gateway: self.net.gateway(),
-            mtu: self.pod_mtu,
+            mtu: self.pod_mtu(),
             bridge_index: self.bridge.index,
         };
         rec.mac = pod::create(&self.nl, &spec).await?;

@@ -193,7 +193,11 @@ pub struct Status {
     pub bridge: String,
     pub gateway: Ipv4Addr,
     pub vtep_mac: Mac,
+    /// What pods can send beyond their node (their default route's MTU).
     pub pod_mtu: u32,
+    /// Their link's MTU: what they send to pods of their own node.
+    #[serde(default)]
+    pub pod_link_mtu: u32,
     /// "vxlan", "vxlan+directrouting" or "host-gw".
     pub backend: String,
     pub vxlan_port: u16,

@@ -667,8 +667,8 @@ fn print_status(s: &Status) {
         s.node, s.underlay_ip, s.uplink, s.vtep_mac
     );
     println!(
-        "subnet    {} of {}  gateway {} on {}  pod MTU {}",
-        s.pod_cidr, s.cluster_cidr, s.gateway, s.bridge, s.pod_mtu
+        "subnet    {} of {}  gateway {} on {}  pod MTU {} (link {})",
+        s.pod_cidr, s.cluster_cidr, s.gateway, s.bridge, s.pod_mtu, s.pod_link_mtu
     );
     println!(
         "overlay   {}  VXLAN port {} VNI {}  device {}  decap {}",
