@@ -95,6 +95,21 @@ impl Recorder {
     }
 }
 
+/// The agent's side of a summary, taken under its lock.
+pub struct Source {
+    pub names: Names,
+    pub recorder: Arc<Recorder>,
+}
+
+/// Each local pod's traffic over the last minute, read on a blocking thread (the map
+/// holds up to 16,384 keys per CPU).
+pub async fn summary_of(src: Source, pod: Option<String>, top: usize) -> FlowSummary {
+    let Source { names, recorder } = src;
+    tokio::task::spawn_blocking(move || recorder.summary(&names, pod.as_deref(), top))
+        .await
+        .unwrap_or_default()
+}
+
 /// Samples until the agent stops (nothing to sample while accounting is off).
 pub async fn sample_forever(rec: Arc<Recorder>) {
     if !rec.enabled() {

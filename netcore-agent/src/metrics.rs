@@ -68,8 +68,11 @@ async fn readyz(State(ready): State<Ready>) -> (StatusCode, &'static str) {
 async fn metrics(State(ready): State<Ready>, headers: HeaderMap) -> Response {
     let snapshot = match ready.get() {
         Some(agent) => {
-            let a = agent.lock().await;
-            Some((a.status(), a.flow_summary(None, TALKERS)))
+            let (status, flows) = {
+                let a = agent.lock().await;
+                (a.status(), a.flow_source())
+            };
+            Some((status, crate::flows::summary_of(flows, None, TALKERS).await))
         }
         None => None,
     };

@@ -311,25 +311,29 @@ pub async fn del_link(h: &Handle, name: &str) -> Result<()> {
 /// The default route via `gateway`, added or replaced; with `mtu`, what leaves by it
 /// is at most that size (the link may be larger for what stays on the link).
 pub async fn set_default_route(h: &Handle, gateway: Ipv4Addr, mtu: Option<u32>) -> Result<()> {
-    let mut msg = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway);
-    with_mtu(&mut msg, mtu);
-    let msg = msg.build();
-    h.route()
-        .add(msg)
-        .replace()
-        .execute()
-        .await
-        .map_err(op(&format!("default route via {gateway}")))
+    let msg = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway);
+    replace_route(h, msg, mtu, format!("default route via {gateway}")).await
 }
 
-/// A route's `mtu` metric, if any.
-fn with_mtu(msg: &mut RouteMessageBuilder<Ipv4Addr>, mtu: Option<u32>) {
+/// `ip route replace` of `msg`, with an `mtu` metric if given.
+async fn replace_route(
+    h: &Handle,
+    mut msg: RouteMessageBuilder<Ipv4Addr>,
+    mtu: Option<u32>,
+    what: String,
+) -> Result<()> {
     if let Some(mtu) = mtu {
         let metrics = vec![RouteMetric::Mtu(mtu)];
         msg.get_mut()
             .attributes
             .push(RouteAttribute::Metrics(metrics));
     }
+    h.route()
+        .add(msg.build())
+        .replace()
+        .execute()
+        .await
+        .map_err(op(what))
 }
 
 /// Gateways of the IPv4 default routes in the main table.
@@ -360,20 +364,13 @@ pub async fn replace_onlink_route(
     src: Ipv4Addr,
     mtu: Option<u32>,
 ) -> Result<()> {
-    let mut msg = RouteMessageBuilder::<Ipv4Addr>::new()
+    let msg = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(net.network(), net.prefix_len())
         .gateway(next_hop)
         .output_interface(index)
         .onlink()
         .pref_source(src);
-    with_mtu(&mut msg, mtu);
-    let msg = msg.build();
-    h.route()
-        .add(msg)
-        .replace()
-        .execute()
-        .await
-        .map_err(op(format!("route {net} via {next_hop}")))
+    replace_route(h, msg, mtu, format!("route {net} via {next_hop}")).await
 }
 
 /// A resolved entry of the neighbour table.

@@ -16,7 +16,7 @@ use crate::{
     l4::Flow,
     maps::NC_FRAGS,
     nat::{set_ip_addr, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF},
-    packet::IPPROTO_UDP,
+    packet::{addr_at as addr, IPPROTO_UDP},
 };
 
 /// More-fragments flag, and the fragment offset bits.
@@ -26,11 +26,6 @@ const IP_OFFSET: u16 = 0x1fff;
 #[inline(always)]
 fn header(ctx: &TcContext) -> Option<[u8; 20]> {
     ctx.load::<[u8; 20]>(ETH_HLEN).ok().filter(|h| h[0] == 0x45)
-}
-
-#[inline(always)]
-fn addr(h: &[u8; 20], at: usize) -> u32 {
-    u32::from_ne_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]])
 }
 
 /// After the packet of `before` was translated: if it is a datagram's first fragment,

@@ -24,16 +24,10 @@ use crate::{
 
 const ALLOW: i32 = 1;
 
-/// connect(): a NodePort of this node gets a backend.
+/// connect(), and sendmsg() of an unconnected UDP socket: a NodePort of this node
+/// gets a backend.
 #[inline(always)]
-pub fn connect4(ctx: &SockAddrContext) -> i32 {
-    to_backend(ctx);
-    ALLOW
-}
-
-/// sendmsg() of an unconnected UDP socket: as connect().
-#[inline(always)]
-pub fn sendmsg4(ctx: &SockAddrContext) -> i32 {
+pub fn connect_or_send4(ctx: &SockAddrContext) -> i32 {
     to_backend(ctx);
     ALLOW
 }

@@ -5,8 +5,10 @@
 use aya_ebpf::programs::TcContext;
 use netcore_common::wire::{ETH_HLEN, IPV4_HLEN, VXLAN_OVERHEAD};
 
+use crate::packet::{addr_at, IPPROTO_UDP};
+
+/// The IPv4 ethertype as read from the bytes (host order).
 const ETH_P_IPV4: u16 = 0x0800;
-const IPPROTO_UDP: u8 = 17;
 
 /// Addresses big-endian as in the packet; zero where they could not be read.
 pub struct Addrs {
@@ -29,8 +31,7 @@ pub fn read(ctx: &TcContext, vxlan_port: u16) -> Option<Addrs> {
     if u16::from_be_bytes([head[12], head[13]]) != ETH_P_IPV4 || head[ETH_HLEN] >> 4 != 4 {
         return None;
     }
-    let at = |i: usize| u32::from_ne_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
-    let (src, dst, proto) = (at(ETH_HLEN + 12), at(ETH_HLEN + 16), head[ETH_HLEN + 9]);
+    let (src, dst, proto) = (addr_at(&head, ETH_HLEN + 12), addr_at(&head, ETH_HLEN + 16), head[ETH_HLEN + 9]);
     let mut a = Addrs { src, dst, proto, outer_src: 0, outer_dst: 0, ip: ETH_HLEN };
     if proto == IPPROTO_UDP
         && ctx.load::<[u8; 2]>(ETH_HLEN + IPV4_HLEN + 2).map(u16::from_be_bytes) == Ok(vxlan_port)
@@ -48,7 +49,5 @@ fn ipv4(ctx: &TcContext, at: usize) -> Option<(u32, u32, u8)> {
     if head[0] >> 4 != 4 {
         return None;
     }
-    let src = u32::from_ne_bytes([head[12], head[13], head[14], head[15]]);
-    let dst = u32::from_ne_bytes([head[16], head[17], head[18], head[19]]);
-    Some((src, dst, head[9]))
+    Some((addr_at(&head, 12), addr_at(&head, 16), head[9]))
 }

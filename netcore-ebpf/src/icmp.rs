@@ -26,7 +26,7 @@ use crate::{
     conntrack,
     l4::IPPROTO_TCP,
     nat::{set_ip_addr, IP_CSUM_OFF as OUTER_CSUM, IP_DST_OFF as OUTER_DST, IP_SRC_OFF as OUTER_SRC},
-    packet::{IPPROTO_UDP, IP_MF_OFFSET_MASK},
+    packet::{addr_at as addr, IPPROTO_UDP, IP_MF_OFFSET_MASK},
 };
 
 const IPPROTO_ICMP: u8 = 1;
@@ -64,11 +64,6 @@ pub fn translate_error(ctx: &TcContext) -> u64 {
         Ok(None) => UNRELATED,
         Err(_) => FAILED,
     }
-}
-
-#[inline(always)]
-fn addr(h: &[u8; 20], at: usize) -> u32 {
-    u32::from_ne_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]])
 }
 
 /// The new destination and where it goes (`TO_*`); `None` when the packet is not an

@@ -65,12 +65,12 @@ pub fn from_overlay(ctx: TcContext) -> i32 {
 
 #[cgroup_sock_addr(connect4)]
 pub fn sock_connect4(ctx: SockAddrContext) -> i32 {
-    from_socket::connect4(&ctx)
+    from_socket::connect_or_send4(&ctx)
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn sock_sendmsg4(ctx: SockAddrContext) -> i32 {
-    from_socket::sendmsg4(&ctx)
+    from_socket::connect_or_send4(&ctx)
 }
 
 #[cgroup_sock_addr(recvmsg4)]

@@ -10,6 +10,12 @@ pub const IPPROTO_UDP: u8 = 17;
 /// More-fragments flag and fragment offset bits of `frag_off`.
 pub const IP_MF_OFFSET_MASK: u16 = 0x3fff;
 
+/// The (big-endian) IPv4 address at `at` in header bytes read with `load`.
+#[inline(always)]
+pub fn addr_at(h: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]])
+}
+
 /// A pointer to a `T` at `offset`, if the linear data holds all of it.
 #[inline(always)]
 pub fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Result<*mut T, Reason> {

@@ -408,9 +408,14 @@ impl Agent {
         self.flows.clone()
     }
 
-    /// Each local pod's traffic over the last minute (see flows.rs).
-    pub fn flow_summary(&self, pod: Option<&str>, top: usize) -> crate::flows::FlowSummary {
-        self.flows.summary(&self.names(), pod, top)
+    /// What a flow summary needs from the agent: who is who, and the recorder. The
+    /// summary itself (a read of the whole flow map) is made without the agent's lock
+    /// (`flows::summary_of`).
+    pub fn flow_source(&self) -> crate::flows::Source {
+        crate::flows::Source {
+            names: self.names(),
+            recorder: self.flows.clone(),
+        }
     }
 
     /// Packets counted under `reason` so far.
@@ -619,7 +624,10 @@ impl Agent {
             Request::PodDel { name } => self.pod_del(&name).await.map(json),
             Request::PodList => Ok(json(self.pod_list())),
             Request::Status => Ok(json(self.status())),
-            Request::Flows { pod, top } => Ok(json(self.flow_summary(pod.as_deref(), top))),
+            Request::Flows { pod, top } => {
+                let summary = crate::flows::summary_of(self.flow_source(), pod, top).await;
+                Ok(json(summary))
+            }
             Request::NodeAdd(spec) => self.node_add(spec).map(json),
             Request::NodeDel { name } => self.node_del(&name).map(json),
             Request::NodeList => Ok(json(self.node_list())),

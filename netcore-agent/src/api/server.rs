@@ -70,6 +70,13 @@ impl Ctx {
     /// Requests that change cluster-wide state go through the control plane when
     /// there is a store; everything else is the agent's.
     async fn handle(&self, req: Request) -> Reply {
+        if let Request::Flows { pod, top } = req {
+            // Read without holding the agent (a whole-map read).
+            let source = self.agent.lock().await.flow_source();
+            let summary = crate::flows::summary_of(source, pod, top).await;
+            let data = serde_json::to_value(summary).expect("a summary serializes");
+            return Reply::Ok { data };
+        }
         let (Some(control), true) = (&self.control, is_cluster_wide(&req)) else {
             if matches!(req, Request::Leave) {
                 return Reply::Error {
