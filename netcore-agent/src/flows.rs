@@ -457,27 +457,16 @@ mod tests {
 
     #[test]
     fn differences_start_again_after_an_eviction() {
-        let k1 = key(
-            [10, 244, 1, 2],
-            [10, 0, 0, 1],
-            10,
-            PROGRAM_FROM_POD,
-            Reason::Passed,
-        );
-        let k2 = key(
-            [10, 244, 1, 2],
-            [10, 0, 0, 2],
-            10,
-            PROGRAM_FROM_POD,
-            Reason::Passed,
-        );
-        let k3 = key(
-            [10, 244, 1, 2],
-            [10, 0, 0, 3],
-            10,
-            PROGRAM_FROM_POD,
-            Reason::Passed,
-        );
+        let to = |last| {
+            key(
+                [10, 244, 1, 2],
+                [10, 0, 0, last],
+                10,
+                PROGRAM_FROM_POD,
+                Reason::Passed,
+            )
+        };
+        let (k1, k2, k3) = (to(1), to(2), to(3));
         let base = HashMap::from([(k1, c(10, 1000)), (k2, c(50, 5000)), (k3, c(7, 70))]);
         let now = HashMap::from([(k1, c(15, 1500)), (k2, c(3, 300)), (k3, c(7, 70))]);
         let mut d = since(&base, now);

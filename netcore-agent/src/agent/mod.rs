@@ -516,12 +516,12 @@ impl Agent {
                 "this node's backend changed"
             );
         }
+        // No pods before (a fresh node), or none moved: nothing to do. Without a link
+        // MTU on record, the links had the route's.
+        let Some(old_mtu) = old_mtu else { return };
+        let before = crate::pod::PodMtu::new(old_link.unwrap_or(old_mtu), old_mtu);
         let mtu = self.pod_mtu();
-        let before = crate::pod::PodMtu::new(
-            old_link.or(old_mtu).unwrap_or(mtu.link),
-            old_mtu.unwrap_or(self.pod_mtu),
-        );
-        if old_mtu.is_none() || before == mtu {
+        if before == mtu {
             return;
         }
         warn!(old_mtu = ?before, new_mtu = ?mtu, pods = self.state.pods.len(),
@@ -673,7 +673,7 @@ impl Agent {
             gateway: self.net.gateway(),
             vtep_mac: self.state.vtep_mac,
             pod_mtu: self.pod_mtu,
-            pod_link_mtu: self.uplink.mtu,
+            pod_link_mtu: self.pod_mtu().link,
             backend: self.backend.name().into(),
             vxlan_port: self.cfg.vxlan_port,
             vni: self.cfg.vni,

@@ -42,6 +42,16 @@ pub enum Direction {
     Egress,
 }
 
+impl Policy {
+    /// The policy's rules for `dir`; `None` when it does not isolate that direction.
+    fn rules(&self, dir: Direction) -> Option<&[Rule]> {
+        match dir {
+            Direction::Ingress => self.ingress.as_deref(),
+            Direction::Egress => self.egress.as_deref(),
+        }
+    }
+}
+
 type Block = (Ipv4Net, Vec<Ipv4Net>);
 
 /// What a class stands for: a pod identity, if any, and the blocks.
@@ -71,25 +81,13 @@ impl PodClass {
     }
 }
 
-/// What a set stands for: the policies that select a pod in one direction, and for
-/// ingress sets whose rules name ports, the pod's named ports (pods that number a
-/// name differently need different entries). State written before named ports has
-/// `[direction, policies]` here, which reads as a set without ports.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-struct SetKey {
-    direction: Direction,
-    policies: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    ports: Vec<ContainerPort>,
-}
-
 /// Class and set ids, kept from compile to compile (and across restarts).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ids {
     #[serde(with = "pairs")]
     classes: BTreeMap<ClassKey, u32>,
     #[serde(with = "pairs")]
-    sets: BTreeMap<SetKey, u32>,
+    sets: BTreeMap<SetInfo, u32>,
     next_class: u32,
     next_set: u32,
 }
@@ -112,7 +110,7 @@ impl Ids {
         id
     }
 
-    fn set(&mut self, key: SetKey) -> u32 {
+    fn set(&mut self, key: SetInfo) -> u32 {
         if let Some(id) = self.sets.get(&key) {
             return *id;
         }
@@ -151,8 +149,12 @@ mod pairs {
     }
 }
 
-/// A policy set: the policies that select a pod in one direction.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A policy set, and what its id stands for: the policies that select a pod in one
+/// direction and, for ingress sets whose rules name ports, the pod's named ports (pods
+/// that number a name differently need different entries). State written before
+/// named ports has `[direction, policies]` as a set's key, which reads as a set
+/// without ports.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SetInfo {
     pub direction: Direction,
     pub policies: Vec<String>,
@@ -230,17 +232,12 @@ pub fn compile(input: &Inputs, ids: &mut Ids) -> Compiled {
             } else {
                 Vec::new()
             };
-            let key = SetKey {
+            let info = SetInfo {
                 direction,
                 policies,
                 ports,
             };
-            let id = ids.set(key.clone());
-            let info = SetInfo {
-                direction,
-                policies: key.policies,
-                ports: key.ports,
-            };
+            let id = ids.set(info.clone());
             out.sets.insert(id, info);
             id
         };
@@ -257,11 +254,7 @@ pub fn compile(input: &Inputs, ids: &mut Ids) -> Compiled {
         for name in &info.policies {
             let p = &input.policies[name];
             let slot = input.slots.get(name).copied().unwrap_or(0);
-            let rules = match info.direction {
-                Direction::Ingress => p.ingress.as_deref(),
-                Direction::Egress => p.egress.as_deref(),
-            };
-            for rule in rules.unwrap_or_default() {
+            for rule in p.rules(info.direction).unwrap_or_default() {
                 let peers = rule_classes(rule, p, &classes, &all_classes, input.namespaces);
                 for class in peers {
                     // Named ports are the destination's: the selected pod's for
@@ -290,20 +283,11 @@ pub fn compile(input: &Inputs, ids: &mut Ids) -> Compiled {
 
 /// Whether a rule of `dir` of one of `policies` names a port.
 fn names_ports(policies: &BTreeMap<String, Policy>, list: &[String], dir: Direction) -> bool {
-    list.iter().any(|name| {
-        let p = &policies[name];
-        let rules = match dir {
-            Direction::Ingress => p.ingress.as_deref(),
-            Direction::Egress => p.egress.as_deref(),
-        };
-        let ports = rules
-            .unwrap_or_default()
-            .iter()
-            .flat_map(|r| r.ports.iter().flatten());
-        ports
-            .into_iter()
-            .any(|p| matches!(p.ports, PortMatch::Named(_)))
-    })
+    let rules = list
+        .iter()
+        .flat_map(|name| policies[name].rules(dir).unwrap_or_default());
+    let mut ports = rules.flat_map(|r| r.ports.iter().flatten());
+    ports.any(|p| matches!(p.ports, PortMatch::Named(_)))
 }
 
 /// The named ports of a class's pods (none for blocks and the world).
@@ -351,11 +335,9 @@ fn selecting(
     policies
         .iter()
         .filter(|(_, p)| {
-            let isolates = match dir {
-                Direction::Ingress => p.ingress.is_some(),
-                Direction::Egress => p.egress.is_some(),
-            };
-            isolates && p.namespace == pod.namespace && p.pod_selector.matches(&pod.labels)
+            p.rules(dir).is_some()
+                && p.namespace == pod.namespace
+                && p.pod_selector.matches(&pod.labels)
         })
         .map(|(k, _)| k.clone())
         .collect()
